@@ -1,0 +1,83 @@
+//! The state every part reads: configuration, the WAL handles, and the
+//! health flags that readiness and the status page report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::metrics;
+use crate::wal::{Lanes, WalShared};
+
+pub struct App {
+    pub config: Config,
+    /// The committed view of the log and the backlog counters.
+    pub wal: Arc<WalShared>,
+    /// Where connections queue records for the WAL writer.
+    pub lanes: Arc<Lanes>,
+    /// Set by the first SIGTERM/SIGINT: readiness fails, new connections are
+    /// refused, keep-alive ends after the current request.
+    pub shutting_down: AtomicBool,
+    /// Set by the flusher: whether MongoDB accepted the last attempt.
+    pub mongo_up: AtomicBool,
+    pub started: Instant,
+}
+
+/// Why the server is not ready for traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("the write-ahead log cannot be written")]
+    WalUnwritable,
+    #[error("the write-ahead log backlog is over its quota")]
+    OverQuota,
+}
+
+impl App {
+    pub fn new(config: Config, wal: Arc<WalShared>, lanes: Arc<Lanes>) -> App {
+        App {
+            config,
+            wal,
+            lanes,
+            shutting_down: AtomicBool::new(false),
+            mongo_up: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Whether undelivered WAL bytes have reached `--wal-max-bytes`.
+    pub fn over_quota(&self) -> bool {
+        self.wal.backlog_bytes() >= self.config.wal_max_bytes
+    }
+
+    /// Readiness: MongoDB being down is *not* a reason, the WAL absorbs it.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if self.is_shutting_down() {
+            Err(NotReady::ShuttingDown)
+        } else if !self.wal.is_writable() {
+            Err(NotReady::WalUnwritable)
+        } else if self.over_quota() {
+            Err(NotReady::OverQuota)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The gauges `/metrics` reports next to the counters.
+    pub fn gauges(&self) -> metrics::Gauges {
+        metrics::Gauges {
+            wal_backlog_records: self.wal.backlog_records(),
+            wal_backlog_bytes: self.wal.backlog_bytes(),
+            wal_segments: self.wal.segment_count() as u64,
+            wal_writable: self.wal.is_writable(),
+            mongo_up: self.mongo_up.load(Ordering::Relaxed),
+            ready: self.readiness().is_ok(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+}

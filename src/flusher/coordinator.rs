@@ -1,0 +1,274 @@
+//! The flusher's coordinator: fills batches from the WAL, hands them to
+//! senders, and moves the checkpoint over the confirmed prefix.
+
+use super::*;
+
+/// A batch being filled.
+struct Pending {
+    command: InsertCommand,
+    segment_no: u64,
+    start: u64,
+    end: u64,
+    last_id: u64,
+    first_at: Instant,
+}
+
+/// After the stop deadline, how long to wait for senders still inside a
+/// MongoDB call before leaving them (their batches stay in the WAL).
+const STOP_SLACK_MS: u64 = 5_000;
+/// Wait for new records while batches are in flight, so completions are
+/// collected promptly.
+const BUSY_WAIT_MS: u64 = 5;
+
+pub(super) struct Coordinator {
+    app: Arc<App>,
+    stop: Arc<Stop>,
+    reader: WalReader,
+    /// Delivered up to here (in memory).
+    ckpt: Checkpoint,
+    /// What is on disk, and when it was written.
+    stored: Checkpoint,
+    stored_at: Instant,
+    /// Dispatched batches and segment ends, in log order.
+    window: VecDeque<Slot>,
+    next_id: u64,
+    pending: Option<Pending>,
+    work: Option<Sender<Batch>>,
+    done: Receiver<Done>,
+    senders: Vec<JoinHandle<()>>,
+    /// Command buffers come back here for reuse.
+    spare: Vec<u8>,
+}
+
+impl Coordinator {
+    pub(super) fn new(
+        app: Arc<App>,
+        sinks: Arc<Sinks>,
+        resume: Checkpoint,
+        stop: Arc<Stop>,
+    ) -> Coordinator {
+        let (work_tx, work_rx) = bounded::<Batch>(app.config.flush_concurrency);
+        let (done_tx, done_rx) = unbounded::<Done>();
+        let health = Arc::new(Health {
+            app: app.clone(),
+            known: AtomicBool::new(false),
+            last_reminder: Mutex::new(Instant::now()),
+        });
+        let senders = (0..app.config.flush_concurrency)
+            .filter_map(|i| {
+                let (s, w, d, h, st) = (
+                    sinks.clone(),
+                    work_rx.clone(),
+                    done_tx.clone(),
+                    health.clone(),
+                    stop.clone(),
+                );
+                std::thread::Builder::new()
+                    .name(format!("flush-send-{i}"))
+                    .spawn(move || sender(s, w, d, h, st))
+                    .ok()
+            })
+            .collect();
+        Coordinator {
+            reader: WalReader::new(app.wal.clone(), resume),
+            app,
+            stop,
+            ckpt: resume,
+            stored: resume,
+            stored_at: Instant::now(),
+            window: VecDeque::new(),
+            next_id: 0,
+            pending: None,
+            work: Some(work_tx),
+            done: done_rx,
+            senders,
+            spare: Vec::new(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            self.collect(Duration::ZERO);
+            if self.finished() {
+                break;
+            }
+            if self.in_flight() < self.app.config.flush_concurrency {
+                if let Err(e) = self.fill() {
+                    log::error!("reading the WAL for delivery failed: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(FLUSH_BACKOFF_MS_MAX));
+                }
+            } else {
+                self.collect(Duration::from_millis(IDLE_WAIT_MS));
+            }
+        }
+        self.work = None;
+        if self.ckpt != self.stored {
+            store_checkpoint(&self.app, &self.ckpt);
+        }
+        let (backlog, in_flight) = (self.app.wal.backlog_records(), self.in_flight());
+        log::info!(
+            "flusher stopped; {backlog} record(s) stay in the WAL for the next start ({in_flight} batch(es) were in flight)"
+        );
+        if in_flight == 0 {
+            for s in self.senders.drain(..) {
+                let _ = s.join();
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.window
+            .iter()
+            .filter(|s| !s.done && !s.abandoned)
+            .count()
+    }
+
+    fn finished(&self) -> bool {
+        let Some(deadline) = self.stop.deadline() else {
+            return false;
+        };
+        let now = Instant::now();
+        if now >= deadline + Duration::from_millis(STOP_SLACK_MS) {
+            return true;
+        }
+        let drained = self.pending.is_none() && self.reader.caught_up();
+        self.in_flight() == 0 && (drained || now >= deadline)
+    }
+
+    /// Reads what is committed into the pending batch and sends it when it
+    /// is full, old enough, or at a segment's end.
+    fn fill(&mut self) -> Result<(), crate::wal::WalError> {
+        let interval = Duration::from_millis(self.app.config.flush_interval_ms);
+        let wait = match &self.pending {
+            Some(p) => interval.saturating_sub(p.first_at.elapsed()),
+            None if self.in_flight() > 0 => Duration::from_millis(BUSY_WAIT_MS),
+            None => Duration::from_millis(IDLE_WAIT_MS),
+        };
+        let max = self.app.config.flush_max_records
+            - self
+                .pending
+                .as_ref()
+                .map_or(0, |p| p.command.records() as usize);
+        let (segment_no, start) = self.reader.position();
+        let (pending, spare, config) = (&mut self.pending, &mut self.spare, &self.app.config);
+        let outcome = self.reader.read(max, wait, |r| {
+            let p = pending.get_or_insert_with(|| Pending {
+                command: InsertCommand::start(
+                    std::mem::take(spare),
+                    &config.collection,
+                    concern(config.write_concern),
+                ),
+                segment_no,
+                start,
+                end: start,
+                last_id: 0,
+                first_at: Instant::now(),
+            });
+            p.command.push(r);
+            p.last_id = r.id;
+        })?;
+        if let Some(p) = self.pending.as_mut() {
+            p.end = outcome.end;
+        }
+        let send = self.pending.as_ref().is_some_and(|p| {
+            p.command.records() as usize >= self.app.config.flush_max_records
+                || p.first_at.elapsed() >= interval
+                || outcome.segment_done
+                || (self.stop.deadline().is_some() && self.reader.caught_up())
+        });
+        if send {
+            self.dispatch();
+        }
+        if outcome.segment_done {
+            self.reader.next_segment();
+            let (next_no, _) = self.reader.position();
+            let next = segment_start(next_no, &self.last_next());
+            self.window.push_back(Slot {
+                id: u64::MAX,
+                next,
+                records: 0,
+                bytes: 0,
+                done: true,
+                abandoned: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// The resume point after everything dispatched so far.
+    fn last_next(&self) -> Checkpoint {
+        self.window.back().map_or(self.ckpt, |s| s.next)
+    }
+
+    fn dispatch(&mut self) {
+        let Some(p) = self.pending.take() else { return };
+        let (id, records, bytes) = (
+            self.next_id,
+            u64::from(p.command.records()),
+            p.end - p.start,
+        );
+        self.next_id += 1;
+        let next = after(p.segment_no, p.end, p.last_id, &self.last_next());
+        self.window.push_back(Slot {
+            id,
+            next,
+            records,
+            bytes,
+            done: false,
+            abandoned: false,
+        });
+        let batch = Batch {
+            id,
+            command: p.command.finish(),
+            records,
+        };
+        if let Some(work) = &self.work {
+            // Bounded by the concurrency, and a slot is free: this does not wait.
+            let _ = work.send(batch);
+        }
+    }
+
+    /// Takes sender reports (waiting up to `timeout` for the first) and
+    /// advances the checkpoint over the confirmed prefix.
+    fn collect(&mut self, timeout: Duration) {
+        let mut next = if timeout.is_zero() {
+            self.done.try_recv().ok()
+        } else {
+            self.done.recv_timeout(timeout).ok()
+        };
+        while let Some(d) = next {
+            self.complete(d);
+            next = self.done.try_recv().ok();
+        }
+        while self.window.front().is_some_and(|s| s.done) {
+            self.ckpt = self.window.pop_front().expect("front exists").next;
+        }
+        let segment_passed = self.ckpt.segment_no > self.stored.segment_no;
+        let due = self.stored_at.elapsed() >= Duration::from_millis(CHECKPOINT_INTERVAL_MS);
+        if self.ckpt != self.stored && (segment_passed || due) {
+            store_checkpoint(&self.app, &self.ckpt);
+            self.stored = self.ckpt;
+            self.stored_at = Instant::now();
+        }
+    }
+
+    fn complete(&mut self, d: Done) {
+        if self.spare.capacity() < d.command.capacity() {
+            self.spare = d.command;
+        }
+        let Some(slot) = self.window.iter_mut().find(|s| s.id == d.id) else {
+            return;
+        };
+        let Some(delivered) = d.delivered else {
+            // Abandoned at the stop deadline; it stays in the WAL.
+            slot.abandoned = true;
+            return;
+        };
+        slot.done = true;
+        self.app.wal.delivered(slot.bytes, slot.records);
+        GLOBAL.records_flushed.fetch_add(slot.records, Relaxed);
+        GLOBAL
+            .records_replayed_duplicate
+            .fetch_add(delivered.duplicates, Relaxed);
+    }
+}

@@ -1,0 +1,452 @@
+//! One client connection: read, decode every complete request, stage the
+//! usages of the whole read into one WAL submission, write all responses
+//! in one go.
+//!
+//! Timeouts are per phase: a request's headers must arrive within
+//! `--header-read-timeout-ms` of its first byte, its body within
+//! `--body-read-timeout-ms` of its headers, and an idle keep-alive
+//! connection is closed after `--idle-timeout-ms`. A request that misses
+//! its deadline gets 408 and the connection closes, so a client trickling
+//! bytes holds one coroutine for a bounded time and nothing else.
+
+use std::io::{self, Read, Write};
+use std::mem;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use may::net::TcpStream;
+use may::sync::mpsc;
+
+use super::request::{self, Body, Head};
+use super::response::{self, Conn as ConnHeader};
+use super::routes::{self, Action};
+use super::{ApiError, HttpError};
+use crate::app::App;
+use crate::ingest::UsageParser;
+use crate::limits::{HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX, READ_BUF_BYTES_INITIAL};
+use crate::metrics::{self, Route};
+use crate::wal::record;
+use crate::wal::{Reply, Submission};
+
+/// Serves `stream` until the client leaves, an error closes it, or shutdown.
+pub fn serve(stream: TcpStream, app: &App, lane: usize) {
+    let timeout = Duration::from_millis(app.config.body_read_timeout_ms);
+    // A client that stops reading its responses is dropped after this.
+    if stream.set_write_timeout(Some(timeout)).is_err() {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let mut conn = Connection::new(stream, app, lane);
+    // Errors here are the client's: it went away or stopped reading.
+    let _ = conn.run();
+}
+
+/// What the connection does after a round of decoding.
+enum Next {
+    /// Everything buffered is handled; read more.
+    Read,
+    /// The pipelining bound was reached; write, then decode again.
+    Again,
+    /// Write what is pending, then close.
+    Close,
+}
+
+struct Connection<'a> {
+    stream: TcpStream,
+    app: &'a App,
+    /// Which WAL lane this connection's submissions go to.
+    lane: usize,
+    /// Read buffer: `rbuf[rpos..rend]` is received and not yet handled.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    rend: usize,
+    /// Responses of the current round, written in one call.
+    wbuf: Vec<u8>,
+    parser: UsageParser,
+    /// De-chunked body of the current request.
+    scratch: Vec<u8>,
+    /// Usages of this round in staged WAL form, and each one's Connection
+    /// header: they become one submission and then their 201s.
+    staged: Vec<u8>,
+    staged_conns: Vec<ConnHeader>,
+    reply_tx: mpsc::Sender<Reply>,
+    reply_rx: mpsc::Receiver<Reply>,
+    /// The 100 Continue for the request at `rpos` has been sent.
+    continue_sent: bool,
+    /// When the first byte of the request at `rpos` arrived.
+    request_started: Option<Instant>,
+    /// When the head of the request at `rpos` was complete.
+    head_done: Option<Instant>,
+    /// When the connection last became idle.
+    idle_since: Instant,
+    /// The read timeout last given to the socket.
+    read_timeout: Option<Duration>,
+    /// Counted in [`metrics::Global::requests_in_flight`]: bytes of a request
+    /// are buffered or being handled. Shutdown waits for this to clear.
+    busy: bool,
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.set_busy(false);
+    }
+}
+
+impl<'a> Connection<'a> {
+    fn new(stream: TcpStream, app: &'a App, lane: usize) -> Self {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        Connection {
+            stream,
+            app,
+            lane,
+            rbuf: vec![0; READ_BUF_BYTES_INITIAL],
+            rpos: 0,
+            rend: 0,
+            wbuf: Vec::with_capacity(READ_BUF_BYTES_INITIAL),
+            parser: UsageParser::new(),
+            scratch: Vec::new(),
+            staged: Vec::with_capacity(4096),
+            staged_conns: Vec::with_capacity(64),
+            reply_tx,
+            reply_rx,
+            continue_sent: false,
+            request_started: None,
+            head_done: None,
+            idle_since: Instant::now(),
+            read_timeout: None,
+            busy: false,
+        }
+    }
+
+    fn set_busy(&mut self, busy: bool) {
+        if self.busy != busy {
+            self.busy = busy;
+            let counter = &metrics::GLOBAL.requests_in_flight;
+            if busy {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        loop {
+            let next = self.decode_buffered();
+            self.commit_staged();
+            if !self.wbuf.is_empty() {
+                self.stream.write_all(&self.wbuf)?;
+                self.wbuf.clear();
+            }
+            match next {
+                Next::Close => return self.close(),
+                Next::Again => continue,
+                Next::Read => {}
+            }
+            if self.rpos == self.rend && self.app.is_shutting_down() {
+                return self.close();
+            }
+            if !self.read_more()? {
+                return self.close();
+            }
+        }
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        self.stream.flush()?;
+        self.stream.shutdown(std::net::Shutdown::Write)
+    }
+
+    /// Handles every complete request in the buffer.
+    fn decode_buffered(&mut self) -> Next {
+        let rbuf = mem::take(&mut self.rbuf);
+        let next = self.decode_from(&rbuf);
+        self.rbuf = rbuf;
+        next
+    }
+
+    fn decode_from(&mut self, rbuf: &[u8]) -> Next {
+        for _ in 0..PIPELINE_REQUESTS_MAX {
+            let buf = &rbuf[self.rpos..self.rend];
+            if buf.is_empty() {
+                return Next::Read;
+            }
+            let head = match request::parse_head(buf) {
+                Ok(Some(head)) => head,
+                Ok(None) => return Next::Read,
+                Err(e) => return self.fail(Route::Other, e.into(), false),
+            };
+            self.head_done.get_or_insert_with(Instant::now);
+            let (route, action) = routes::route(&head);
+            let body_max = self.app.config.max_body_bytes;
+            let (body, len) = match request::parse_body(buf, &head, body_max, &mut self.scratch) {
+                Ok(Some(found)) => found,
+                Ok(None) => return self.await_body(&head, route, action),
+                Err(e) => return self.fail(route, e.into(), head.method == request::Method::Head),
+            };
+            // A de-chunked body is moved out of `self` while `self` handles
+            // it, and its allocation put back after.
+            let chunked_body = mem::take(&mut self.scratch);
+            let body = match body {
+                Body::Slice(range) => &buf[range],
+                Body::Scratch => &chunked_body[..],
+            };
+            let conn = self.conn_header(&head);
+            self.handle(&head, route, action, body, conn);
+            self.scratch = chunked_body;
+            self.rpos += len;
+            self.request_done();
+            if conn == ConnHeader::Close {
+                return Next::Close;
+            }
+        }
+        Next::Again
+    }
+
+    /// The body is not all here yet. Answer `Expect: 100-continue` now, or
+    /// refuse now if the request cannot succeed whatever its body.
+    fn await_body(
+        &mut self,
+        head: &Head<'_>,
+        route: Route,
+        action: Result<Action, ApiError>,
+    ) -> Next {
+        if head.expect_continue && !self.continue_sent {
+            let refused = action.and_then(|a| routes::precheck(head, a, self.app));
+            if let Err(e) = refused {
+                return self.fail(route, e, false);
+            }
+            self.commit_staged();
+            response::write_continue(&mut self.wbuf);
+            self.continue_sent = true;
+        }
+        Next::Read
+    }
+
+    fn handle(
+        &mut self,
+        head: &Head<'_>,
+        route: Route,
+        action: Result<Action, ApiError>,
+        body: &[u8],
+        conn: ConnHeader,
+    ) {
+        let outcome = action.and_then(|a| routes::precheck(head, a, self.app).map(|()| a));
+        match outcome {
+            Ok(Action::Ingest) => match self.parser.parse(body) {
+                Ok(usage) => {
+                    record::stage(&usage, now_ms(), &mut self.staged);
+                    self.staged_conns.push(conn);
+                }
+                Err(e) => self.respond_error(route, &e.into(), conn, false),
+            },
+            Ok(other) => {
+                self.commit_staged();
+                let status = routes::respond(
+                    other,
+                    self.app,
+                    &mut self.wbuf,
+                    conn,
+                    head.method == request::Method::Head,
+                );
+                metrics::count_request(route, status);
+            }
+            Err(e) => self.respond_error(route, &e, conn, head.method == request::Method::Head),
+        }
+    }
+
+    /// Answers an error and closes if the error leaves the stream unusable.
+    fn fail(&mut self, route: Route, e: ApiError, head_only: bool) -> Next {
+        self.respond_error(route, &e, ConnHeader::Close, head_only);
+        Next::Close
+    }
+
+    fn respond_error(&mut self, route: Route, e: &ApiError, conn: ConnHeader, head_only: bool) {
+        self.commit_staged();
+        let status = e.status();
+        response::write_error(
+            &mut self.wbuf,
+            status,
+            &e.to_string(),
+            conn,
+            e.extra_headers(),
+            head_only,
+        );
+        metrics::count_request(route, status);
+    }
+
+    fn conn_header(&self, head: &Head<'_>) -> ConnHeader {
+        if !head.keep_alive || self.app.is_shutting_down() {
+            ConnHeader::Close
+        } else if head.http10 {
+            ConnHeader::KeepAlive10
+        } else {
+            ConnHeader::KeepAlive
+        }
+    }
+
+    fn request_done(&mut self) {
+        self.continue_sent = false;
+        self.head_done = None;
+        self.request_started = (self.rpos < self.rend).then(Instant::now);
+    }
+
+    /// Sends the staged usages to the WAL as one submission, waits (yielding
+    /// the coroutine) for the commit, and writes a 201 or a 503 for each.
+    fn commit_staged(&mut self) {
+        if self.staged_conns.is_empty() {
+            return;
+        }
+        let count = self.staged_conns.len();
+        let sub = Submission {
+            staged: mem::take(&mut self.staged),
+            count: count as u32,
+            reply: self.reply_tx.clone(),
+        };
+        let outcome: Result<u64, ApiError> = match self.app.lanes.submit(self.lane, sub) {
+            Err((e, sub)) => {
+                self.staged = sub.staged;
+                Err(e.into())
+            }
+            Ok(()) => match self.reply_rx.recv() {
+                Ok(reply) => {
+                    self.staged = reply.staged;
+                    reply.first_id.map_err(ApiError::from)
+                }
+                Err(_) => Err(crate::wal::writer::CommitError::Write.into()),
+            },
+        };
+        self.staged.clear();
+        match outcome {
+            Ok(first_id) => {
+                for (i, conn) in self.staged_conns.iter().enumerate() {
+                    response::write_created(&mut self.wbuf, first_id + i as u64, *conn);
+                    metrics::count_request(Route::Usages, 201);
+                }
+                metrics::count_acknowledged(count as u64);
+            }
+            Err(e) => {
+                for conn in &self.staged_conns {
+                    response::write_error(
+                        &mut self.wbuf,
+                        e.status(),
+                        &e.to_string(),
+                        *conn,
+                        e.extra_headers(),
+                        false,
+                    );
+                    metrics::count_request(Route::Usages, e.status());
+                }
+            }
+        }
+        self.staged_conns.clear();
+    }
+
+    /// Reads more bytes. `Ok(false)`: the connection should close (the
+    /// client closed, or a timeout fired and was answered).
+    fn read_more(&mut self) -> io::Result<bool> {
+        self.compact();
+        let request_bytes_max = HEADER_BYTES_MAX + 4 * self.app.config.max_body_bytes;
+        if self.rend - self.rpos >= request_bytes_max {
+            let e = HttpError::BodyTooLarge {
+                max_bytes: self.app.config.max_body_bytes,
+            };
+            self.fail(Route::Other, e.into(), false);
+            self.stream.write_all(&mem::take(&mut self.wbuf))?;
+            return Ok(false);
+        }
+        if self.rend == self.rbuf.len() {
+            self.rbuf.resize(
+                (self.rbuf.len() * 2).min(request_bytes_max + READ_BUF_BYTES_INITIAL),
+                0,
+            );
+        }
+        let Some(timeout) = self.next_timeout() else {
+            return self.timed_out();
+        };
+        if self.read_timeout != Some(timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
+        match self.stream.read(&mut self.rbuf[self.rend..]) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                if self.rpos == self.rend {
+                    self.request_started = Some(Instant::now());
+                    self.set_busy(true);
+                }
+                self.rend += n;
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if self.next_timeout().is_some() {
+                    Ok(true)
+                } else {
+                    self.timed_out()
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves unhandled bytes to the front of the buffer.
+    fn compact(&mut self) {
+        if self.rpos == self.rend {
+            if self.rend != 0 {
+                self.idle_since = Instant::now();
+            }
+            self.set_busy(false);
+            self.rpos = 0;
+            self.rend = 0;
+        } else if self.rpos > 0 {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+    }
+
+    /// The read timeout for the current phase, or `None` if its deadline
+    /// has passed. Idle reads keep one fixed value so the socket option is
+    /// not touched on the hot path.
+    fn next_timeout(&self) -> Option<Duration> {
+        let c = &self.app.config;
+        let deadline = if self.rpos == self.rend {
+            self.idle_since + Duration::from_millis(c.idle_timeout_ms)
+        } else if let Some(head_done) = self.head_done {
+            head_done + Duration::from_millis(c.body_read_timeout_ms)
+        } else {
+            self.request_started.unwrap_or(self.idle_since)
+                + Duration::from_millis(c.header_read_timeout_ms)
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            None
+        } else if self.rpos == self.rend {
+            Some(Duration::from_millis(c.idle_timeout_ms))
+        } else {
+            Some(left)
+        }
+    }
+
+    /// A deadline passed: mid-request that is a 408, idle it is a quiet close.
+    fn timed_out(&mut self) -> io::Result<bool> {
+        metrics::GLOBAL
+            .connections_timed_out
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.rpos != self.rend {
+            self.fail(Route::Other, HttpError::Timeout.into(), false);
+            self.stream.write_all(&mem::take(&mut self.wbuf))?;
+        }
+        Ok(false)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

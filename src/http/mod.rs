@@ -1,0 +1,181 @@
+//! HTTP/1.1 on may coroutines: the first step of the data flow.
+//!
+//! # Why not may_minihttp
+//! The stack named may_minihttp, and it sets the shape kept here: one
+//! coroutine per connection, pipelined requests decoded from one read,
+//! responses written in one batch. Its 0.1.11 release cannot meet the
+//! contract, though: it panics on a non-numeric `Content-Length`, drops the
+//! connection without a response on any parse error, stops at 16 headers,
+//! has no chunked bodies, and breaks a connection whose body a handler does
+//! not read. So this module is a small HTTP/1.1 layer of its own on `may` +
+//! `httparse` (the README has the numbers that compare the two).
+//!
+//! # What it owns
+//! - [`server`]: the accept loop, the connection cap, and shutdown.
+//! - [`conn`]: one connection: reading with timeouts, pipelining, grouping
+//!   a read's usages into one WAL submission, writing responses in order.
+//! - [`request`] / [`response`]: framing, as pure functions.
+//! - [`routes`]: what each path answers, and [`ApiError::status`], the one
+//!   place where errors become statuses.
+//!
+//! # Invariants
+//! - Every request gets a response, parse errors included; after an error
+//!   that leaves the stream's framing unknown the connection is closed.
+//! - A 201 is written only after the WAL writer replied that the record is
+//!   fsynced; responses leave in request order.
+//! - No request body is ever logged.
+
+pub mod conn;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod server;
+
+use crate::app::NotReady;
+use crate::ingest::IngestError;
+use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX};
+use crate::wal::SubmitError;
+use crate::wal::writer::CommitError;
+
+/// Request framing errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("malformed request line or header")]
+    Malformed,
+    #[error("malformed Content-Length")]
+    BadContentLength,
+    #[error("Content-Length and Transfer-Encoding together are not allowed")]
+    LengthAndChunked,
+    #[error("malformed chunked body")]
+    BadChunk,
+    #[error("only the chunked Transfer-Encoding is supported")]
+    UnsupportedTransferEncoding,
+    #[error("an HTTP/1.1 request needs a Host header")]
+    MissingHost,
+    #[error("only HTTP/1.0 and HTTP/1.1 are supported")]
+    Version,
+    #[error("too many headers (at most {HEADERS_MAX})")]
+    TooManyHeaders,
+    #[error("request headers larger than {HEADER_BYTES_MAX} bytes")]
+    HeadersTooLarge,
+    #[error("body larger than {max_bytes} bytes")]
+    BodyTooLarge { max_bytes: usize },
+    #[error("request not received in time")]
+    Timeout,
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("no such path")]
+    NotFound,
+    #[error("method not allowed (allowed: {allow})")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("{0}; retry later")]
+    NotReady(#[from] NotReady),
+}
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECS: &str = "1";
+
+impl ApiError {
+    /// The one place where an error becomes an HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Http(e) => match e {
+                HttpError::TooManyHeaders | HttpError::HeadersTooLarge => 431,
+                HttpError::BodyTooLarge { .. } => 413,
+                HttpError::UnsupportedTransferEncoding => 501,
+                HttpError::Version => 505,
+                HttpError::Timeout => 408,
+                HttpError::Malformed
+                | HttpError::BadContentLength
+                | HttpError::LengthAndChunked
+                | HttpError::BadChunk
+                | HttpError::MissingHost => 400,
+            },
+            ApiError::Ingest(_) => 400,
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::Submit(_) | ApiError::Commit(_) | ApiError::NotReady(_) => 503,
+        }
+    }
+
+    /// Headers that go with the status.
+    pub fn extra_headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ApiError::MethodNotAllowed { allow } if *allow == routes::ALLOW_POST => {
+                &[("Allow", routes::ALLOW_POST)]
+            }
+            ApiError::MethodNotAllowed { .. } => &[("Allow", routes::ALLOW_GET)],
+            e if e.status() == 503 => &[("Retry-After", RETRY_AFTER_SECS)],
+            _ => &[],
+        }
+    }
+
+    /// Whether the connection must close: the framing of what follows is
+    /// unknown, or the body was not read.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ApiError::Http(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_status() {
+        let cases: Vec<(ApiError, u16)> = vec![
+            (HttpError::Malformed.into(), 400),
+            (HttpError::BadContentLength.into(), 400),
+            (HttpError::TooManyHeaders.into(), 431),
+            (HttpError::HeadersTooLarge.into(), 431),
+            (HttpError::BodyTooLarge { max_bytes: 1 }.into(), 413),
+            (HttpError::UnsupportedTransferEncoding.into(), 501),
+            (HttpError::Version.into(), 505),
+            (HttpError::Timeout.into(), 408),
+            (IngestError::Json.into(), 400),
+            (ApiError::NotFound, 404),
+            (
+                ApiError::MethodNotAllowed {
+                    allow: routes::ALLOW_POST,
+                },
+                405,
+            ),
+            (ApiError::UnsupportedMediaType, 415),
+            (SubmitError::LaneFull.into(), 503),
+            (CommitError::Write.into(), 503),
+            (NotReady::OverQuota.into(), 503),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status(), status, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_503_tells_when_to_retry_and_a_405_what_is_allowed() {
+        assert_eq!(
+            ApiError::from(NotReady::OverQuota).extra_headers(),
+            &[("Retry-After", "1")]
+        );
+        assert_eq!(
+            ApiError::MethodNotAllowed {
+                allow: routes::ALLOW_POST
+            }
+            .extra_headers(),
+            &[("Allow", "POST")]
+        );
+    }
+}

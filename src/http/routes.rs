@@ -1,0 +1,208 @@
+//! What each path answers. Usages are handled by the connection (they go
+//! through the WAL); everything else is answered here from [`App`] state.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::ApiError;
+use super::request::{ContentType, Head, Method};
+use super::response::{self, Conn};
+use crate::app::{App, NotReady};
+use crate::metrics::{self, Route};
+
+pub const ALLOW_POST: &str = "POST";
+pub const ALLOW_GET: &str = "GET, HEAD";
+
+/// The live status page: self-contained, polls `/api/stats`.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Ingest,
+    StatusPage,
+    Stats,
+    Metrics,
+    Healthz,
+    Readyz,
+}
+
+/// Maps a request to its route (for metrics) and action.
+pub fn route(head: &Head<'_>) -> (Route, Result<Action, ApiError>) {
+    let (route, action) = match head.path {
+        "/api/usages" => (Route::Usages, Action::Ingest),
+        "/" => (Route::StatusPage, Action::StatusPage),
+        "/api/stats" => (Route::Stats, Action::Stats),
+        "/metrics" => (Route::Metrics, Action::Metrics),
+        "/healthz" => (Route::Healthz, Action::Healthz),
+        "/readyz" => (Route::Readyz, Action::Readyz),
+        _ => return (Route::Other, Err(ApiError::NotFound)),
+    };
+    let allowed = match action {
+        Action::Ingest => head.method == Method::Post,
+        _ => matches!(head.method, Method::Get | Method::Head),
+    };
+    if !allowed {
+        let allow = if action == Action::Ingest {
+            ALLOW_POST
+        } else {
+            ALLOW_GET
+        };
+        return (route, Err(ApiError::MethodNotAllowed { allow }));
+    }
+    (route, Ok(action))
+}
+
+/// Checks that need only the head: a usage must be JSON, and the WAL must
+/// have room. Runs before `100 Continue` and again with the body.
+pub fn precheck(head: &Head<'_>, action: Action, app: &App) -> Result<(), ApiError> {
+    if action != Action::Ingest {
+        return Ok(());
+    }
+    if head.content_type == ContentType::Other {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    if app.over_quota() {
+        return Err(NotReady::OverQuota.into());
+    }
+    Ok(())
+}
+
+/// Answers a non-ingest action; returns the status written.
+pub fn respond(action: Action, app: &App, out: &mut Vec<u8>, conn: Conn, head_only: bool) -> u16 {
+    match action {
+        Action::Healthz => {
+            response::write(
+                out,
+                200,
+                response::JSON,
+                br#"{"status": "ok"}"#,
+                conn,
+                &[],
+                head_only,
+            );
+            200
+        }
+        Action::Readyz => match app.readiness() {
+            Ok(()) => {
+                response::write(
+                    out,
+                    200,
+                    response::JSON,
+                    br#"{"status": "ready"}"#,
+                    conn,
+                    &[],
+                    head_only,
+                );
+                200
+            }
+            Err(why) => {
+                let e = ApiError::NotReady(why);
+                response::write_error(
+                    out,
+                    503,
+                    &why.to_string(),
+                    conn,
+                    e.extra_headers(),
+                    head_only,
+                );
+                503
+            }
+        },
+        Action::Metrics => {
+            let text = metrics::render(app.gauges());
+            response::write(
+                out,
+                200,
+                metrics::CONTENT_TYPE,
+                text.as_bytes(),
+                conn,
+                &[],
+                head_only,
+            );
+            200
+        }
+        Action::Stats => {
+            let body = stats_json(app);
+            response::write(
+                out,
+                200,
+                response::JSON,
+                body.as_bytes(),
+                conn,
+                &[("Cache-Control", "no-store")],
+                head_only,
+            );
+            200
+        }
+        Action::StatusPage => {
+            let headers = [
+                ("Cache-Control", "no-store"),
+                ("Content-Security-Policy", CSP),
+            ];
+            response::write(
+                out,
+                200,
+                "text/html; charset=utf-8",
+                STATUS_PAGE.as_bytes(),
+                conn,
+                &headers,
+                head_only,
+            );
+            200
+        }
+        Action::Ingest => {
+            unreachable!("usages are answered by the connection after the WAL commit")
+        }
+    }
+}
+
+/// The page may load nothing from elsewhere; its script and style are inline.
+const CSP: &str =
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'";
+
+/// The numbers behind the status page; rates are computed by the page from
+/// two successive reads.
+pub fn stats_json(app: &App) -> String {
+    let totals = metrics::totals();
+    let g = app.gauges();
+    let global = &*metrics::GLOBAL;
+    let mongo_errors: u64 = global.mongo_errors.iter().map(|n| n.load(Relaxed)).sum();
+    let (client_errors, server_errors) =
+        totals
+            .requests
+            .iter()
+            .fold((0, 0), |(c, s), (_, status, n)| match status {
+                400..=499 => (c + n, s),
+                500..=599 => (c, s + n),
+                _ => (c, s),
+            });
+    let readiness = match app.readiness() {
+        Ok(()) => "ready".to_owned(),
+        Err(why) => why.to_string(),
+    };
+    format!(
+        concat!(
+            "{{\"version\": \"{}\", \"nodeId\": {}, \"uptimeSeconds\": {:.1}, ",
+            "\"acknowledged\": {}, \"flushed\": {}, \"walBacklogRecords\": {}, \"walBacklogBytes\": {}, ",
+            "\"walSegments\": {}, \"walWritable\": {}, \"mongoUp\": {}, \"mongoErrors\": {}, ",
+            "\"clientErrors\": {}, \"serverErrors\": {}, \"ready\": {}, \"readiness\": \"{}\", ",
+            "\"connectionsOpen\": {}, \"lastId\": {}}}"
+        ),
+        env!("CARGO_PKG_VERSION"),
+        app.config.node_id,
+        g.uptime_seconds,
+        totals.acknowledged,
+        global.records_flushed.load(Relaxed),
+        g.wal_backlog_records,
+        g.wal_backlog_bytes,
+        g.wal_segments,
+        g.wal_writable,
+        g.mongo_up,
+        mongo_errors,
+        client_errors,
+        server_errors,
+        g.ready,
+        readiness,
+        global.connections_open.load(Relaxed),
+        app.wal.last_id(),
+    )
+}

@@ -1,0 +1,40 @@
+//! busyapi takes inhaler-usage events over HTTP, makes each one durable on
+//! local disk before it says `201 Created`, and delivers them to MongoDB
+//! exactly once, whatever happens to the process or the database.
+//!
+//! ```text
+//!  client ──HTTP──▶ http ──▶ ingest ──▶ wal ══fsync══▶ 201 {"id": N}
+//!  (keep-alive,    (one       (simd-json  (group commit,       │
+//!   pipelining)     coroutine  → Usage)    segment files)      ▼
+//!                   per conn)                          flusher ──▶ sink ──▶ MongoDB
+//!                                                      (batches,   (insert_many,
+//!                                                       checkpoint) j:true)
+//! ```
+//!
+//! | arrow                  | module       | what happens                                   |
+//! |------------------------|--------------|------------------------------------------------|
+//! | socket → request       | [`http`]     | HTTP/1.1 framing, routing, statuses            |
+//! | request → usage        | [`ingest`]   | JSON validation, timestamp forms               |
+//! | usage → disk           | [`wal`]      | per-core lanes, group commit, fdatasync, ids   |
+//! | disk → batches         | [`flusher`]  | reads committed records, retries, checkpoints  |
+//! | batch → MongoDB        | [`sink`]     | BSON encoding, `insert_many`, error kinds      |
+//!
+//! Around the flow: [`config`] (flags, environment, file), [`limits`]
+//! (every bound and why), [`metrics`] (per-core counters, `/metrics`),
+//! [`app`] (shared state and readiness) and [`shutdown`] (the ordered stop).
+//!
+//! Threads: one pinned may worker per core runs every connection coroutine;
+//! one `wal-writer` thread appends and syncs; the flusher runs its own
+//! threads for MongoDB. Connections never block a worker thread: they wait
+//! for their commit on may's channels.
+
+pub mod app;
+pub mod config;
+pub mod flusher;
+pub mod http;
+pub mod ingest;
+pub mod limits;
+pub mod metrics;
+pub mod shutdown;
+pub mod sink;
+pub mod wal;

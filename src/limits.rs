@@ -1,0 +1,144 @@
+//! Every bound in busyapi, named, with the reason it has the value it has.
+//!
+//! Defaults that an operator can change are here too (as `*_DEFAULT`); the
+//! flags in [`crate::config`] start from them. Where bounds depend on each
+//! other the relation is checked at compile time at the bottom of the file.
+
+// ---------------------------------------------------------------- HTTP
+
+/// Bodies above this get 413 by default; a usage event is about 100 bytes, so
+/// 16 KiB leaves two orders of magnitude for long ids and whitespace.
+pub const BODY_BYTES_MAX_DEFAULT: usize = 16 * 1024;
+/// The largest `--max-body-bytes` accepted: the WAL record and the read buffer
+/// are sized from it, and no usage event comes close.
+pub const BODY_BYTES_MAX_LIMIT: usize = 1024 * 1024;
+/// The request line plus all headers. Real clients send well under 2 KiB;
+/// proxies add a few forwarding headers. Above this: 431.
+pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+/// Headers per request. The contract asks for at least 64; proxies that chain
+/// `X-Forwarded-*` and tracing headers stay far below 100. Above this: 431.
+pub const HEADERS_MAX: usize = 100;
+/// Responses are written in one `write` per read batch; a pipelining client
+/// that sends more than this many requests in one read is answered in several
+/// rounds, which bounds the memory one connection can pin.
+pub const PIPELINE_REQUESTS_MAX: usize = 256;
+/// Initial read buffer per connection: a burst of pipelined usages fits.
+pub const READ_BUF_BYTES_INITIAL: usize = 16 * 1024;
+/// Coroutine stack. Connection state lives on the heap; the parser and the
+/// response writer are shallow. 64 KiB leaves room for `log` formatting.
+pub const COROUTINE_STACK_BYTES: usize = 64 * 1024;
+
+/// Time allowed from the first byte of a request to the end of its headers.
+pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Time allowed from the end of the headers to the end of the body.
+pub const BODY_READ_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// A keep-alive connection with no request in progress is closed after this.
+/// Load balancers keep their own pools for less than this (HAProxy: 1 min),
+/// so busyapi is not the side that races a reuse against a close.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 75_000;
+/// Open connections. Each costs a coroutine stack and a read buffer (about
+/// 100 KiB); 10,000 of them is 1 GiB, a bound a 24 GiB host carries easily.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+
+// ---------------------------------------------------------------- usage fields
+
+/// `patientId` in bytes (UTF-8). Ids in the original service are short
+/// numbers; 128 leaves room for UUIDs and prefixed ids. Stored with a u8 length.
+pub const PATIENT_ID_BYTES_MAX: usize = 128;
+/// `medication` in bytes (UTF-8). Drug names with dose, form and device
+/// stay well under this; stored with a u8 length.
+pub const MEDICATION_BYTES_MAX: usize = 200;
+/// `timestamp` as a string. The longest accepted form is the JavaScript
+/// `Date.toString()` with a long zone name in parentheses.
+pub const TIMESTAMP_BYTES_MAX: usize = 96;
+/// Latest accepted instant, 9999-12-31T23:59:59.999Z in epoch milliseconds:
+/// the four-digit-year range every accepted text form can express.
+pub const TIMESTAMP_MS_MAX: i64 = 253_402_300_799_999;
+/// Earliest accepted instant: the Unix epoch. Devices report recent events;
+/// anything earlier is a clock that was never set.
+pub const TIMESTAMP_MS_MIN: i64 = 0;
+
+// ---------------------------------------------------------------- ids
+
+/// Bits of an id that carry `--node-id`. 1,024 nodes is far beyond the
+/// capacity plan (100M users a minute needs well under 200 nodes).
+pub const NODE_ID_BITS: u32 = 10;
+/// Bits of an id that carry the node's own sequence. 2^43 ids at 18,000/s
+/// last 15 years; at a saturated 80,000/s they last 3.5 years.
+pub const SEQ_BITS: u32 = 43;
+/// The largest `--node-id`.
+pub const NODE_ID_MAX: u32 = (1 << NODE_ID_BITS) - 1;
+/// The largest per-node sequence number.
+pub const SEQ_MAX: u64 = (1 << SEQ_BITS) - 1;
+
+// ---------------------------------------------------------------- WAL
+
+/// One segment file. Small enough that a delivered segment is deleted soon
+/// after its records reach MongoDB; large enough that rolling (one file
+/// create and directory fsync) is rare: about 600,000 usages.
+pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
+/// Default quota of undelivered WAL bytes: beyond it POSTs get 503. 4 GiB is
+/// about 40 million usages, 40 minutes of the target load with MongoDB down.
+pub const WAL_MAX_BYTES_DEFAULT: u64 = 4 << 30;
+/// The smallest quota accepted: one full segment plus headroom.
+pub const WAL_MAX_BYTES_MIN: u64 = 1 << 20;
+/// Submissions waiting per ingest lane for the WAL writer. A full lane means
+/// the disk is far behind; the request gets 503 at once instead of waiting.
+pub const LANE_SUBMISSIONS_MAX: usize = 4096;
+/// Records framed into one group commit. A commit of this many is about
+/// 1 MiB: one write and one fdatasync, and no waiter holds longer than that.
+pub const COMMIT_RECORDS_MAX: usize = 8192;
+/// How long the WAL writer sleeps when there is nothing to commit before it
+/// checks again; wake-ups normally come from submitters, this is a backstop.
+pub const WRITER_IDLE_PARK_MS: u64 = 100;
+
+// ---------------------------------------------------------------- flusher
+
+/// Default records per `insert_many`: the batch size at which the dev server
+/// and a real mongod both reach their throughput plateau.
+pub const FLUSH_MAX_RECORDS_DEFAULT: usize = 1000;
+/// Largest accepted `--flush-max-records`; the driver splits batches above
+/// 100,000 documents anyway.
+pub const FLUSH_MAX_RECORDS_LIMIT: usize = 100_000;
+/// Default wait for a batch to fill before it goes out anyway.
+pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 50;
+/// Batches in flight to MongoDB at once.
+pub const FLUSH_CONCURRENCY_DEFAULT: usize = 2;
+/// Retry backoff after a failed batch starts here...
+pub const FLUSH_BACKOFF_MS_MIN: u64 = 50;
+/// ...doubles, and stops growing here, so a recovered MongoDB is noticed
+/// within a few seconds.
+pub const FLUSH_BACKOFF_MS_MAX: u64 = 5_000;
+/// The checkpoint is rewritten at most this often (and always before a
+/// segment is deleted); after a crash at most this much is replayed.
+pub const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// Default time the flusher gets at shutdown to deliver the backlog.
+pub const SHUTDOWN_GRACE_SECS_DEFAULT: u64 = 25;
+
+// ---------------------------------------------------------------- relations
+
+/// A framed record: 8-byte frame header, 24 fixed payload bytes, two u8
+/// lengths and the two strings.
+pub const RECORD_BYTES_MAX: usize = 8 + 24 + 2 + PATIENT_ID_BYTES_MAX + MEDICATION_BYTES_MAX;
+
+const _: () = assert!(
+    PATIENT_ID_BYTES_MAX <= u8::MAX as usize,
+    "stored with a u8 length"
+);
+const _: () = assert!(
+    MEDICATION_BYTES_MAX <= u8::MAX as usize,
+    "stored with a u8 length"
+);
+const _: () = assert!(
+    NODE_ID_BITS + SEQ_BITS == 53,
+    "ids must stay exact in a JavaScript number"
+);
+const _: () = assert!(SEGMENT_BYTES_MAX >= 1024 * RECORD_BYTES_MAX as u64);
+const _: () = assert!(WAL_MAX_BYTES_MIN <= WAL_MAX_BYTES_DEFAULT);
+const _: () = assert!(BODY_BYTES_MAX_DEFAULT <= BODY_BYTES_MAX_LIMIT);
+const _: () = assert!(
+    HEADERS_MAX >= 64,
+    "the contract accepts at least 64 headers"
+);
+const _: () = assert!(FLUSH_MAX_RECORDS_DEFAULT <= FLUSH_MAX_RECORDS_LIMIT);
+const _: () = assert!(FLUSH_BACKOFF_MS_MIN <= FLUSH_BACKOFF_MS_MAX);

@@ -1,0 +1,94 @@
+//! `busyapi`: parse the configuration, recover the WAL, start the writer,
+//! the flusher and the HTTP server, and wait for a signal to stop.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use busyapi::app::App;
+use busyapi::config::Config;
+use busyapi::flusher::{Flusher, SinkFactory};
+use busyapi::http::server::Server;
+use busyapi::limits::COROUTINE_STACK_BYTES;
+use busyapi::shutdown::{self, Running};
+use busyapi::sink::Sink;
+use busyapi::sink::mongo::MongoSink;
+use busyapi::{metrics, wal};
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let config = Config::load(&argv).unwrap_or_else(|e| e.exit());
+    init_logging();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            eprintln!("busyapi: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let _failpoints = fail::FailScenario::setup();
+    metrics::set_enabled(config.metrics);
+    may::config()
+        .set_workers(config.workers)
+        .set_stack_size(COROUTINE_STACK_BYTES / size_of::<usize>());
+    may::config().set_worker_pin(true);
+
+    let opened = wal::open(&config.data_dir, config.node_id)
+        .with_context(|| format!("could not open the WAL in {}", config.data_dir.display()))?;
+    let lanes = wal::Lanes::new(config.workers);
+    let writer = wal::writer::spawn(lanes.clone(), opened.shared.clone(), opened.active)
+        .context("could not start the WAL writer")?;
+    let app = Arc::new(App::new(config, opened.shared, lanes));
+
+    let c = app.config.clone();
+    let factory: SinkFactory = Box::new(move || {
+        MongoSink::connect(&c.mongodb_uri, &c.database, &c.collection)
+            .map(|s| Arc::new(s) as Arc<dyn Sink>)
+    });
+    let flusher = Flusher::start(app.clone(), factory, opened.resume)
+        .context("could not start the flusher")?;
+    let server = Server::start(app.clone())
+        .with_context(|| format!("could not listen on {}", app.config.listen))?;
+    log::info!(
+        "busyapi {} node {} listening on http://{} with {} pinned worker(s)",
+        env!("CARGO_PKG_VERSION"),
+        app.config.node_id,
+        server.local_addr,
+        app.config.workers
+    );
+    shutdown::wait_and_stop(Running {
+        app,
+        server,
+        writer,
+        flusher,
+    })?;
+    Ok(())
+}
+
+/// logfmt lines on stderr; the level comes from `RUST_LOG` (default info).
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"))
+        .format(|buf, record| {
+            let msg = record
+                .args()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"");
+            writeln!(
+                buf,
+                "ts={} level={} target={} msg=\"{}\"",
+                buf.timestamp_millis(),
+                record.level(),
+                record.target(),
+                msg
+            )
+        })
+        .init();
+}

@@ -1,0 +1,489 @@
+//! Counters and histograms, and their Prometheus text rendering.
+//!
+//! # Cost on the hot path
+//! Request counters live in one cache-padded block per OS thread
+//! ([`Core`]). may's workers are pinned one per core and coroutines do not
+//! migrate (work stealing is off), so each block is written by one core only:
+//! a relaxed `fetch_add` on a line no other core touches. Blocks are summed
+//! only when `/metrics` or `/api/stats` is read. Nothing here logs or
+//! allocates on the hot path.
+//!
+//! The WAL writer and the flusher are single threads; their histograms and
+//! counters are plain atomics they alone write ([`Global`]).
+//!
+//! `--metrics=false` turns the per-request counters off, so the benchmark
+//! can compare their cost side by side.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// The Content-Type of `/metrics`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Routes as counted; every unknown path is `Other`, so the label set is
+/// bounded whatever clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Usages,
+    StatusPage,
+    Stats,
+    Metrics,
+    Healthz,
+    Readyz,
+    Other,
+}
+
+const ROUTES: [(Route, &str); 7] = [
+    (Route::Usages, "/api/usages"),
+    (Route::StatusPage, "/"),
+    (Route::Stats, "/api/stats"),
+    (Route::Metrics, "/metrics"),
+    (Route::Healthz, "/healthz"),
+    (Route::Readyz, "/readyz"),
+    (Route::Other, "other"),
+];
+
+/// Statuses busyapi sends; anything else would be counted as the last.
+const STATUSES: [u16; 13] = [
+    200, 201, 400, 404, 405, 408, 413, 415, 431, 500, 501, 503, 0,
+];
+
+fn status_index(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// One thread's hot-path counters.
+pub struct Core {
+    requests: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
+    acknowledged: AtomicU64,
+}
+
+static CORES: Mutex<Vec<Arc<CachePadded<Core>>>> = Mutex::new(Vec::new());
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+thread_local! {
+    static LOCAL: Arc<CachePadded<Core>> = {
+        let core = Arc::new(CachePadded::new(Core {
+            requests: Default::default(),
+            acknowledged: AtomicU64::new(0),
+        }));
+        CORES.lock().push(core.clone());
+        core
+    };
+}
+
+/// Switches the per-request counters on or off (`--metrics`).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Relaxed);
+}
+
+/// Counts one response.
+pub fn count_request(route: Route, status: u16) {
+    if ENABLED.load(Relaxed) {
+        LOCAL.with(|c| c.requests[route as usize][status_index(status)].fetch_add(1, Relaxed));
+    }
+}
+
+/// Counts records acknowledged with a 201.
+pub fn count_acknowledged(records: u64) {
+    if ENABLED.load(Relaxed) {
+        LOCAL.with(|c| c.acknowledged.fetch_add(records, Relaxed));
+    }
+}
+
+/// A fixed-bucket histogram written by one thread.
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    /// Sum in millionths of the unit, so it stays an integer atomic.
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|&b| v <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.sum_micros.fetch_add((v * 1e6) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// `(sum, count, cumulative buckets)` as Prometheus wants them.
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut acc = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&b, n)| {
+                acc += n.load(Relaxed);
+                (b, acc)
+            })
+            .collect();
+        (
+            self.sum_micros.load(Relaxed) as f64 / 1e6,
+            self.count.load(Relaxed),
+            buckets,
+        )
+    }
+}
+
+const LATENCY_BOUNDS_S: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+const BATCH_BOUNDS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
+
+/// Kinds of MongoDB failure, as counted.
+pub const MONGO_ERROR_KINDS: [&str; 6] = [
+    "network",
+    "server_selection",
+    "timeout",
+    "write_concern",
+    "write",
+    "other",
+];
+
+/// Counters of the single-threaded parts.
+pub struct Global {
+    pub fsync_seconds: Histogram,
+    pub commit_records: Histogram,
+    pub flush_seconds: Histogram,
+    pub flush_records: Histogram,
+    pub records_flushed: AtomicU64,
+    pub records_replayed_duplicate: AtomicU64,
+    pub mongo_errors: [AtomicU64; MONGO_ERROR_KINDS.len()],
+    pub connections_open: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_timed_out: AtomicU64,
+    /// Connections with a request partly received or being handled.
+    pub requests_in_flight: AtomicU64,
+}
+
+pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
+    fsync_seconds: Histogram::new(LATENCY_BOUNDS_S),
+    commit_records: Histogram::new(BATCH_BOUNDS),
+    flush_seconds: Histogram::new(LATENCY_BOUNDS_S),
+    flush_records: Histogram::new(BATCH_BOUNDS),
+    records_flushed: AtomicU64::new(0),
+    records_replayed_duplicate: AtomicU64::new(0),
+    mongo_errors: Default::default(),
+    connections_open: AtomicU64::new(0),
+    connections_refused: AtomicU64::new(0),
+    connections_timed_out: AtomicU64::new(0),
+    requests_in_flight: AtomicU64::new(0),
+});
+
+/// Records one group commit: its fsync time and its size.
+pub fn observe_fsync(took: Duration, records: u64) {
+    GLOBAL.fsync_seconds.observe(took.as_secs_f64());
+    GLOBAL.commit_records.observe(records as f64);
+}
+
+/// Counts a MongoDB failure of `kind` (one of [`MONGO_ERROR_KINDS`]).
+pub fn count_mongo_error(kind: &str) {
+    let i = MONGO_ERROR_KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(MONGO_ERROR_KINDS.len() - 1);
+    GLOBAL.mongo_errors[i].fetch_add(1, Relaxed);
+}
+
+/// Sums of the per-core counters.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    /// Per (route label, status): only non-zero entries.
+    pub requests: Vec<(&'static str, u16, u64)>,
+    pub acknowledged: u64,
+}
+
+/// Sums every core's block.
+pub fn totals() -> Totals {
+    let mut t = Totals::default();
+    let mut grid = [[0u64; STATUSES.len()]; ROUTES.len()];
+    for core in CORES.lock().iter() {
+        t.acknowledged += core.acknowledged.load(Relaxed);
+        for (r, row) in core.requests.iter().enumerate() {
+            for (s, n) in row.iter().enumerate() {
+                grid[r][s] += n.load(Relaxed);
+            }
+        }
+    }
+    for (r, row) in grid.iter().enumerate() {
+        for (s, &n) in row.iter().enumerate() {
+            if n > 0 {
+                t.requests.push((ROUTES[r].1, STATUSES[s], n));
+            }
+        }
+    }
+    t
+}
+
+/// Gauges that belong to other parts, read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub wal_backlog_records: u64,
+    pub wal_backlog_bytes: u64,
+    pub wal_segments: u64,
+    pub wal_writable: bool,
+    pub mongo_up: bool,
+    pub ready: bool,
+    pub uptime_seconds: f64,
+}
+
+/// Renders everything in the Prometheus text format.
+pub fn render(gauges: Gauges) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape {
+        totals: totals(),
+        gauges,
+    }));
+    let mut out = String::with_capacity(8 * 1024);
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[derive(Debug)]
+struct Scrape {
+    totals: Totals,
+    gauges: Gauges,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let t = &self.totals;
+        let mut fam = enc.encode_descriptor(
+            "busyapi_http_requests",
+            "HTTP responses by route and status.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, status, n) in &t.requests {
+            let status = status.to_string();
+            let labels = [("route", *route), ("status", status.as_str())];
+            ConstCounter::new(*n).encode(fam.encode_family(&labels)?)?;
+        }
+        counter(
+            &mut enc,
+            "busyapi_records_acknowledged",
+            "Records acknowledged with a 201 (durable in the WAL).",
+            t.acknowledged,
+        )?;
+        let g = &*GLOBAL;
+        counter(
+            &mut enc,
+            "busyapi_records_flushed",
+            "Records confirmed by MongoDB.",
+            g.records_flushed.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "busyapi_records_replayed_duplicate",
+            "Replayed records MongoDB already had (duplicate key).",
+            g.records_replayed_duplicate.load(Relaxed),
+        )?;
+        let mut fam = enc.encode_descriptor(
+            "busyapi_mongo_errors",
+            "Failed MongoDB batches by kind.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, n) in MONGO_ERROR_KINDS.iter().zip(&g.mongo_errors) {
+            ConstCounter::new(n.load(Relaxed)).encode(fam.encode_family(&[("kind", *kind)])?)?;
+        }
+        histogram(
+            &mut enc,
+            "busyapi_wal_fsync_seconds",
+            "Time of one WAL fdatasync.",
+            &g.fsync_seconds,
+        )?;
+        histogram(
+            &mut enc,
+            "busyapi_wal_commit_records",
+            "Records per group commit.",
+            &g.commit_records,
+        )?;
+        histogram(
+            &mut enc,
+            "busyapi_flush_batch_seconds",
+            "Time of one insert_many batch.",
+            &g.flush_seconds,
+        )?;
+        histogram(
+            &mut enc,
+            "busyapi_flush_batch_records",
+            "Records per insert_many batch.",
+            &g.flush_records,
+        )?;
+        let gg = &self.gauges;
+        gauge(
+            &mut enc,
+            "busyapi_wal_backlog_records",
+            "Records in the WAL not yet in MongoDB.",
+            gg.wal_backlog_records as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "busyapi_wal_backlog_bytes",
+            "WAL bytes not yet in MongoDB.",
+            gg.wal_backlog_bytes as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "busyapi_wal_segments",
+            "WAL segment files on disk.",
+            gg.wal_segments as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "busyapi_wal_writable",
+            "1 while WAL appends succeed.",
+            i64::from(gg.wal_writable),
+        )?;
+        gauge(
+            &mut enc,
+            "busyapi_mongo_up",
+            "1 while MongoDB accepts writes.",
+            i64::from(gg.mongo_up),
+        )?;
+        gauge(
+            &mut enc,
+            "busyapi_ready",
+            "1 while /readyz answers 200.",
+            i64::from(gg.ready),
+        )?;
+        gauge(
+            &mut enc,
+            "busyapi_connections_open",
+            "Open client connections.",
+            g.connections_open.load(Relaxed) as i64,
+        )?;
+        counter(
+            &mut enc,
+            "busyapi_connections_refused",
+            "Connections closed at once because the cap was reached.",
+            g.connections_refused.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "busyapi_connections_timed_out",
+            "Connections closed by a read timeout.",
+            g.connections_timed_out.load(Relaxed),
+        )?;
+        let up = ConstGauge::new(gg.uptime_seconds);
+        up.encode(enc.encode_descriptor(
+            "busyapi_uptime_seconds",
+            "Seconds since start.",
+            None,
+            up.metric_type(),
+        )?)
+    }
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: i64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    h: &Histogram,
+) -> Result<(), std::fmt::Error> {
+    let (sum, count, buckets) = h.snapshot();
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_several_threads_are_summed() {
+        let before = totals().acknowledged;
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| count_acknowledged(5)))
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert!(totals().acknowledged >= before + 20);
+    }
+
+    #[test]
+    fn the_rendering_has_types_and_labels() {
+        count_request(Route::Usages, 201);
+        let text = render(Gauges {
+            wal_backlog_records: 7,
+            ..Default::default()
+        });
+        assert!(
+            text.contains("# TYPE busyapi_http_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"busyapi_http_requests_total{route="/api/usages",status="201"}"#),
+            "{text}"
+        );
+        assert!(text.contains("busyapi_wal_backlog_records 7"), "{text}");
+        assert!(
+            text.contains("# TYPE busyapi_wal_fsync_seconds histogram"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_histogram_is_cumulative() {
+        let h = Histogram::new(&[1.0, 2.0, 4.0]);
+        for v in [0.5, 1.5, 1.7, 3.0, 9.0] {
+            h.observe(v);
+        }
+        let (sum, count, b) = h.snapshot();
+        assert_eq!(count, 5);
+        assert!((sum - 15.7).abs() < 1e-6);
+        assert_eq!(b, vec![(1.0, 1), (2.0, 3), (4.0, 4)]);
+    }
+}

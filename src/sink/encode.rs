@@ -1,0 +1,178 @@
+//! WAL records → one BSON `insert` command, written byte by byte into a
+//! reused buffer: no intermediate document per record, no copy per record.
+//!
+//! Each document is
+//! `{_id: Int64, patientId: String, timestamp: Date, medication: String, receivedAt: Date}`.
+//! The `_id` is the id of the 201, so a replayed batch collides with
+//! itself (duplicate key) instead of storing a record twice.
+
+use crate::wal::record::Record;
+
+const BSON_STRING: u8 = 0x02;
+const BSON_DOCUMENT: u8 = 0x03;
+const BSON_ARRAY: u8 = 0x04;
+const BSON_BOOL: u8 = 0x08;
+const BSON_DATETIME: u8 = 0x09;
+const BSON_INT32: u8 = 0x10;
+const BSON_INT64: u8 = 0x12;
+
+/// The write concern sent with every insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concern {
+    /// `{w: 1, j: true}`
+    Journaled,
+    /// `{w: "majority", j: true}`
+    Majority,
+}
+
+/// Builds `{insert, ordered: false, writeConcern, documents: [...]}`.
+pub struct InsertCommand {
+    buf: Vec<u8>,
+    /// Where the `documents` array's length goes, and where its body began.
+    array_at: usize,
+    records: u32,
+}
+
+impl InsertCommand {
+    /// Starts a command for `collection`, reusing `buf`'s allocation.
+    pub fn start(mut buf: Vec<u8>, collection: &str, concern: Concern) -> InsertCommand {
+        buf.clear();
+        buf.extend_from_slice(&[0; 4]);
+        string(&mut buf, "insert", collection);
+        element(&mut buf, BSON_BOOL, "ordered");
+        buf.push(0);
+        element(&mut buf, BSON_DOCUMENT, "writeConcern");
+        let wc_at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        match concern {
+            Concern::Journaled => {
+                element(&mut buf, BSON_INT32, "w");
+                buf.extend_from_slice(&1i32.to_le_bytes());
+            }
+            Concern::Majority => string(&mut buf, "w", "majority"),
+        }
+        element(&mut buf, BSON_BOOL, "j");
+        buf.push(1);
+        close(&mut buf, wc_at);
+        element(&mut buf, BSON_ARRAY, "documents");
+        let array_at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        InsertCommand {
+            buf,
+            array_at,
+            records: 0,
+        }
+    }
+
+    /// Appends one record as the next document.
+    pub fn push(&mut self, r: &Record<'_>) {
+        let buf = &mut self.buf;
+        let mut index = itoa::Buffer::new();
+        element(buf, BSON_DOCUMENT, index.format(self.records));
+        let doc_at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        element(buf, BSON_INT64, "_id");
+        buf.extend_from_slice(&(r.id as i64).to_le_bytes());
+        string(buf, "patientId", r.patient_id);
+        element(buf, BSON_DATETIME, "timestamp");
+        buf.extend_from_slice(&r.timestamp_ms.to_le_bytes());
+        string(buf, "medication", r.medication);
+        element(buf, BSON_DATETIME, "receivedAt");
+        buf.extend_from_slice(&r.received_at_ms.to_le_bytes());
+        close(buf, doc_at);
+        self.records += 1;
+    }
+
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Closes the array and the command and returns its bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        close(&mut self.buf, self.array_at);
+        close(&mut self.buf, 0);
+        self.buf
+    }
+}
+
+fn element(buf: &mut Vec<u8>, kind: u8, key: &str) {
+    debug_assert!(!key.as_bytes().contains(&0), "BSON keys are C strings");
+    buf.push(kind);
+    buf.extend_from_slice(key.as_bytes());
+    buf.push(0);
+}
+
+/// A string element. BSON strings are length-prefixed, so an embedded NUL in
+/// a value is stored as is.
+fn string(buf: &mut Vec<u8>, key: &str, value: &str) {
+    element(buf, BSON_STRING, key);
+    buf.extend_from_slice(&(value.len() as i32 + 1).to_le_bytes());
+    buf.extend_from_slice(value.as_bytes());
+    buf.push(0);
+}
+
+/// Terminates the document that starts at `at` and writes its length.
+fn close(buf: &mut Vec<u8>, at: usize) {
+    buf.push(0);
+    let len = (buf.len() - at) as i32;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{Bson, DateTime, RawDocumentBuf, doc};
+
+    fn record(id: u64, pid: &'static str) -> Record<'static> {
+        Record {
+            id,
+            received_at_ms: 2000,
+            timestamp_ms: 1000,
+            patient_id: pid,
+            medication: "Albuterol",
+        }
+    }
+
+    #[test]
+    fn the_command_decodes_as_the_documented_documents() {
+        let mut cmd = InsertCommand::start(Vec::new(), "usages", Concern::Journaled);
+        cmd.push(&record(7, "100"));
+        cmd.push(&record(8, "nul\0inside"));
+        assert_eq!(cmd.records(), 2);
+        let raw = RawDocumentBuf::from_bytes(cmd.finish()).expect("valid BSON");
+        let doc = raw.to_document().expect("decodes");
+        assert_eq!(doc.get_str("insert"), Ok("usages"));
+        assert_eq!(doc.get_bool("ordered"), Ok(false));
+        assert_eq!(
+            doc.get_document("writeConcern").expect("wc"),
+            &doc! {"w": 1, "j": true}
+        );
+        let docs = doc.get_array("documents").expect("documents");
+        assert_eq!(
+            docs[0],
+            Bson::Document(doc! {
+                "_id": 7i64,
+                "patientId": "100",
+                "timestamp": DateTime::from_millis(1000),
+                "medication": "Albuterol",
+                "receivedAt": DateTime::from_millis(2000),
+            })
+        );
+        assert_eq!(
+            docs[1].as_document().expect("doc").get_str("patientId"),
+            Ok("nul\0inside")
+        );
+    }
+
+    #[test]
+    fn majority_is_a_string_w() {
+        let cmd = InsertCommand::start(Vec::new(), "c", Concern::Majority);
+        let raw = RawDocumentBuf::from_bytes(cmd.finish()).expect("valid BSON");
+        let doc = raw.to_document().expect("decodes");
+        assert_eq!(
+            doc.get_document("writeConcern").expect("wc"),
+            &doc! {"w": "majority", "j": true}
+        );
+        assert!(doc.get_array("documents").expect("documents").is_empty());
+    }
+}

@@ -1,0 +1,212 @@
+//! [`Sink`] over the `mongodb` crate's synchronous client.
+//!
+//! The batch goes out as a raw `insert` command ([`InsertCommand`]) built
+//! from WAL bytes; the driver adds the session and cluster time. Only
+//! standard commands are used (`insert`, `createIndexes`, and the driver's
+//! own `hello`), so a standalone mongod, a replica set and a mongos behave
+//! the same.
+//!
+//! Server messages are not copied into logs or errors beyond their code and
+//! code name: a server may quote a document's values in `errmsg`.
+
+use std::time::Duration;
+
+use mongodb::IndexModel;
+use mongodb::bson::{Document, RawDocumentBuf, doc};
+use mongodb::error::{Error, ErrorKind, WriteFailure};
+use mongodb::options::ClientOptions;
+use mongodb::sync::{Client, Collection, Database};
+
+use super::{Delivered, Sink, SinkError};
+
+/// How long the driver looks for a usable server before an attempt fails.
+/// Short, so the flusher notices an outage, backs off and logs it promptly.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// TCP connect timeout to a MongoDB server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The MongoDB error code of a duplicate key.
+const DUPLICATE_KEY: i32 = 11000;
+/// Server error codes that mean "not now, try again" rather than a bad request.
+const TRANSIENT_CODES: [i32; 8] = [6, 7, 89, 91, 189, 10107, 11600, 13435];
+
+pub struct MongoSink {
+    db: Database,
+    coll: Collection<Document>,
+}
+
+impl MongoSink {
+    /// Builds a client. This does no I/O for a `mongodb://` URI, so it works
+    /// while MongoDB is down; a `mongodb+srv://` URI needs DNS here.
+    pub fn connect(uri: &str, database: &str, collection: &str) -> Result<MongoSink, SinkError> {
+        let mut opts = ClientOptions::parse(uri).run().map_err(|e| classify(&e))?;
+        opts.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+        opts.connect_timeout = Some(CONNECT_TIMEOUT);
+        opts.app_name = Some("busyapi".into());
+        let client = Client::with_options(opts).map_err(|e| classify(&e))?;
+        let db = client.database(database);
+        let coll = db.collection(collection);
+        Ok(MongoSink { db, coll })
+    }
+}
+
+impl Sink for MongoSink {
+    fn insert(&self, command: Vec<u8>, records: u64) -> Result<Delivered, SinkError> {
+        let raw = RawDocumentBuf::from_bytes(command)
+            .map_err(|e| SinkError::Other(format!("bad command: {e}")))?;
+        let reply = self
+            .db
+            .run_raw_command(raw)
+            .run()
+            .map_err(|e| classify(&e))?;
+        read_reply(&reply, records)
+    }
+
+    fn ensure_index(&self) -> Result<(), SinkError> {
+        let model = IndexModel::builder()
+            .keys(doc! {"patientId": 1, "timestamp": 1})
+            .build();
+        self.coll
+            .create_index(model)
+            .run()
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+}
+
+/// Reads an `insert` reply (`ok: 1`; `n`, `writeErrors`, `writeConcernError`).
+pub fn read_reply(reply: &Document, records: u64) -> Result<Delivered, SinkError> {
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        return Err(SinkError::WriteConcern(code_of(wce)));
+    }
+    let mut duplicates = 0;
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        for e in errors {
+            let e = e
+                .as_document()
+                .ok_or_else(|| SinkError::Other("malformed writeErrors".into()))?;
+            if e.get_i32("code") != Ok(DUPLICATE_KEY) {
+                return Err(SinkError::Write(code_of(e)));
+            }
+            duplicates += 1;
+        }
+    }
+    let inserted = match reply.get("n") {
+        Some(n) => n
+            .as_i64()
+            .or_else(|| n.as_i32().map(i64::from))
+            .unwrap_or(-1),
+        None => -1,
+    };
+    let inserted =
+        u64::try_from(inserted).map_err(|_| SinkError::Other("insert reply without n".into()))?;
+    if inserted + duplicates != records {
+        return Err(SinkError::Other(format!(
+            "MongoDB confirmed {inserted} inserted and {duplicates} duplicates of {records} documents"
+        )));
+    }
+    Ok(Delivered {
+        inserted,
+        duplicates,
+    })
+}
+
+fn code_of(e: &Document) -> String {
+    let code = e.get_i32("code").unwrap_or(0);
+    let name = e.get_str("codeName").unwrap_or("");
+    format!("code {code} {name}")
+}
+
+/// Sorts a driver error into a [`SinkError`] kind.
+pub fn classify(e: &Error) -> SinkError {
+    match e.kind.as_ref() {
+        ErrorKind::ServerSelection { .. } => {
+            SinkError::ServerSelection("no server available".into())
+        }
+        ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            SinkError::Timeout(io.to_string())
+        }
+        ErrorKind::Io(io) => SinkError::Network(io.to_string()),
+        ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Shutdown => SinkError::Network(e.to_string()),
+        ErrorKind::Command(c) if c.code == 50 => {
+            SinkError::Timeout(format!("code {} {}", c.code, c.code_name))
+        }
+        ErrorKind::Command(c) if TRANSIENT_CODES.contains(&c.code) => {
+            SinkError::Network(format!("code {} {}", c.code, c.code_name))
+        }
+        ErrorKind::Command(c) => SinkError::Other(format!("code {} {}", c.code, c.code_name)),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
+            SinkError::WriteConcern(format!("code {} {}", w.code, w.code_name))
+        }
+        ErrorKind::Write(WriteFailure::WriteError(w)) => {
+            SinkError::Write(format!("code {}", w.code))
+        }
+        ErrorKind::InvalidArgument { message, .. } => SinkError::Other(message.clone()),
+        _ => SinkError::Other("unexpected driver error".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clean_reply_is_delivered() {
+        assert_eq!(
+            read_reply(&doc! {"n": 3, "ok": 1.0}, 3),
+            Ok(Delivered {
+                inserted: 3,
+                duplicates: 0
+            })
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_only_count_as_delivered() {
+        let reply = doc! {"n": 1, "ok": 1.0, "writeErrors": [
+            {"index": 0, "code": 11000, "errmsg": "dup"},
+            {"index": 2, "code": 11000, "errmsg": "dup"},
+        ]};
+        assert_eq!(
+            read_reply(&reply, 3),
+            Ok(Delivered {
+                inserted: 1,
+                duplicates: 2
+            })
+        );
+    }
+
+    #[test]
+    fn any_other_write_error_is_an_error() {
+        let reply = doc! {"n": 2, "ok": 1.0, "writeErrors": [
+            {"index": 0, "code": 11000, "errmsg": "dup"},
+            {"index": 1, "code": 121, "codeName": "DocumentValidationFailure", "errmsg": "secret value"},
+        ]};
+        match read_reply(&reply, 3) {
+            Err(SinkError::Write(m)) => assert!(m.contains("121") && !m.contains("secret")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_write_concern_error_is_retried_even_if_all_were_inserted() {
+        let reply = doc! {"n": 3, "ok": 1.0, "writeConcernError": {"code": 64, "codeName": "WriteConcernFailed"}};
+        assert!(matches!(
+            read_reply(&reply, 3),
+            Err(SinkError::WriteConcern(_))
+        ));
+    }
+
+    #[test]
+    fn a_count_that_does_not_add_up_is_an_error() {
+        assert!(matches!(
+            read_reply(&doc! {"n": 2, "ok": 1.0}, 3),
+            Err(SinkError::Other(_))
+        ));
+        assert!(matches!(
+            read_reply(&doc! {"ok": 1.0}, 3),
+            Err(SinkError::Other(_))
+        ));
+    }
+}

@@ -1,0 +1,120 @@
+//! The write-ahead log: the third step of the data flow, and the reason an
+//! acknowledged usage is never lost.
+//!
+//! # What it owns
+//! Segment files in `--data-dir`, the group-commit writer thread
+//! ([`writer`]), the flusher's durable position ([`checkpoint`]), and the
+//! shared view of what is committed and what is still owed to MongoDB
+//! ([`WalShared`]).
+//!
+//! # Invariants
+//! 1. A 201 is sent only after the record's bytes were written and
+//!    `fdatasync`ed. One write and one fdatasync serve every record that
+//!    arrived while the previous commit was on disk (group commit).
+//! 2. Ids are assigned by the single writer in log order, so ids grow along
+//!    the log. An id is `node_id << SEQ_BITS | seq`; `seq` never repeats for
+//!    a data directory: recovery takes the highest of the checkpoint's
+//!    `last_seq`, every record's `seq`, and every segment header's
+//!    `base_seq`. The newest segment is never deleted, so its header keeps
+//!    the floor even when every record has been delivered.
+//! 3. A failed fsync ends the process ([`sync_or_die`]): after a failed
+//!    fsync the kernel may have dropped the dirty pages and a retry can
+//!    report success for data that is gone, so the only safe answer is to
+//!    stop acknowledging and let recovery read what is really on disk.
+//! 4. A segment is deleted only when it is sealed and the checkpoint,
+//!    already durable, lies past it: MongoDB has confirmed every record in it
+//!    with the configured write concern.
+//! 5. Recovery never refuses to start: it keeps every intact record, cuts a
+//!    torn tail, skips damaged ranges between intact records, and copies
+//!    every cut or skipped byte to `quarantine/` for an operator.
+//!
+//! # On-disk format (version 1, little-endian)
+//! A segment is `NNNNNNNNNNNNNNNNNNNN.wal` (the segment number, 20 digits):
+//!
+//! | offset | size | header field                                  |
+//! |--------|------|-----------------------------------------------|
+//! | 0      | 8    | magic `BUSYWAL1`                              |
+//! | 8      | 4    | format version, 1                             |
+//! | 12     | 4    | node id that created the segment              |
+//! | 16     | 8    | segment number (equals the file name)         |
+//! | 24     | 8    | base seq: every record's seq is at least this |
+//! | 32     | 4    | CRC-32 (IEEE) of bytes 0..32                  |
+//! | 36     | 4    | zero                                          |
+//!
+//! then records, back to back, each framed as:
+//!
+//! | offset | size | record field                                          |
+//! |--------|------|-------------------------------------------------------|
+//! | 0      | 4    | payload length `L` (28 ..= 354)                       |
+//! | 4      | 4    | CRC-32 (IEEE) of the length bytes and the payload     |
+//! | 8      | 8    | id (the 201's id and MongoDB's `_id`)                 |
+//! | 16     | 8    | receivedAt, epoch ms (i64)                            |
+//! | 24     | 8    | timestamp, epoch ms (i64)                             |
+//! | 32     | 1    | `p`: patientId length                                 |
+//! | 33     | p    | patientId, UTF-8                                      |
+//! | 33+p   | 1    | `m`: medication length                                |
+//! | 34+p   | m    | medication, UTF-8                                     |
+//!
+//! # Lifecycle of a record
+//! A connection stages validated usages into its own buffer and pushes the
+//! buffer onto its lane, a lock-free queue; the writer drains every lane,
+//! numbers and frames the records, appends them to the active segment,
+//! fdatasyncs, publishes the new committed end, and hands each connection
+//! its first id back. The flusher reads committed bytes from the files,
+//! delivers them, advances the checkpoint, and releases segments it has
+//! passed.
+
+pub mod checkpoint;
+pub mod reader;
+pub mod record;
+pub mod segment;
+mod shared;
+pub mod writer;
+
+use std::fs::File;
+
+pub use shared::{Opened, SegmentView, WalShared, open};
+pub use writer::{Lanes, Reply, Submission, SubmitError};
+
+/// Errors of the WAL that callers handle. A failed fsync is not among them:
+/// it ends the process (see [`sync_or_die`]).
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("could not {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the id space of this node is exhausted")]
+    IdsExhausted,
+}
+
+impl WalError {
+    pub(crate) fn io(what: &'static str, source: std::io::Error) -> Self {
+        WalError::Io { what, source }
+    }
+}
+
+/// fdatasyncs `file` or ends the process. See invariant 3 above.
+pub(crate) fn sync_or_die(file: &File, what: &str) {
+    if let Err(e) = sync_data(file) {
+        fatal(&format!("fdatasync {what}"), &e);
+    }
+}
+
+fn sync_data(file: &File) -> std::io::Result<()> {
+    fail::fail_point!("wal::fsync", |_| Err(std::io::Error::other(
+        "failpoint wal::fsync"
+    )));
+    file.sync_data()
+}
+
+/// Ends the process after a failure that makes further acknowledgements
+/// unsafe. Aborting (rather than unwinding) guarantees no other thread
+/// acknowledges anything after this point.
+pub(crate) fn fatal(what: &str, e: &std::io::Error) -> ! {
+    log::error!("FATAL: could not {what}: {e}; stopping so no unsynced record is acknowledged");
+    eprintln!("busyapi: FATAL: could not {what}: {e}");
+    std::process::abort();
+}

@@ -1,0 +1,182 @@
+//! Reading committed records back, for the flusher.
+//!
+//! The reader follows the writer: it reads only up to a segment's committed
+//! end, skips ranges that recovery found damaged, and never crosses into the
+//! next segment on its own, so every batch the flusher builds lies within
+//! one segment and a segment's end is an explicit step ([`WalReader::next_segment`]).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::checkpoint::Checkpoint;
+use super::record::{self, Decoded, Record};
+use super::segment::{self, HEADER_BYTES};
+use super::{SegmentView, WalError, WalShared};
+
+/// Bytes read from a segment per call; a batch of 1,000 usages is ~150 KiB.
+const READ_CHUNK_BYTES: u64 = 1 << 20;
+
+/// What one [`WalReader::read`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Segment the records came from.
+    pub segment_no: u64,
+    /// Records handed to the callback.
+    pub records: usize,
+    /// The reader's offset after them.
+    pub end: u64,
+    /// The segment is sealed and read to its end.
+    pub segment_done: bool,
+}
+
+pub struct WalReader {
+    shared: Arc<WalShared>,
+    segment_no: u64,
+    offset: u64,
+    /// The open segment file, if `segment_no` exists.
+    file: Option<File>,
+    buf: Vec<u8>,
+    /// The id of the last record read: ids only grow along the log.
+    last_id: u64,
+}
+
+impl WalReader {
+    /// A reader positioned at a checkpoint.
+    pub fn new(shared: Arc<WalShared>, from: Checkpoint) -> WalReader {
+        WalReader {
+            shared,
+            segment_no: from.segment_no,
+            offset: from.offset.max(HEADER_BYTES),
+            file: None,
+            buf: Vec::new(),
+            last_id: 0,
+        }
+    }
+
+    /// Where the next record would be read.
+    pub fn position(&self) -> (u64, u64) {
+        (self.segment_no, self.offset)
+    }
+
+    /// Moves to the segment after the current, sealed one.
+    pub fn next_segment(&mut self) {
+        if let Some(next) = self.shared.segment_at_or_after(self.segment_no + 1) {
+            self.segment_no = next.no;
+            self.offset = HEADER_BYTES;
+            self.file = None;
+        }
+    }
+
+    /// Whether everything committed so far has been read.
+    pub fn caught_up(&self) -> bool {
+        self.view()
+            .is_none_or(|v| !v.sealed && v.committed_end <= self.offset)
+    }
+
+    fn view(&self) -> Option<SegmentView> {
+        self.shared.segment_at_or_after(self.segment_no)
+    }
+
+    /// Hands up to `max` committed records of the current segment to `f`,
+    /// waiting up to `wait` if none is there yet.
+    pub fn read(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        mut f: impl FnMut(&Record<'_>),
+    ) -> Result<ReadOutcome, WalError> {
+        let mut view = match self.view() {
+            Some(v) if v.committed_end > self.offset || v.sealed || v.no != self.segment_no => v,
+            _ => match self.shared.wait_past(self.segment_no, self.offset, wait) {
+                Some(v) => v,
+                None => return Ok(self.outcome(0, false)),
+            },
+        };
+        if view.no != self.segment_no {
+            // The segment we were on is gone (quarantined at recovery).
+            self.segment_no = view.no;
+            self.offset = HEADER_BYTES;
+            self.file = None;
+        }
+        let mut records = 0;
+        while records < max && self.offset < view.committed_end {
+            records += self.read_chunk(&view, max - records, &mut f)?;
+            if self.offset >= view.committed_end
+                && let Some(v) = self.view().filter(|v| v.no == view.no)
+            {
+                view = v;
+            }
+        }
+        let done = view.sealed && self.offset >= view.committed_end;
+        Ok(self.outcome(records, done))
+    }
+
+    fn outcome(&self, records: usize, segment_done: bool) -> ReadOutcome {
+        ReadOutcome {
+            segment_no: self.segment_no,
+            records,
+            end: self.offset,
+            segment_done,
+        }
+    }
+
+    /// Reads one chunk and decodes up to `max` records from it.
+    fn read_chunk(
+        &mut self,
+        view: &SegmentView,
+        max: usize,
+        f: &mut impl FnMut(&Record<'_>),
+    ) -> Result<usize, WalError> {
+        if let Some(r) = view.damaged.iter().find(|r| r.contains(&self.offset)) {
+            self.offset = r.end;
+            return Ok(0);
+        }
+        let stop = view
+            .damaged
+            .iter()
+            .map(|r| r.start)
+            .filter(|&s| s > self.offset)
+            .fold(view.committed_end, u64::min);
+        let len = (stop - self.offset).min(READ_CHUNK_BYTES) as usize;
+        if self.file.is_none() {
+            let path = segment::path_of(&self.shared.dir, self.segment_no);
+            self.file =
+                Some(File::open(path).map_err(|e| WalError::io("open a segment for reading", e))?);
+        }
+        let file = self.file.as_ref().expect("opened above");
+        self.buf.resize(len, 0);
+        file.read_exact_at(&mut self.buf, self.offset)
+            .map_err(|e| WalError::io("read a segment", e))?;
+        let (mut pos, mut records) = (0, 0);
+        while records < max && pos < len {
+            match record::decode(&self.buf[pos..]) {
+                Decoded::Record(r, n) => {
+                    f(&r);
+                    self.last_id = r.id;
+                    records += 1;
+                    pos += n;
+                }
+                Decoded::Incomplete if pos > 0 || (len as u64) == READ_CHUNK_BYTES => break,
+                _ => pos += self.skip_damage(pos, stop),
+            }
+        }
+        self.offset += pos as u64;
+        Ok(records)
+    }
+
+    /// Committed bytes that do not decode: the disk changed them after
+    /// recovery. Skip to the next intact record (or the end) and say so.
+    fn skip_damage(&self, pos: usize, stop: u64) -> usize {
+        let skip = record::resync(&self.buf[pos..], self.last_id).unwrap_or(self.buf.len() - pos);
+        log::error!(
+            "WAL segment {} is damaged at offset {} ({} bytes skipped); it was intact when written",
+            self.segment_no,
+            self.offset + pos as u64,
+            skip
+        );
+        debug_assert!(self.offset + (pos + skip) as u64 <= stop);
+        skip.max(1)
+    }
+}

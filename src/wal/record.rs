@@ -1,0 +1,266 @@
+//! Record framing: staging on the ingest side, framing in the WAL writer,
+//! decoding (with resynchronisation past damage) on the recovery and flusher
+//! side. The byte layout is documented in [`crate::wal`].
+
+use crate::ingest::Usage;
+use crate::limits::{MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, RECORD_BYTES_MAX};
+
+/// `len: u32` then `crc: u32`.
+pub const FRAME_HEADER_BYTES: usize = 8;
+/// id, receivedAt and timestamp, 8 bytes each.
+const PAYLOAD_FIXED_BYTES: usize = 24;
+/// The two u8 string lengths.
+const PAYLOAD_LEN_BYTES: usize = 2;
+/// The smallest payload: both strings one byte long.
+pub const PAYLOAD_BYTES_MIN: usize = PAYLOAD_FIXED_BYTES + PAYLOAD_LEN_BYTES + 2;
+/// The largest payload.
+pub const PAYLOAD_BYTES_MAX: usize = RECORD_BYTES_MAX - FRAME_HEADER_BYTES;
+/// A staged record is the payload without its id (the writer assigns ids).
+const STAGED_FIXED_BYTES: usize = PAYLOAD_FIXED_BYTES - 8;
+
+/// One decoded record, borrowing the bytes it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The id returned in the 201 and used as MongoDB's `_id`.
+    pub id: u64,
+    /// When busyapi accepted the request, UTC epoch milliseconds.
+    pub received_at_ms: i64,
+    /// The event's instant, UTC epoch milliseconds.
+    pub timestamp_ms: i64,
+    pub patient_id: &'a str,
+    pub medication: &'a str,
+}
+
+/// Appends a usage to `out` in staged form: the payload without its id.
+/// The strings were bounded by ingest; this asserts it, since a longer one
+/// would not fit its u8 length.
+pub fn stage(usage: &Usage<'_>, received_at_ms: i64, out: &mut Vec<u8>) {
+    let mut scratch = itoa::Buffer::new();
+    let pid = usage.patient_id.as_bytes(&mut scratch);
+    let med = usage.medication.as_bytes();
+    assert!(
+        !pid.is_empty() && pid.len() <= PATIENT_ID_BYTES_MAX,
+        "ingest bounds patientId"
+    );
+    assert!(
+        !med.is_empty() && med.len() <= MEDICATION_BYTES_MAX,
+        "ingest bounds medication"
+    );
+    out.extend_from_slice(&received_at_ms.to_le_bytes());
+    out.extend_from_slice(&usage.timestamp_ms.to_le_bytes());
+    out.push(pid.len() as u8);
+    out.extend_from_slice(pid);
+    out.push(med.len() as u8);
+    out.extend_from_slice(med);
+}
+
+/// The length of the staged record at the start of `staged`.
+fn staged_len(staged: &[u8]) -> usize {
+    let pid_len = staged[STAGED_FIXED_BYTES] as usize;
+    let med_len = staged[STAGED_FIXED_BYTES + 1 + pid_len] as usize;
+    STAGED_FIXED_BYTES + PAYLOAD_LEN_BYTES + pid_len + med_len
+}
+
+/// Frames every staged record in `staged`, numbering them from `first_id`,
+/// onto `out`. Returns how many records were framed.
+pub fn frame_staged(staged: &[u8], first_id: u64, out: &mut Vec<u8>) -> u64 {
+    let mut pos = 0;
+    let mut id = first_id;
+    while pos < staged.len() {
+        let n = staged_len(&staged[pos..]);
+        frame_one(id, &staged[pos..pos + n], out);
+        pos += n;
+        id += 1;
+    }
+    id - first_id
+}
+
+fn frame_one(id: u64, staged: &[u8], out: &mut Vec<u8>) {
+    let payload_len = 8 + staged.len();
+    debug_assert!((PAYLOAD_BYTES_MIN..=PAYLOAD_BYTES_MAX).contains(&payload_len));
+    let len_bytes = (payload_len as u32).to_le_bytes();
+    let id_bytes = id.to_le_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len_bytes);
+    crc.update(&id_bytes);
+    crc.update(staged);
+    out.extend_from_slice(&len_bytes);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&id_bytes);
+    out.extend_from_slice(staged);
+}
+
+/// What lies at an offset of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A whole, intact record and the bytes it occupies.
+    Record(Record<'a>, usize),
+    /// Fewer bytes than the frame needs: the end of what was written, or a
+    /// tail torn by a crash, or a damaged length. The caller tells them apart
+    /// with [`resync`].
+    Incomplete,
+    /// Bytes that are not a valid frame: zeros, or a bad length, layout or CRC.
+    Invalid,
+}
+
+/// Decodes the frame at the start of `buf`.
+pub fn decode(buf: &[u8]) -> Decoded<'_> {
+    if buf.len() < FRAME_HEADER_BYTES {
+        return Decoded::Incomplete;
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if !(PAYLOAD_BYTES_MIN..=PAYLOAD_BYTES_MAX).contains(&len) {
+        return Decoded::Invalid;
+    }
+    let Some(payload) = buf.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else {
+        return Decoded::Incomplete;
+    };
+    let Some(record) = parse_payload(payload) else {
+        return Decoded::Invalid;
+    };
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&buf[0..4]);
+    hasher.update(payload);
+    if hasher.finalize() != crc {
+        return Decoded::Invalid;
+    }
+    Decoded::Record(record, FRAME_HEADER_BYTES + len)
+}
+
+/// Checks the payload's inner layout (cheap, before the CRC) and splits it.
+fn parse_payload(p: &[u8]) -> Option<Record<'_>> {
+    let word = |at: usize| i64::from_le_bytes(p[at..at + 8].try_into().expect("8 bytes"));
+    let pid_len = *p.get(PAYLOAD_FIXED_BYTES)? as usize;
+    let med_at = PAYLOAD_FIXED_BYTES + 1 + pid_len;
+    let med_len = *p.get(med_at)? as usize;
+    if pid_len == 0 || med_len == 0 || med_at + 1 + med_len != p.len() {
+        return None;
+    }
+    Some(Record {
+        id: word(0) as u64,
+        received_at_ms: word(8),
+        timestamp_ms: word(16),
+        patient_id: std::str::from_utf8(&p[PAYLOAD_FIXED_BYTES + 1..med_at]).ok()?,
+        medication: std::str::from_utf8(&p[med_at + 1..]).ok()?,
+    })
+}
+
+/// After damage at the start of `buf`, the offset of the next intact record
+/// whose id is above `after_id`, if any. Ids only grow along the log, so a
+/// stale or accidental match with a lower id is not taken.
+pub fn resync(buf: &[u8], after_id: u64) -> Option<usize> {
+    (1..buf.len())
+        .find(|&at| matches!(decode(&buf[at..]), Decoded::Record(r, _) if r.id > after_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::PatientId;
+
+    fn staged(pid: &str, med: &str, ts: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let usage = Usage {
+            patient_id: PatientId::Text(pid),
+            timestamp_ms: ts,
+            medication: med,
+        };
+        stage(&usage, 1_700_000_000_000, &mut out);
+        out
+    }
+
+    fn framed(n: u64, first_id: u64) -> Vec<u8> {
+        let mut s = Vec::new();
+        for i in 0..n {
+            s.extend(staged(&format!("p{i}"), "Albuterol", i as i64));
+        }
+        let mut out = Vec::new();
+        assert_eq!(frame_staged(&s, first_id, &mut out), n);
+        out
+    }
+
+    fn decode_all(mut buf: &[u8]) -> Vec<u64> {
+        let mut ids = Vec::new();
+        while let Decoded::Record(r, n) = decode(buf) {
+            ids.push(r.id);
+            buf = &buf[n..];
+        }
+        ids
+    }
+
+    #[test]
+    fn a_framed_record_decodes_to_what_was_staged() {
+        let out = framed(1, 77);
+        match decode(&out) {
+            Decoded::Record(r, n) => {
+                assert_eq!(n, out.len());
+                assert_eq!(r.id, 77);
+                assert_eq!(r.patient_id, "p0");
+                assert_eq!(r.medication, "Albuterol");
+                assert_eq!(r.received_at_ms, 1_700_000_000_000);
+                assert_eq!(r.timestamp_ms, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn numeric_patient_ids_are_staged_as_strings() {
+        let mut out = Vec::new();
+        let usage = Usage {
+            patient_id: PatientId::Number(100),
+            timestamp_ms: 5,
+            medication: "m",
+        };
+        stage(&usage, 9, &mut out);
+        let mut f = Vec::new();
+        frame_staged(&out, 1, &mut f);
+        assert!(matches!(decode(&f), Decoded::Record(r, _) if r.patient_id == "100"));
+    }
+
+    #[test]
+    fn consecutive_frames_carry_consecutive_ids() {
+        assert_eq!(decode_all(&framed(5, 10)), vec![10, 11, 12, 13, 14]);
+    }
+
+    #[test]
+    fn every_truncation_is_incomplete_never_a_record() {
+        let out = framed(1, 1);
+        for cut in 0..out.len() {
+            assert_eq!(decode(&out[..cut]), Decoded::Incomplete, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let out = framed(1, 1);
+        for byte in 0..out.len() {
+            for bit in 0..8 {
+                let mut bad = out.clone();
+                bad[byte] ^= 1 << bit;
+                assert!(
+                    !matches!(decode(&bad), Decoded::Record(..)),
+                    "flip {byte}:{bit} went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zeros_are_not_a_record() {
+        assert_eq!(decode(&[0u8; 64]), Decoded::Invalid);
+        assert_eq!(decode(&[]), Decoded::Incomplete);
+        assert_eq!(resync(&[0u8; 4096], 0), None);
+    }
+
+    #[test]
+    fn resync_finds_the_next_record_after_damage() {
+        let mut out = framed(3, 1);
+        out[12] ^= 0xff; // inside the first record's payload
+        assert_eq!(decode(&out), Decoded::Invalid);
+        let at = resync(&out, 0).expect("second record is intact");
+        assert_eq!(decode_all(&out[at..]), vec![2, 3]);
+        assert_eq!(resync(&out, 3), None, "no record above id 3");
+    }
+}

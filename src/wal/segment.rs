@@ -1,0 +1,318 @@
+//! Segment files: naming, the header, creation, and the recovery scan.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::WalError;
+use super::record::{self, Decoded};
+
+/// Identifies a busyapi WAL segment.
+const MAGIC: &[u8; 8] = b"BUSYWAL1";
+/// Bumped on any change to the header or record layout.
+const FORMAT_VERSION: u32 = 1;
+/// Size of the segment header; records start at this offset.
+pub const HEADER_BYTES: u64 = 40;
+/// Extension of segment files; the stem is the zero-padded segment number.
+const SEGMENT_EXT: &str = "wal";
+/// Damaged byte ranges and torn tails are copied here before they are cut.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// The decoded header of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub node_id: u32,
+    /// The segment number, also the file name.
+    pub segment_no: u64,
+    /// Every record in the segment has a sequence number at or above this:
+    /// it keeps the id floor even when the segment holds no record.
+    pub base_seq: u64,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_BYTES as usize] {
+        let mut h = [0u8; HEADER_BYTES as usize];
+        h[0..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&self.node_id.to_le_bytes());
+        h[16..24].copy_from_slice(&self.segment_no.to_le_bytes());
+        h[24..32].copy_from_slice(&self.base_seq.to_le_bytes());
+        let crc = crc32fast::hash(&h[0..32]);
+        h[32..36].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    fn decode(h: &[u8]) -> Option<Header> {
+        let h = h.get(..HEADER_BYTES as usize)?;
+        let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+        let ok = &h[0..8] == MAGIC
+            && u32_at(8) == FORMAT_VERSION
+            && u32_at(32) == crc32fast::hash(&h[0..32]);
+        ok.then(|| Header {
+            node_id: u32_at(12),
+            segment_no: u64_at(16),
+            base_seq: u64_at(24),
+        })
+    }
+}
+
+/// The path of segment `no` in `dir`.
+pub fn path_of(dir: &Path, no: u64) -> PathBuf {
+    dir.join(format!("{no:020}.{SEGMENT_EXT}"))
+}
+
+/// Segment numbers present in `dir`, ascending.
+pub fn list(dir: &Path) -> Result<Vec<u64>, WalError> {
+    let mut nos = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| WalError::io("list the WAL directory", e))? {
+        let entry = entry.map_err(|e| WalError::io("list the WAL directory", e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".wal")
+            && stem.len() == 20
+            && let Ok(no) = stem.parse::<u64>()
+        {
+            nos.push(no);
+        }
+    }
+    nos.sort_unstable();
+    Ok(nos)
+}
+
+/// Creates segment `no`, writes and syncs its header, and syncs the
+/// directory so the file itself survives a crash before any record is
+/// acknowledged from it.
+pub fn create(dir: &Path, header: Header) -> Result<File, WalError> {
+    let path = path_of(dir, header.segment_no);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| WalError::io("create a segment", e))?;
+    file.write_all(&header.encode())
+        .map_err(|e| WalError::io("write a segment header", e))?;
+    super::sync_or_die(&file, "a new segment's header");
+    sync_dir(dir);
+    Ok(file)
+}
+
+/// fsyncs a directory so that creations, renames and deletions in it are
+/// durable. Fatal on failure for the same reason as a record fsync.
+pub fn sync_dir(dir: &Path) {
+    match File::open(dir) {
+        Ok(d) => super::sync_or_die(&d, "the WAL directory"),
+        Err(e) => super::fatal("open the WAL directory for fsync", &e),
+    }
+}
+
+/// What recovery found in one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    pub header: Header,
+    /// Offset just past the last intact record (the segment's new length).
+    pub end: u64,
+    pub records: u64,
+    /// Records at or after the `pending_from` offset given to the scan: the
+    /// ones still owed to MongoDB.
+    pub pending_records: u64,
+    pub first_id: Option<u64>,
+    pub last_id: Option<u64>,
+    /// Ranges of bytes between intact records that hold no intact record.
+    /// Readers skip them; their bytes are kept in the quarantine directory.
+    pub damaged: Vec<Range<u64>>,
+    /// Bytes cut from the tail: a torn final write, or damage with no intact
+    /// record after it.
+    pub torn_tail_bytes: u64,
+}
+
+/// Reads segment `no`, cuts a torn tail, quarantines damage, and reports
+/// what it holds; records from offset `pending_from` on count as pending.
+/// `Ok(None)` means the file has no valid header; it was moved to the
+/// quarantine directory.
+pub fn recover(dir: &Path, no: u64, pending_from: u64) -> Result<Option<Scan>, WalError> {
+    let path = path_of(dir, no);
+    let mut bytes = Vec::new();
+    File::open(&path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| WalError::io("read a segment", e))?;
+    let Some(header) = Header::decode(&bytes).filter(|h| h.segment_no == no) else {
+        quarantine_file(dir, &path, no)?;
+        return Ok(None);
+    };
+    let scan = scan_records(header, &bytes, pending_from);
+    for r in &scan.damaged {
+        quarantine_bytes(dir, no, r.start, &bytes[r.start as usize..r.end as usize])?;
+    }
+    if scan.torn_tail_bytes > 0 {
+        quarantine_bytes(dir, no, scan.end, &bytes[scan.end as usize..])?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| WalError::io("open a segment to cut its tail", e))?;
+        f.set_len(scan.end)
+            .map_err(|e| WalError::io("cut a segment's torn tail", e))?;
+        super::sync_or_die(&f, "a segment after cutting its tail");
+    }
+    Ok(Some(scan))
+}
+
+/// The pure part of recovery: walks the records after the header.
+pub fn scan_records(header: Header, bytes: &[u8], pending_from: u64) -> Scan {
+    let mut scan = Scan {
+        header,
+        end: HEADER_BYTES,
+        records: 0,
+        pending_records: 0,
+        first_id: None,
+        last_id: None,
+        damaged: Vec::new(),
+        torn_tail_bytes: 0,
+    };
+    let mut pos = HEADER_BYTES as usize;
+    while pos < bytes.len() {
+        match record::decode(&bytes[pos..]) {
+            Decoded::Record(r, n) if scan.last_id.is_none_or(|last| r.id > last) => {
+                scan.first_id.get_or_insert(r.id);
+                scan.last_id = Some(r.id);
+                scan.records += 1;
+                if pos as u64 >= pending_from {
+                    scan.pending_records += 1;
+                }
+                pos += n;
+                scan.end = pos as u64;
+            }
+            _ => match record::resync(&bytes[pos..], scan.last_id.unwrap_or(0)) {
+                Some(skip) => {
+                    scan.damaged.push(pos as u64..(pos + skip) as u64);
+                    pos += skip;
+                }
+                None => break,
+            },
+        }
+    }
+    scan.torn_tail_bytes = bytes.len() as u64 - scan.end;
+    scan
+}
+
+fn quarantine_file(dir: &Path, path: &Path, no: u64) -> Result<(), WalError> {
+    let to = dir
+        .join(QUARANTINE_DIR)
+        .join(format!("{no:020}.bad-header"));
+    fs::rename(path, &to).map_err(|e| WalError::io("quarantine a segment", e))?;
+    sync_dir(dir);
+    log::error!(
+        "WAL segment {no} has no valid header; moved to {} (it held no acknowledged record: headers are synced before use)",
+        to.display()
+    );
+    Ok(())
+}
+
+fn quarantine_bytes(dir: &Path, no: u64, offset: u64, bytes: &[u8]) -> Result<(), WalError> {
+    if bytes.iter().all(|&b| b == 0) {
+        return Ok(());
+    }
+    let to = dir
+        .join(QUARANTINE_DIR)
+        .join(format!("{no:020}-{offset}.bin"));
+    let mut f = File::create(&to).map_err(|e| WalError::io("write a quarantine file", e))?;
+    f.write_all(bytes)
+        .map_err(|e| WalError::io("write a quarantine file", e))?;
+    super::sync_or_die(&f, "a quarantine file");
+    log::warn!(
+        "WAL segment {no}: {} damaged bytes at offset {offset} copied to {}",
+        bytes.len(),
+        to.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{PatientId, Usage};
+
+    const HEADER: Header = Header {
+        node_id: 3,
+        segment_no: 7,
+        base_seq: 100,
+    };
+
+    fn segment_with(n: u64) -> Vec<u8> {
+        let mut staged = Vec::new();
+        for i in 0..n {
+            let usage = Usage {
+                patient_id: PatientId::Number(i),
+                timestamp_ms: 1,
+                medication: "Albuterol",
+            };
+            record::stage(&usage, 2, &mut staged);
+        }
+        let mut bytes = HEADER.encode().to_vec();
+        record::frame_staged(&staged, 100, &mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn the_header_round_trips_and_rejects_any_flip() {
+        let h = HEADER.encode();
+        assert_eq!(Header::decode(&h), Some(HEADER));
+        for i in 0..36 {
+            let mut bad = h;
+            bad[i] ^= 0x10;
+            assert_eq!(Header::decode(&bad), None, "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn a_clean_segment_scans_whole() {
+        let bytes = segment_with(10);
+        let s = scan_records(HEADER, &bytes, 0);
+        assert_eq!(
+            (s.records, s.first_id, s.last_id),
+            (10, Some(100), Some(109))
+        );
+        assert_eq!(s.pending_records, 10);
+        let rec = (bytes.len() as u64 - HEADER_BYTES) / 10;
+        let from_third = scan_records(HEADER, &bytes, HEADER_BYTES + 2 * rec);
+        assert_eq!(from_third.pending_records, 8);
+        assert_eq!(s.end, bytes.len() as u64);
+        assert!(s.damaged.is_empty());
+        assert_eq!(s.torn_tail_bytes, 0);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_at_the_last_intact_record() {
+        let full = segment_with(10);
+        let nine = segment_with(9).len();
+        for cut in nine + 1..full.len() {
+            let s = scan_records(HEADER, &full[..cut], 0);
+            assert_eq!(s.records, 9);
+            assert_eq!(s.end, nine as u64);
+            assert_eq!(s.torn_tail_bytes, (cut - nine) as u64);
+        }
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_skipped_and_later_records_survive() {
+        let mut bytes = segment_with(10);
+        let rec = (bytes.len() - HEADER_BYTES as usize) / 10;
+        bytes[HEADER_BYTES as usize + 3 * rec + 12] ^= 0x01; // inside record 4
+        let s = scan_records(HEADER, &bytes, 0);
+        assert_eq!(s.records, 9);
+        assert_eq!(s.last_id, Some(109));
+        assert_eq!(s.damaged.len(), 1);
+        assert_eq!(s.damaged[0].end - s.damaged[0].start, rec as u64);
+        assert_eq!(s.end, bytes.len() as u64);
+    }
+
+    #[test]
+    fn zeros_after_the_records_are_a_torn_tail() {
+        let mut bytes = segment_with(3);
+        let end = bytes.len() as u64;
+        bytes.extend_from_slice(&[0u8; 8192]);
+        let s = scan_records(HEADER, &bytes, 0);
+        assert_eq!((s.records, s.end, s.torn_tail_bytes), (3, end, 8192));
+    }
+}

@@ -1,0 +1,256 @@
+//! The view of the log shared by the writer, the flusher and the HTTP layer,
+//! and [`open`], which recovers a data directory into that view.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::WalError;
+use super::checkpoint::{self, Checkpoint};
+use super::segment::{self, HEADER_BYTES, Header, QUARANTINE_DIR};
+use super::writer::Active;
+use crate::limits::{SEQ_BITS, SEQ_MAX};
+
+/// What a reader needs to know about one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentView {
+    pub no: u64,
+    /// Bytes up to here are fsynced; a reader must not go past it.
+    pub committed_end: u64,
+    /// No more records will be appended.
+    pub sealed: bool,
+    /// Ranges found damaged at recovery; readers skip them.
+    pub damaged: Vec<Range<u64>>,
+}
+
+/// State shared between the WAL writer, the flusher and the HTTP layer.
+pub struct WalShared {
+    pub dir: PathBuf,
+    pub node_id: u32,
+    /// Segments on disk, oldest first; the last one is the active one.
+    segments: Mutex<VecDeque<SegmentView>>,
+    /// Signalled on every commit and roll, for the flusher.
+    changed: Condvar,
+    /// Bytes in the WAL not yet delivered to MongoDB: the quota's measure.
+    backlog_bytes: AtomicU64,
+    /// Records in the WAL not yet delivered to MongoDB.
+    backlog_records: AtomicU64,
+    /// False while appends fail (a full disk, say); readiness reports it.
+    writable: AtomicBool,
+    /// The id of the newest committed record (0: none yet this run).
+    last_id: AtomicU64,
+}
+
+impl WalShared {
+    pub fn backlog_bytes(&self) -> u64 {
+        self.backlog_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn backlog_records(&self) -> u64 {
+        self.backlog_records.load(Ordering::Relaxed)
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+    }
+
+    pub fn last_id(&self) -> u64 {
+        self.last_id.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_writable(&self, ok: bool) {
+        self.writable.store(ok, Ordering::Relaxed);
+    }
+
+    /// The segment `no`, or if it is gone, the first one after it.
+    pub fn segment_at_or_after(&self, no: u64) -> Option<SegmentView> {
+        self.segments.lock().iter().find(|s| s.no >= no).cloned()
+    }
+
+    /// Waits up to `timeout` for segment `no` to commit past `offset` or to
+    /// be sealed, and returns its view.
+    pub fn wait_past(&self, no: u64, offset: u64, timeout: Duration) -> Option<SegmentView> {
+        let mut segs = self.segments.lock();
+        let ready = |segs: &VecDeque<SegmentView>| {
+            segs.iter()
+                .find(|s| s.no >= no)
+                .is_some_and(|s| s.no > no || s.sealed || s.committed_end > offset)
+        };
+        if !ready(&segs) {
+            self.changed.wait_for(&mut segs, timeout);
+        }
+        segs.iter().find(|s| s.no >= no).cloned()
+    }
+
+    /// Wakes anyone in [`WalShared::wait_past`] (used at shutdown).
+    pub fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    pub(super) fn publish_commit(&self, no: u64, end: u64, bytes: u64, records: u64, last_id: u64) {
+        {
+            let mut segs = self.segments.lock();
+            let active = segs
+                .back_mut()
+                .expect("the active segment is always in the view");
+            debug_assert_eq!(active.no, no);
+            active.committed_end = end;
+        }
+        self.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.backlog_records.fetch_add(records, Ordering::Relaxed);
+        self.last_id.store(last_id, Ordering::Relaxed);
+        self.changed.notify_all();
+    }
+
+    pub(super) fn publish_roll(&self, new_no: u64) {
+        let mut segs = self.segments.lock();
+        if let Some(old) = segs.back_mut() {
+            old.sealed = true;
+        }
+        segs.push_back(SegmentView {
+            no: new_no,
+            committed_end: HEADER_BYTES,
+            sealed: false,
+            damaged: Vec::new(),
+        });
+        drop(segs);
+        self.changed.notify_all();
+    }
+
+    /// The flusher reports records that MongoDB has confirmed.
+    pub fn delivered(&self, bytes: u64, records: u64) {
+        self.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.backlog_records.fetch_sub(records, Ordering::Relaxed);
+    }
+
+    /// Deletes every sealed segment numbered below `no`. The caller has
+    /// already stored a checkpoint at or past `no` (invariant 4).
+    pub fn release_before(&self, no: u64) -> Result<usize, WalError> {
+        let mut released = Vec::new();
+        {
+            let mut segs = self.segments.lock();
+            while segs.front().is_some_and(|s| s.no < no && s.sealed) {
+                released.push(segs.pop_front().expect("front exists").no);
+            }
+        }
+        for n in &released {
+            fs::remove_file(segment::path_of(&self.dir, *n))
+                .map_err(|e| WalError::io("delete a delivered segment", e))?;
+        }
+        if !released.is_empty() {
+            segment::sync_dir(&self.dir);
+        }
+        Ok(released.len())
+    }
+
+    /// Segments currently on disk.
+    pub fn segment_count(&self) -> usize {
+        self.segments.lock().len()
+    }
+}
+
+/// A recovered data directory: the shared view, the writer's active
+/// segment, and where delivery resumes.
+pub struct Opened {
+    pub shared: Arc<WalShared>,
+    pub active: Active,
+    pub resume: Checkpoint,
+}
+
+/// Recovers `dir` (creating it if needed) and opens a fresh active segment.
+pub fn open(dir: &Path, node_id: u32) -> Result<Opened, WalError> {
+    fs::create_dir_all(dir.join(QUARANTINE_DIR))
+        .map_err(|e| WalError::io("create the data directory", e))?;
+    let ckpt = checkpoint::load(dir)?;
+    let nos = segment::list(dir)?;
+    let resume_no = ckpt.map_or(0, |c| c.segment_no);
+    let mut views = VecDeque::new();
+    let (mut seq_floor, mut backlog_bytes, mut backlog_records) =
+        (ckpt.map_or(0, |c| c.last_seq), 0, 0);
+    for &no in &nos {
+        if no < resume_no {
+            // Delivered and checkpointed, but the process stopped before
+            // deleting it.
+            fs::remove_file(segment::path_of(dir, no))
+                .map_err(|e| WalError::io("delete a delivered segment", e))?;
+            continue;
+        }
+        let from = match ckpt {
+            Some(c) if c.segment_no == no => c.offset.max(HEADER_BYTES),
+            _ => HEADER_BYTES,
+        };
+        let Some(scan) = segment::recover(dir, no, from)? else {
+            continue;
+        };
+        seq_floor = seq_floor
+            .max(scan.header.base_seq.saturating_sub(1))
+            .max(scan.last_id.map_or(0, |id| id & SEQ_MAX));
+        backlog_bytes += scan.end.saturating_sub(from);
+        backlog_records += scan.pending_records;
+        views.push_back(SegmentView {
+            no,
+            committed_end: scan.end,
+            sealed: true,
+            damaged: scan.damaged,
+        });
+    }
+    segment::sync_dir(dir);
+    let next_seq = seq_floor + 1;
+    if next_seq > SEQ_MAX {
+        return Err(WalError::IdsExhausted);
+    }
+    let new_no = nos.last().map_or(1, |n| n + 1).max(resume_no);
+    let header = Header {
+        node_id,
+        segment_no: new_no,
+        base_seq: next_seq,
+    };
+    let file = segment::create(dir, header)?;
+    views.push_back(SegmentView {
+        no: new_no,
+        committed_end: HEADER_BYTES,
+        sealed: false,
+        damaged: Vec::new(),
+    });
+    let resume = match ckpt {
+        Some(c) => c,
+        None => Checkpoint {
+            segment_no: views.front().map_or(new_no, |s| s.no),
+            offset: HEADER_BYTES,
+            last_seq: 0,
+        },
+    };
+    log::info!(
+        "WAL recovered in {}: {} segment(s), {backlog_records} record(s) awaiting delivery, next id {}",
+        dir.display(),
+        views.len(),
+        (u64::from(node_id) << SEQ_BITS) | next_seq
+    );
+    let shared = Arc::new(WalShared {
+        dir: dir.to_path_buf(),
+        node_id,
+        segments: Mutex::new(views),
+        changed: Condvar::new(),
+        backlog_bytes: AtomicU64::new(backlog_bytes),
+        backlog_records: AtomicU64::new(backlog_records),
+        writable: AtomicBool::new(true),
+        last_id: AtomicU64::new(0),
+    });
+    let active = Active {
+        file,
+        segment_no: new_no,
+        len: HEADER_BYTES,
+        next_seq,
+    };
+    Ok(Opened {
+        shared,
+        active,
+        resume,
+    })
+}

@@ -1,0 +1,298 @@
+//! Group commit: the one thread that appends to the WAL.
+//!
+//! Connections push [`Submission`]s (a buffer of staged records) onto their
+//! lane, a bounded lock-free queue; there is one lane per core, so two cores
+//! rarely touch the same queue. The writer drains every lane, numbers and
+//! frames all the records it found, writes them with one `write` and one
+//! `fdatasync`, and only then replies to each submitter. While it syncs, new
+//! submissions pile up in the lanes and ride the next commit together: the
+//! cost of an fsync is shared by everyone who arrived meanwhile.
+//!
+//! Replies travel on may's own channel, so a connection coroutine waiting for
+//! its commit yields its worker thread instead of blocking it.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+
+use super::segment::{self, HEADER_BYTES, Header};
+use super::{WalShared, record};
+use crate::limits::{
+    COMMIT_RECORDS_MAX, LANE_SUBMISSIONS_MAX, RECORD_BYTES_MAX, SEGMENT_BYTES_MAX, SEQ_BITS,
+    SEQ_MAX, WRITER_IDLE_PARK_MS,
+};
+use crate::metrics;
+
+/// Staged records from one connection, waiting to be committed.
+pub struct Submission {
+    /// Records in staged form ([`record::stage`]), back to back.
+    pub staged: Vec<u8>,
+    /// How many records `staged` holds.
+    pub count: u32,
+    /// Where the writer sends the outcome.
+    pub reply: may::sync::mpsc::Sender<Reply>,
+}
+
+/// The outcome of a submission; the buffer comes back for reuse.
+pub struct Reply {
+    /// The id of the submission's first record; the others follow in order.
+    pub first_id: Result<u64, CommitError>,
+    pub staged: Vec<u8>,
+}
+
+/// Why committed records could not be acknowledged. Both are 503s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    #[error("the write-ahead log cannot be written")]
+    Write,
+    #[error("this node has used up its id space")]
+    IdsExhausted,
+}
+
+/// Why a submission was not even queued. Both are 503s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the write-ahead log is saturated")]
+    LaneFull,
+    #[error("the server is shutting down")]
+    Stopping,
+}
+
+/// The writer's append position.
+pub struct Active {
+    pub(super) file: File,
+    pub(super) segment_no: u64,
+    /// Bytes in the file, all of them synced.
+    pub(super) len: u64,
+    pub(super) next_seq: u64,
+}
+
+/// The per-core queues between connections and the writer.
+pub struct Lanes {
+    queues: Box<[ArrayQueue<Submission>]>,
+    /// Set while the writer is about to park or parked.
+    writer_sleeping: AtomicBool,
+    writer: OnceLock<Thread>,
+    /// Set at shutdown: refuse new submissions, finish queued ones, exit.
+    stopping: AtomicBool,
+}
+
+impl Lanes {
+    pub fn new(count: usize) -> Arc<Lanes> {
+        Arc::new(Lanes {
+            queues: (0..count.max(1))
+                .map(|_| ArrayQueue::new(LANE_SUBMISSIONS_MAX))
+                .collect(),
+            writer_sleeping: AtomicBool::new(false),
+            writer: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Queues a submission on `lane` (taken modulo the lane count).
+    pub fn submit(&self, lane: usize, sub: Submission) -> Result<(), (SubmitError, Submission)> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err((SubmitError::Stopping, sub));
+        }
+        self.queues[lane % self.queues.len()]
+            .push(sub)
+            .map_err(|s| (SubmitError::LaneFull, s))?;
+        // Pairs with the fence in `park_writer`: either the writer sees this
+        // submission before parking, or we see it asleep and wake it.
+        fence(Ordering::SeqCst);
+        if self.writer_sleeping.load(Ordering::Relaxed)
+            && let Some(t) = self.writer.get()
+        {
+            t.unpark();
+        }
+        Ok(())
+    }
+
+    /// Asks the writer to finish what is queued and exit.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queues.iter().all(ArrayQueue::is_empty)
+    }
+
+    /// Moves queued submissions into `batch` until about `max_records`.
+    fn drain_into(&self, batch: &mut Vec<Submission>, max_records: usize) -> usize {
+        let mut records = 0;
+        'lanes: for q in self.queues.iter() {
+            while records < max_records {
+                let Some(sub) = q.pop() else { continue 'lanes };
+                records += sub.count as usize;
+                batch.push(sub);
+            }
+            break;
+        }
+        records
+    }
+
+    fn park_writer(&self) {
+        self.writer_sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.is_empty() && !self.stopping.load(Ordering::Acquire) {
+            std::thread::park_timeout(Duration::from_millis(WRITER_IDLE_PARK_MS));
+        }
+        self.writer_sleeping.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Starts the writer thread.
+pub fn spawn(
+    lanes: Arc<Lanes>,
+    shared: Arc<WalShared>,
+    active: Active,
+) -> std::io::Result<JoinHandle<()>> {
+    let l = lanes.clone();
+    let handle = std::thread::Builder::new()
+        .name("wal-writer".into())
+        .spawn(move || Writer::new(shared, active).run(&l))?;
+    lanes
+        .writer
+        .set(handle.thread().clone())
+        .expect("the writer is spawned once");
+    Ok(handle)
+}
+
+struct Writer {
+    shared: Arc<WalShared>,
+    active: Active,
+    /// The framed bytes of one commit, reused.
+    buf: Vec<u8>,
+    /// The first id of each submission in the commit, reused.
+    first_ids: Vec<u64>,
+}
+
+impl Writer {
+    fn new(shared: Arc<WalShared>, active: Active) -> Writer {
+        Writer {
+            shared,
+            active,
+            buf: Vec::with_capacity(COMMIT_RECORDS_MAX * RECORD_BYTES_MAX),
+            first_ids: Vec::with_capacity(COMMIT_RECORDS_MAX),
+        }
+    }
+
+    fn run(mut self, lanes: &Lanes) {
+        let mut batch = Vec::with_capacity(COMMIT_RECORDS_MAX);
+        loop {
+            let records = lanes.drain_into(&mut batch, COMMIT_RECORDS_MAX);
+            if batch.is_empty() {
+                if lanes.stopping.load(Ordering::Acquire) && lanes.is_empty() {
+                    break;
+                }
+                lanes.park_writer();
+                continue;
+            }
+            let outcome = self.commit(&batch, records as u64);
+            for (i, sub) in batch.drain(..).enumerate() {
+                let first_id = outcome.map(|()| self.first_ids[i]);
+                // A connection that went away dropped its receiver; its
+                // records are durable all the same.
+                let _ = sub.reply.send(Reply {
+                    first_id,
+                    staged: sub.staged,
+                });
+            }
+        }
+        log::info!("WAL writer stopped; last id {}", self.shared.last_id());
+    }
+
+    /// Frames, appends and syncs one batch. On success every record is
+    /// durable and `first_ids` holds each submission's first id.
+    fn commit(&mut self, batch: &[Submission], records: u64) -> Result<(), CommitError> {
+        let first_seq = self.active.next_seq;
+        if first_seq + records - 1 > SEQ_MAX {
+            log::error!(
+                "the id space of node {} is exhausted; refusing writes",
+                self.shared.node_id
+            );
+            return Err(CommitError::IdsExhausted);
+        }
+        let node_bits = u64::from(self.shared.node_id) << SEQ_BITS;
+        self.buf.clear();
+        self.first_ids.clear();
+        let mut seq = first_seq;
+        for sub in batch {
+            self.first_ids.push(node_bits | seq);
+            seq += record::frame_staged(&sub.staged, node_bits | seq, &mut self.buf);
+        }
+        debug_assert_eq!(seq - first_seq, records);
+        if self.active.len + self.buf.len() as u64 > SEGMENT_BYTES_MAX {
+            self.roll().map_err(|e| self.write_failed(&e))?;
+        }
+        if let Err(e) = append(&mut self.active.file, &self.buf) {
+            return Err(self.write_failed(&e));
+        }
+        let started = Instant::now();
+        super::sync_or_die(&self.active.file, "a WAL commit");
+        metrics::observe_fsync(started.elapsed(), records);
+        self.active.len += self.buf.len() as u64;
+        self.active.next_seq = seq;
+        self.shared.set_writable(true);
+        let last_id = node_bits | (seq - 1);
+        self.shared.publish_commit(
+            self.active.segment_no,
+            self.active.len,
+            self.buf.len() as u64,
+            records,
+            last_id,
+        );
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&mut self) -> Result<(), super::WalError> {
+        let no = self.active.segment_no + 1;
+        let header = Header {
+            node_id: self.shared.node_id,
+            segment_no: no,
+            base_seq: self.active.next_seq,
+        };
+        let file = segment::create(&self.shared.dir, header)?;
+        self.active = Active {
+            file,
+            segment_no: no,
+            len: HEADER_BYTES,
+            next_seq: self.active.next_seq,
+        };
+        self.shared.publish_roll(no);
+        Ok(())
+    }
+
+    /// A failed append (not a failed fsync): cut whatever part of it reached
+    /// the file, so the log ends at the last commit, and refuse this batch.
+    fn write_failed(&mut self, e: &dyn std::fmt::Display) -> CommitError {
+        if self.shared.is_writable() {
+            log::error!("WAL append failed: {e}; answering 503 until an append succeeds");
+        }
+        self.shared.set_writable(false);
+        if let Err(e) = self.active.file.set_len(self.active.len) {
+            super::fatal("cut a failed append from the WAL", &e);
+        }
+        CommitError::Write
+    }
+}
+
+fn append(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    fail::fail_point!("wal::write", |_| Err(std::io::Error::other(
+        "failpoint wal::write"
+    )));
+    file.write_all(bytes)
+}
