@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need
+# (the dev MongoDB into .venv; Chromium and playwright-core for the status
+# page test), then runs formatting, lints, and every test against the real
+# binary and the real dev MongoDB. Exits non-zero on any failure, and also
+# if fewer tests ran than the suite holds (a guard against "0 tests, green").
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+# The suite has at least this many tests; raise it when adding tests.
+MIN_TESTS=62
+
+echo "== installing the dev MongoDB (SecantusDB) into .venv"
+scripts/dev-mongo.sh install
+export BUSYAPI_SECANTUSD="$ROOT/.venv/bin/secantusd-py"
+
+echo "== cargo fmt --check"
+cargo fmt --check
+
+echo "== cargo clippy"
+cargo clippy --locked --all-targets --features failpoints -- -D warnings
+
+echo "== cargo test"
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+cargo test --locked --features failpoints --all-targets 2>&1 | tee "$LOG"
+passed=$(grep -E '^test result: ok\.' "$LOG" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -cE '^test result: FAILED' "$LOG" || true)
+echo "== $passed tests passed"
+if [[ "$failed" != "0" ]]; then echo "some test binary failed" >&2; exit 1; fi
+if (( passed < MIN_TESTS )); then
+  echo "only $passed tests ran; the suite holds at least $MIN_TESTS" >&2
+  exit 1
+fi
+echo "== all tests passed"
