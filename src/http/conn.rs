@@ -428,7 +428,7 @@ impl<'a> Connection<'a> {
         } else if self.rpos == self.rend {
             Some(Duration::from_millis(c.idle_timeout_ms))
         } else {
-            Some(left)
+            Some(whole_ms_up(left))
         }
     }
 
@@ -445,8 +445,28 @@ impl<'a> Connection<'a> {
     }
 }
 
+/// may keeps a socket timeout in whole milliseconds, truncated, and takes 0
+/// as "no timeout": a remainder under 1 ms would make the read wait forever,
+/// and a truncated one fires before the deadline. Rounding up avoids both.
+fn whole_ms_up(d: Duration) -> Duration {
+    Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64)
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_timeouts_are_whole_milliseconds_rounded_up() {
+        let ms = Duration::from_millis;
+        assert_eq!(whole_ms_up(Duration::from_nanos(1)), ms(1));
+        assert_eq!(whole_ms_up(Duration::from_micros(299_970)), ms(300));
+        assert_eq!(whole_ms_up(ms(75_000)), ms(75_000));
+    }
 }

@@ -123,12 +123,6 @@ impl ApiError {
             _ => &[],
         }
     }
-
-    /// Whether the connection must close: the framing of what follows is
-    /// unknown, or the body was not read.
-    pub fn closes_connection(&self) -> bool {
-        matches!(self, ApiError::Http(_))
-    }
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
         }
         Ok(Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(HttpError::Version),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(_) => return Err(HttpError::Malformed),
     };
     let http10 = req.version == Some(0);
@@ -95,6 +95,26 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
         framing,
         len,
     }))
+}
+
+/// httparse calls any bad token where the version belongs a version error,
+/// so `GET /a b HTTP/1.1` (a space in the target) would get 505. Only a
+/// request line of three parts ending in `HTTP/<digit>...` names an HTTP
+/// version busyapi does not speak; anything else is malformed (400).
+fn version_error(buf: &[u8]) -> HttpError {
+    let line = buf
+        .split(|&b| b == b'\r' || b == b'\n')
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let version = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some(v), None) => v,
+        _ => return HttpError::Malformed,
+    };
+    match version.strip_prefix(b"HTTP/") {
+        Some([major, ..]) if major.is_ascii_digit() => HttpError::Version,
+        _ => HttpError::Malformed,
+    }
 }
 
 /// Strips the query and, for absolute-form targets, the scheme and host.
@@ -361,6 +381,11 @@ mod tests {
             ("POST / HTTP/1.1\r\n\r\n", HttpError::MissingHost),
             ("GARBAGE\r\n\r\n", HttpError::Malformed),
             ("GET / HTTP/2.0\r\n\r\n", HttpError::Version),
+            ("\r\nGET / HTTP/3\r\n\r\n", HttpError::Version),
+            ("GET / HTTP/2", HttpError::Version),
+            ("GET /a b HTTP/1.1\r\n\r\n", HttpError::Malformed),
+            ("GET / FOO/1.1\r\n\r\n", HttpError::Malformed),
+            ("GET / HTTP/x.1\r\n\r\n", HttpError::Malformed),
         ];
         for (raw, want) in cases {
             assert_eq!(head(raw), Err(want), "{raw:?}");

@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 use mongodb::bson::{Document, doc};
 use mongodb::sync::Client;
 
-pub const USAGE: &str =
-    r#"{"patientId": "100", "timestamp": "Tue Nov 01 2016 09:11:51 GMT-0500 (CDT)", "medication": "Albuterol"}"#;
+pub const USAGE: &str = r#"{"patientId": "100", "timestamp": "Tue Nov 01 2016 09:11:51 GMT-0500 (CDT)", "medication": "Albuterol"}"#;
 
 /// A free TCP port on loopback (bound, then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn secantusd() -> PathBuf {
@@ -40,7 +43,10 @@ fn secantusd() -> PathBuf {
 pub fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let until = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < until, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < until,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -50,11 +56,24 @@ pub struct Mongo {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Run under a watchdog that stops it when the test process is gone
+    /// (for the shared instance, which lives in a static and is never
+    /// dropped). Such an instance cannot be killed to fake an outage.
+    watched: bool,
 }
 
 impl Mongo {
     pub fn start() -> Mongo {
-        let mut m = Mongo { child: None, port: free_port(), dir: tempfile::tempdir().expect("tempdir") };
+        Mongo::start_with(false)
+    }
+
+    fn start_with(watched: bool) -> Mongo {
+        let mut m = Mongo {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            watched,
+        };
         m.restart();
         m
     }
@@ -67,8 +86,30 @@ impl Mongo {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::File::create(self.dir.path().join("secantusd.log")).expect("log file");
-        let child = Command::new(secantusd())
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--log-level", "WARNING"])
+        let mut cmd = if self.watched {
+            // The watchdog ends the server once this test process is gone.
+            let mut c = Command::new("bash");
+            c.arg("-c")
+                .arg(concat!(
+                    r#""$@" & child=$!; trap 'kill $child 2>/dev/null' EXIT; "#,
+                    r#"while kill -0 "$WATCH_PID" 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done"#
+                ))
+                .arg("watchdog")
+                .arg(secantusd())
+                .env("WATCH_PID", std::process::id().to_string());
+            c
+        } else {
+            Command::new(secantusd())
+        };
+        let child = cmd
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--log-level",
+                "WARNING",
+            ])
             .arg("--storage-path")
             .arg(self.dir.path().join("db"))
             .stdout(log.try_clone().expect("clone"))
@@ -84,6 +125,10 @@ impl Mongo {
 
     /// Kills the server (SIGKILL), as an outage would.
     pub fn kill(&mut self) {
+        assert!(
+            !self.watched,
+            "the shared dev MongoDB cannot be killed; use Mongo::start()"
+        );
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -91,7 +136,8 @@ impl Mongo {
     }
 
     pub fn client(&self) -> Client {
-        Client::with_uri_str(format!("{}/?serverSelectionTimeoutMS=5000", self.uri())).expect("client")
+        Client::with_uri_str(format!("{}/?serverSelectionTimeoutMS=5000", self.uri()))
+            .expect("client")
     }
 
     /// Every `_id` in `db.usages`, sorted.
@@ -109,13 +155,20 @@ impl Mongo {
     }
 
     pub fn count(&self, db: &str) -> u64 {
-        self.client().database(db).collection::<Document>("usages").count_documents(doc! {}).run().expect("count")
+        self.client()
+            .database(db)
+            .collection::<Document>("usages")
+            .count_documents(doc! {})
+            .run()
+            .expect("count")
     }
 }
 
 impl Drop for Mongo {
     fn drop(&mut self) {
-        self.kill();
+        if !self.watched {
+            self.kill();
+        }
     }
 }
 
@@ -123,7 +176,7 @@ impl Drop for Mongo {
 /// each test uses its own database.
 pub fn shared_mongo() -> &'static Mongo {
     static MONGO: OnceLock<Mongo> = OnceLock::new();
-    MONGO.get_or_init(Mongo::start)
+    MONGO.get_or_init(|| Mongo::start_with(true))
 }
 
 /// A busyapi process.
@@ -188,9 +241,13 @@ impl Server {
             "--data-dir".to_owned(),
             data_dir.display().to_string(),
             "--mongodb-uri".to_owned(),
-            opts.mongo_uri.clone().unwrap_or_else(|| format!("mongodb://127.0.0.1:{}", free_port())),
+            opts.mongo_uri
+                .clone()
+                .unwrap_or_else(|| format!("mongodb://127.0.0.1:{}", free_port())),
             "--database".to_owned(),
-            opts.database.clone().unwrap_or_else(|| "busyapi_test".into()),
+            opts.database
+                .clone()
+                .unwrap_or_else(|| "busyapi_test".into()),
         ];
         args.extend(opts.args.iter().cloned());
         let mut s = Server {
@@ -208,7 +265,9 @@ impl Server {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_busyapi"));
-        cmd.args(&self.args).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -220,15 +279,24 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = tx.send(addr);
                 }
                 logs.lock().expect("logs").push(line);
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            panic!("busyapi did not start; its log:\n{}", self.logs.lock().expect("logs").join("\n"))
-        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "busyapi did not start; its log:\n{}",
+                    self.logs.lock().expect("logs").join("\n")
+                )
+            });
         self.addr = addr.parse().expect("listen address");
         self.child = Some(child);
     }
@@ -236,12 +304,20 @@ impl Server {
     /// Starts the same server again (same data directory, a new port).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "still running");
-        self.args.splice(0..2, ["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        self.args
+            .splice(0..2, ["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
         self.spawn();
     }
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Whether the process is still alive (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -273,7 +349,10 @@ impl Server {
             }
             if Instant::now() > until {
                 let _ = child.kill();
-                panic!("busyapi did not exit within {timeout:?}; log:\n{}", self.logs());
+                panic!(
+                    "busyapi did not exit within {timeout:?}; log:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -323,7 +402,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -331,7 +413,8 @@ impl Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     /// The id of a 201.
@@ -342,7 +425,10 @@ impl Response {
 
     /// The `error` text of an error response.
     pub fn error(&self) -> String {
-        self.json()["error"].as_str().expect("error is a string").to_owned()
+        self.json()["error"]
+            .as_str()
+            .expect("error is a string")
+            .to_owned()
     }
 }
 
@@ -355,8 +441,13 @@ pub struct Http {
 impl Http {
     pub fn connect(addr: SocketAddr) -> Http {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        Http { stream, buf: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        Http {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -397,7 +488,10 @@ impl Http {
         let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
         let headers: Vec<(String, String)> = lines
             .filter(|l| !l.is_empty())
-            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+            .filter_map(|l| {
+                l.split_once(':')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            })
             .collect();
         let len: usize = headers
             .iter()
@@ -411,11 +505,16 @@ impl Http {
         }
         let body = self.buf[head_end..head_end + len].to_vec();
         self.buf.drain(..head_end + len);
-        Some(Response { status, headers, body })
+        Some(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     pub fn response(&mut self) -> Response {
-        self.try_response().expect("a response before the connection closed")
+        self.try_response()
+            .expect("a response before the connection closed")
     }
 
     /// Whether the server closed the connection (EOF with nothing pending).
@@ -427,7 +526,11 @@ impl Http {
 /// Keeps POSTing valid usages on `conns` keep-alive connections from as
 /// many threads until `stop` is set or the server goes away; returns every
 /// acknowledged id.
-pub fn load(addr: SocketAddr, conns: usize, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Vec<u64>> {
+pub fn load(
+    addr: SocketAddr,
+    conns: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
     std::thread::spawn(move || {
         let handles: Vec<_> = (0..conns)
             .map(|t| {
@@ -459,6 +562,9 @@ pub fn load(addr: SocketAddr, conns: usize, stop: Arc<std::sync::atomic::AtomicB
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("load thread")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("load thread"))
+            .collect()
     })
 }
