@@ -25,8 +25,10 @@
 //!    already durable, lies past it: MongoDB has confirmed every record in it
 //!    with the configured write concern.
 //! 5. Recovery never refuses to start: it keeps every intact record, cuts a
-//!    torn tail, skips damaged ranges between intact records, and copies
-//!    every cut or skipped byte to `quarantine/` for an operator.
+//!    torn tail, skips damaged ranges between intact records, rebuilds a
+//!    damaged segment header in front of intact records, and copies every
+//!    cut, skipped or replaced byte to `quarantine/` for an operator. Ids
+//!    that cut bytes could have held are skipped, never handed out again.
 //!
 //! # On-disk format (version 1, little-endian)
 //! A segment is `NNNNNNNNNNNNNNNNNNNN.wal` (the segment number, 20 digits):

@@ -13,6 +13,8 @@ const PAYLOAD_FIXED_BYTES: usize = 24;
 const PAYLOAD_LEN_BYTES: usize = 2;
 /// The smallest payload: both strings one byte long.
 pub const PAYLOAD_BYTES_MIN: usize = PAYLOAD_FIXED_BYTES + PAYLOAD_LEN_BYTES + 2;
+/// The smallest whole frame.
+pub const FRAME_BYTES_MIN: usize = FRAME_HEADER_BYTES + PAYLOAD_BYTES_MIN;
 /// The largest payload.
 pub const PAYLOAD_BYTES_MAX: usize = RECORD_BYTES_MAX - FRAME_HEADER_BYTES;
 /// A staged record is the payload without its id (the writer assigns ids).

@@ -131,15 +131,26 @@ pub struct Scan {
 /// what it holds; records from offset `pending_from` on count as pending.
 /// `Ok(None)` means the file has no valid header; it was moved to the
 /// quarantine directory.
-pub fn recover(dir: &Path, no: u64, pending_from: u64) -> Result<Option<Scan>, WalError> {
+pub fn recover(
+    dir: &Path,
+    no: u64,
+    node_id: u32,
+    pending_from: u64,
+) -> Result<Option<Scan>, WalError> {
     let path = path_of(dir, no);
     let mut bytes = Vec::new();
     File::open(&path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| WalError::io("read a segment", e))?;
-    let Some(header) = Header::decode(&bytes).filter(|h| h.segment_no == no) else {
-        quarantine_file(dir, &path, no)?;
-        return Ok(None);
+    let header = match Header::decode(&bytes).filter(|h| h.segment_no == no) {
+        Some(h) => h,
+        // Headers are synced before any record is appended, so a file no
+        // longer than a header never held a record: a torn creation.
+        None if bytes.len() as u64 <= HEADER_BYTES => {
+            quarantine_file(dir, &path, no)?;
+            return Ok(None);
+        }
+        None => rebuild_header(dir, &path, no, node_id, &mut bytes)?,
     };
     let scan = scan_records(header, &bytes, pending_from);
     for r in &scan.damaged {
@@ -196,6 +207,44 @@ pub fn scan_records(header: Header, bytes: &[u8], pending_from: u64) -> Scan {
     scan
 }
 
+/// A damaged header in front of records: keep the records (they may be
+/// acknowledged and undelivered), quarantine the old header bytes, and write
+/// a new header whose base seq is the first intact record's.
+fn rebuild_header(
+    dir: &Path,
+    path: &Path,
+    no: u64,
+    node_id: u32,
+    bytes: &mut [u8],
+) -> Result<Header, WalError> {
+    let probe = Header {
+        node_id,
+        segment_no: no,
+        base_seq: 0,
+    };
+    let first_seq = scan_records(probe, bytes, 0)
+        .first_id
+        .map_or(0, |id| id & crate::limits::SEQ_MAX);
+    let header = Header {
+        base_seq: first_seq,
+        ..probe
+    };
+    quarantine_bytes(dir, no, 0, &bytes[..HEADER_BYTES as usize])?;
+    let encoded = header.encode();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| WalError::io("open a segment to rebuild its header", e))?;
+    std::os::unix::fs::FileExt::write_all_at(&f, &encoded, 0)
+        .map_err(|e| WalError::io("rebuild a segment header", e))?;
+    super::sync_or_die(&f, "a rebuilt segment header");
+    bytes[..HEADER_BYTES as usize].copy_from_slice(&encoded);
+    log::error!(
+        "WAL segment {no} had a damaged header; rebuilt it and kept the records after it (old header in quarantine)"
+    );
+    Ok(header)
+}
+
 fn quarantine_file(dir: &Path, path: &Path, no: u64) -> Result<(), WalError> {
     let to = dir
         .join(QUARANTINE_DIR)
@@ -203,7 +252,7 @@ fn quarantine_file(dir: &Path, path: &Path, no: u64) -> Result<(), WalError> {
     fs::rename(path, &to).map_err(|e| WalError::io("quarantine a segment", e))?;
     sync_dir(dir);
     log::error!(
-        "WAL segment {no} has no valid header; moved to {} (it held no acknowledged record: headers are synced before use)",
+        "WAL segment {no} was torn at creation (no complete header); moved to {} (it held no record: headers are synced before use)",
         to.display()
     );
     Ok(())

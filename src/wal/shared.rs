@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::WalError;
 use super::checkpoint::{self, Checkpoint};
+use super::record;
 use super::segment::{self, HEADER_BYTES, Header, QUARANTINE_DIR};
 use super::writer::Active;
 use crate::limits::{SEQ_BITS, SEQ_MAX};
@@ -185,12 +186,15 @@ pub fn open(dir: &Path, node_id: u32) -> Result<Opened, WalError> {
             Some(c) if c.segment_no == no => c.offset.max(HEADER_BYTES),
             _ => HEADER_BYTES,
         };
-        let Some(scan) = segment::recover(dir, no, from)? else {
+        let Some(scan) = segment::recover(dir, no, node_id, from)? else {
             continue;
         };
+        // Cut bytes may have held records whose ids were handed out (and
+        // maybe delivered): skip as many ids as could have fit in them.
+        let cut_ids = scan.torn_tail_bytes / record::FRAME_BYTES_MIN as u64;
         seq_floor = seq_floor
             .max(scan.header.base_seq.saturating_sub(1))
-            .max(scan.last_id.map_or(0, |id| id & SEQ_MAX));
+            .max(scan.last_id.map_or(0, |id| id & SEQ_MAX) + cut_ids);
         backlog_bytes += scan.end.saturating_sub(from);
         backlog_records += scan.pending_records;
         views.push_back(SegmentView {
@@ -205,7 +209,11 @@ pub fn open(dir: &Path, node_id: u32) -> Result<Opened, WalError> {
     if next_seq > SEQ_MAX {
         return Err(WalError::IdsExhausted);
     }
-    let new_no = nos.last().map_or(1, |n| n + 1).max(resume_no);
+    // A segment number is never used twice, not even the checkpoint's once
+    // its file is gone (deleted by hand after MongoDB had every record): the
+    // checkpoint's offset would point into the new file and skip its first
+    // records, acknowledged ones, at this start and at every later one.
+    let new_no = nos.last().map_or(1, |n| n + 1).max(resume_no + 1);
     let header = Header {
         node_id,
         segment_no: new_no,
