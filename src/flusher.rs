@@ -69,7 +69,7 @@ impl Stop {
 pub struct Flusher {
     stop: Arc<Stop>,
     coordinator: JoinHandle<()>,
-    index: JoinHandle<()>,
+    probe: JoinHandle<()>,
 }
 
 impl Flusher {
@@ -80,26 +80,24 @@ impl Flusher {
         resume: Checkpoint,
     ) -> std::io::Result<Flusher> {
         let stop = Arc::new(Stop::default());
-        let sinks = Arc::new(Sinks {
-            factory,
-            current: Mutex::new(None),
-        });
-        let index = {
-            let (sinks, stop) = (sinks.clone(), stop.clone());
+        let sinks = Arc::new(Sinks::new(factory));
+        let health = Arc::new(Health::new(app.clone()));
+        let probe = {
+            let (sinks, health, stop) = (sinks.clone(), health.clone(), stop.clone());
             std::thread::Builder::new()
-                .name("mongo-index".into())
-                .spawn(move || ensure_index(&sinks, &stop))?
+                .name("mongo-probe".into())
+                .spawn(move || health::probe(&sinks, &health, &stop))?
         };
         let coordinator = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("flusher".into())
-                .spawn(move || Coordinator::new(app, sinks, resume, stop).run())?
+                .spawn(move || Coordinator::new(app, sinks, health, resume, stop).run())?
         };
         Ok(Flusher {
             stop,
             coordinator,
-            index,
+            probe,
         })
     }
 
@@ -108,41 +106,7 @@ impl Flusher {
     pub fn stop(self, grace: Duration) {
         *self.stop.deadline.lock() = Some(Instant::now() + grace);
         let _ = self.coordinator.join();
-        let _ = self.index.join();
-    }
-}
-
-/// The sink, built on first use and rebuilt after a failed build.
-struct Sinks {
-    factory: SinkFactory,
-    current: Mutex<Option<Arc<dyn Sink>>>,
-}
-
-impl Sinks {
-    fn get(&self) -> Result<Arc<dyn Sink>, SinkError> {
-        let mut cur = self.current.lock();
-        if let Some(s) = cur.as_ref() {
-            return Ok(s.clone());
-        }
-        let s = (self.factory)()?;
-        *cur = Some(s.clone());
-        Ok(s)
-    }
-}
-
-fn ensure_index(sinks: &Sinks, stop: &Stop) {
-    let mut backoff = Backoff::new();
-    while stop.deadline().is_none() {
-        match sinks.get().and_then(|s| s.ensure_index()) {
-            Ok(()) => {
-                log::info!("index {{patientId: 1, timestamp: 1}} is in place");
-                return;
-            }
-            Err(e) => {
-                log::debug!("index not created yet: {e}");
-                backoff.sleep_until(|| stop.deadline().is_some());
-            }
-        }
+        let _ = self.probe.join();
     }
 }
 
@@ -197,106 +161,10 @@ impl Backoff {
 }
 
 mod coordinator;
+mod health;
+mod sender;
 use coordinator::Coordinator;
-
-/// Whether MongoDB is reachable, with the one log line per change.
-struct Health {
-    app: Arc<App>,
-    /// Whether any attempt has finished yet (the first one is always logged).
-    known: AtomicBool,
-    last_reminder: Mutex<Instant>,
-}
-
-impl Health {
-    fn ok(&self) {
-        let was_up = self.app.mongo_up.swap(true, Relaxed);
-        if !was_up {
-            let known = self.known.swap(true, Relaxed);
-            let backlog = self.app.wal.backlog_records();
-            if known {
-                log::info!(
-                    "MongoDB is reachable again; delivering a backlog of {backlog} record(s)"
-                );
-            } else {
-                log::info!("MongoDB is reachable; {backlog} record(s) awaiting delivery");
-            }
-        }
-    }
-
-    fn failed(&self, e: &SinkError) {
-        metrics::count_mongo_error(e.kind());
-        let was_up = self.app.mongo_up.swap(false, Relaxed);
-        let first = !self.known.swap(true, Relaxed);
-        let mut last = self.last_reminder.lock();
-        let remind = last.elapsed() >= Duration::from_secs(OUTAGE_REMINDER_SECS);
-        if was_up || first || remind {
-            *last = Instant::now();
-            log::warn!(
-                "MongoDB is unreachable or refusing writes ({e}); {} record(s), {} byte(s) are kept in the WAL and will be delivered when it is back; retrying with backoff up to {} ms",
-                self.app.wal.backlog_records(),
-                self.app.wal.backlog_bytes(),
-                FLUSH_BACKOFF_MS_MAX
-            );
-        }
-    }
-}
-
-/// A sender thread: takes batches, delivers each until MongoDB confirms it or
-/// the stop deadline passes.
-fn sender(
-    sinks: Arc<Sinks>,
-    work: Receiver<Batch>,
-    done: Sender<Done>,
-    health: Arc<Health>,
-    stop: Arc<Stop>,
-) {
-    while let Ok(batch) = work.recv() {
-        let mut backoff = Backoff::new();
-        let delivered = loop {
-            let started = Instant::now();
-            let attempt = sinks
-                .get()
-                .and_then(|s| s.insert(batch.command.clone(), batch.records));
-            match attempt {
-                Ok(d) => {
-                    after_insert_hook();
-                    GLOBAL
-                        .flush_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    GLOBAL.flush_records.observe(batch.records as f64);
-                    health.ok();
-                    break Some(d);
-                }
-                Err(e) => {
-                    health.failed(&e);
-                    if stop.expired() {
-                        break None;
-                    }
-                    backoff.sleep_until(|| stop.expired());
-                }
-            }
-        };
-        if done
-            .send(Done {
-                id: batch.id,
-                delivered,
-                command: batch.command,
-            })
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// Failpoint `flusher::after_insert`: MongoDB has the batch, busyapi has not
-/// recorded it; a crash here must not duplicate anything on replay.
-fn after_insert_hook() {
-    fail::fail_point!("flusher::after_insert", |_| {
-        eprintln!("busyapi: failpoint flusher::after_insert: aborting after a confirmed insert");
-        std::process::abort()
-    });
-}
+use health::{Health, Sinks};
 
 fn concern(mode: WriteConcernMode) -> Concern {
     match mode {
@@ -322,16 +190,19 @@ fn segment_start(segment_no: u64, prev: &Checkpoint) -> Checkpoint {
     }
 }
 
-fn store_checkpoint(app: &App, ckpt: &Checkpoint) {
+/// Stores the checkpoint, then deletes the segments it has passed. Returns
+/// whether the checkpoint is on disk (if not, it is tried again later).
+fn store_checkpoint(app: &App, ckpt: &Checkpoint) -> bool {
     if let Err(e) = checkpoint::store(&app.wal.dir, ckpt) {
         log::error!(
             "could not store the delivery checkpoint: {e}; delivery continues, a restart would resend more"
         );
-        return;
+        return false;
     }
     if let Err(e) = app.wal.release_before(ckpt.segment_no) {
         log::error!("could not delete a delivered WAL segment: {e}");
     }
+    true
 }
 
 const _: () = assert!(CHECKPOINT_INTERVAL_MS > 0);

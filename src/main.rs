@@ -34,6 +34,7 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
+    let signals = shutdown::install()?;
     metrics::set_enabled(config.metrics);
     may::config()
         .set_workers(config.workers)
@@ -63,12 +64,15 @@ fn run(config: Config) -> anyhow::Result<()> {
         server.local_addr,
         app.config.workers
     );
-    shutdown::wait_and_stop(Running {
-        app,
-        server,
-        writer,
-        flusher,
-    })?;
+    shutdown::wait_and_stop(
+        signals,
+        Running {
+            app,
+            server,
+            writer,
+            flusher,
+        },
+    )?;
     Ok(())
 }
 

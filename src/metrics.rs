@@ -131,17 +131,14 @@ impl Histogram {
         self.count.fetch_add(1, Relaxed);
     }
 
-    /// `(sum, count, cumulative buckets)` as Prometheus wants them.
+    /// `(sum, count, per-bucket counts)`; the encoder makes them cumulative
+    /// and adds `+Inf` from the count.
     fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut acc = 0;
         let buckets = self
             .bounds
             .iter()
             .zip(&self.buckets)
-            .map(|(&b, n)| {
-                acc += n.load(Relaxed);
-                (b, acc)
-            })
+            .map(|(&b, n)| (b, n.load(Relaxed)))
             .collect();
         (
             self.sum_micros.load(Relaxed) as f64 / 1e6,
@@ -476,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn a_histogram_is_cumulative() {
+    fn a_rendered_histogram_is_cumulative_once_and_ends_at_its_count() {
         let h = Histogram::new(&[1.0, 2.0, 4.0]);
         for v in [0.5, 1.5, 1.7, 3.0, 9.0] {
             h.observe(v);
@@ -484,6 +481,22 @@ mod tests {
         let (sum, count, b) = h.snapshot();
         assert_eq!(count, 5);
         assert!((sum - 15.7).abs() < 1e-6);
-        assert_eq!(b, vec![(1.0, 1), (2.0, 3), (4.0, 4)]);
+        assert_eq!(b, vec![(1.0, 1), (2.0, 2), (4.0, 1)]);
+        GLOBAL.flush_records.observe(3.0);
+        let text = render(Gauges::default());
+        let bucket = |le: &str| -> u64 {
+            let key = format!("busyapi_flush_batch_records_bucket{{le=\"{le}\"}} ");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&key))
+                .unwrap_or_else(|| panic!("{key} in {text}"));
+            line[key.len()..].parse().expect("a count")
+        };
+        let total = bucket("+Inf");
+        assert!(total >= 1);
+        assert!(
+            bucket("4") <= total && bucket("2") <= bucket("4") && bucket("4") >= 1,
+            "{text}"
+        );
     }
 }

@@ -45,9 +45,15 @@ pub struct Running {
     pub flusher: Flusher,
 }
 
+/// Takes over SIGTERM and SIGINT. Call before anything can be told to stop
+/// (before the listener opens), so an early signal is not the default
+/// "terminate now" but the ordered stop.
+pub fn install() -> Result<Signals, ShutdownError> {
+    Ok(Signals::new([SIGTERM, SIGINT])?)
+}
+
 /// Blocks until SIGTERM or SIGINT, then stops everything in order.
-pub fn wait_and_stop(running: Running) -> Result<(), ShutdownError> {
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+pub fn wait_and_stop(mut signals: Signals, running: Running) -> Result<(), ShutdownError> {
     let first = signals.forever().next().unwrap_or(SIGTERM);
     log::info!("received {}; shutting down", name(first));
     std::thread::Builder::new()

@@ -44,16 +44,12 @@ impl Coordinator {
     pub(super) fn new(
         app: Arc<App>,
         sinks: Arc<Sinks>,
+        health: Arc<Health>,
         resume: Checkpoint,
         stop: Arc<Stop>,
     ) -> Coordinator {
         let (work_tx, work_rx) = bounded::<Batch>(app.config.flush_concurrency);
         let (done_tx, done_rx) = unbounded::<Done>();
-        let health = Arc::new(Health {
-            app: app.clone(),
-            known: AtomicBool::new(false),
-            last_reminder: Mutex::new(Instant::now()),
-        });
         let senders = (0..app.config.flush_concurrency)
             .filter_map(|i| {
                 let (s, w, d, h, st) = (
@@ -65,7 +61,7 @@ impl Coordinator {
                 );
                 std::thread::Builder::new()
                     .name(format!("flush-send-{i}"))
-                    .spawn(move || sender(s, w, d, h, st))
+                    .spawn(move || sender::run(s, w, d, h, st))
                     .ok()
             })
             .collect();
@@ -168,6 +164,12 @@ impl Coordinator {
             p.last_id = r.id;
         })?;
         if let Some(p) = self.pending.as_mut() {
+            if p.segment_no != outcome.segment_no {
+                // The reader skipped a segment recovery had quarantined; the
+                // batch began at the start of the one it landed in.
+                p.segment_no = outcome.segment_no;
+                p.start = HEADER_BYTES;
+            }
             p.end = outcome.end;
         }
         let send = self.pending.as_ref().is_some_and(|p| {
@@ -245,8 +247,10 @@ impl Coordinator {
         }
         let segment_passed = self.ckpt.segment_no > self.stored.segment_no;
         let due = self.stored_at.elapsed() >= Duration::from_millis(CHECKPOINT_INTERVAL_MS);
-        if self.ckpt != self.stored && (segment_passed || due) {
-            store_checkpoint(&self.app, &self.ckpt);
+        if self.ckpt != self.stored
+            && (segment_passed || due)
+            && store_checkpoint(&self.app, &self.ckpt)
+        {
             self.stored = self.ckpt;
             self.stored_at = Instant::now();
         }

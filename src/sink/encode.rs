@@ -16,6 +16,11 @@ const BSON_DATETIME: u8 = 0x09;
 const BSON_INT32: u8 = 0x10;
 const BSON_INT64: u8 = 0x12;
 
+/// Server-side time limit of one insert (`maxTimeMS`). The Rust driver has
+/// no socket timeout, so this is what bounds a batch on a server that is up
+/// but stuck; the batch is then retried like any other failure.
+pub const INSERT_MAX_TIME_MS: i32 = 60_000;
+
 /// The write concern sent with every insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Concern {
@@ -41,6 +46,8 @@ impl InsertCommand {
         string(&mut buf, "insert", collection);
         element(&mut buf, BSON_BOOL, "ordered");
         buf.push(0);
+        element(&mut buf, BSON_INT32, "maxTimeMS");
+        buf.extend_from_slice(&INSERT_MAX_TIME_MS.to_le_bytes());
         element(&mut buf, BSON_DOCUMENT, "writeConcern");
         let wc_at = buf.len();
         buf.extend_from_slice(&[0; 4]);
@@ -143,6 +150,7 @@ mod tests {
         let doc = raw.to_document().expect("decodes");
         assert_eq!(doc.get_str("insert"), Ok("usages"));
         assert_eq!(doc.get_bool("ordered"), Ok(false));
+        assert_eq!(doc.get_i32("maxTimeMS"), Ok(INSERT_MAX_TIME_MS));
         assert_eq!(
             doc.get_document("writeConcern").expect("wc"),
             &doc! {"w": 1, "j": true}

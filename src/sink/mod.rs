@@ -3,9 +3,10 @@
 //! [`Sink`] is the seam between the flusher and MongoDB. The one
 //! implementation, [`mongo::MongoSink`], sends a standard `insert` command
 //! (unordered, with a journaled write concern) and classifies the outcome:
-//! a batch whose only errors are duplicate keys (code 11000) was already
-//! stored by an earlier attempt and counts as delivered; any other failure
-//! is an error of a [`SinkError::kind`] the flusher retries.
+//! a batch whose only errors are duplicate `_id`s (code 11000 on the `_id`
+//! index) was already stored by an earlier attempt and counts as delivered;
+//! any other failure, a duplicate key on another unique index included, is
+//! an error of a [`SinkError::kind`] the flusher retries.
 
 pub mod encode;
 pub mod mongo;
@@ -66,4 +67,6 @@ pub trait Sink: Send + Sync {
     fn insert(&self, command: Vec<u8>, records: u64) -> Result<Delivered, SinkError>;
     /// Creates `{patientId: 1, timestamp: 1}` if it is missing.
     fn ensure_index(&self) -> Result<(), SinkError>;
+    /// Checks that MongoDB answers (`ping`).
+    fn ping(&self) -> Result<(), SinkError>;
 }

@@ -26,6 +26,9 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The MongoDB error code of a duplicate key.
 const DUPLICATE_KEY: i32 = 11000;
+/// How a duplicate-key message names the `_id` index, for servers whose
+/// write errors carry no `keyPattern`.
+const ID_INDEX_IN_ERRMSG: &str = "index: _id_ ";
 /// Server error codes that mean "not now, try again" rather than a bad request.
 const TRANSIENT_CODES: [i32; 8] = [6, 7, 89, 91, 189, 10107, 11600, 13435];
 
@@ -61,6 +64,14 @@ impl Sink for MongoSink {
         read_reply(&reply, records)
     }
 
+    fn ping(&self) -> Result<(), SinkError> {
+        self.db
+            .run_command(doc! {"ping": 1})
+            .run()
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
     fn ensure_index(&self) -> Result<(), SinkError> {
         let model = IndexModel::builder()
             .keys(doc! {"patientId": 1, "timestamp": 1})
@@ -84,7 +95,7 @@ pub fn read_reply(reply: &Document, records: u64) -> Result<Delivered, SinkError
             let e = e
                 .as_document()
                 .ok_or_else(|| SinkError::Other("malformed writeErrors".into()))?;
-            if e.get_i32("code") != Ok(DUPLICATE_KEY) {
+            if !is_duplicate_id(e) {
                 return Err(SinkError::Write(code_of(e)));
             }
             duplicates += 1;
@@ -108,6 +119,21 @@ pub fn read_reply(reply: &Document, records: u64) -> Result<Delivered, SinkError
         inserted,
         duplicates,
     })
+}
+
+/// Whether a write error says MongoDB already has a document with this
+/// `_id`, i.e. an earlier attempt stored it. A duplicate key on any other
+/// unique index means the document was refused: it is not delivered.
+fn is_duplicate_id(e: &Document) -> bool {
+    if e.get_i32("code") != Ok(DUPLICATE_KEY) {
+        return false;
+    }
+    match e.get_document("keyPattern") {
+        Ok(pattern) => pattern.keys().eq(["_id"]),
+        Err(_) => e
+            .get_str("errmsg")
+            .is_ok_and(|m| m.contains(ID_INDEX_IN_ERRMSG)),
+    }
 }
 
 fn code_of(e: &Document) -> String {
@@ -163,10 +189,10 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_only_count_as_delivered() {
+    fn duplicate_ids_only_count_as_delivered() {
         let reply = doc! {"n": 1, "ok": 1.0, "writeErrors": [
-            {"index": 0, "code": 11000, "errmsg": "dup"},
-            {"index": 2, "code": 11000, "errmsg": "dup"},
+            {"index": 0, "code": 11000, "keyPattern": {"_id": 1}, "keyValue": {"_id": 7i64}, "errmsg": "dup"},
+            {"index": 2, "code": 11000, "errmsg": "E11000 duplicate key error collection: b.usages index: _id_ dup key: { _id: 9 }"},
         ]};
         assert_eq!(
             read_reply(&reply, 3),
@@ -180,12 +206,28 @@ mod tests {
     #[test]
     fn any_other_write_error_is_an_error() {
         let reply = doc! {"n": 2, "ok": 1.0, "writeErrors": [
-            {"index": 0, "code": 11000, "errmsg": "dup"},
+            {"index": 0, "code": 11000, "keyPattern": {"_id": 1}, "errmsg": "dup"},
             {"index": 1, "code": 121, "codeName": "DocumentValidationFailure", "errmsg": "secret value"},
         ]};
         match read_reply(&reply, 3) {
             Err(SinkError::Write(m)) => assert!(m.contains("121") && !m.contains("secret")),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_duplicate_on_another_unique_index_is_a_refused_document() {
+        for e in [
+            doc! {"index": 0, "code": 11000, "keyPattern": {"patientId": 1}, "keyValue": {"patientId": "secret"}},
+            doc! {"index": 0, "code": 11000, "keyPattern": {"_id": 1, "patientId": 1}},
+            doc! {"index": 0, "code": 11000, "errmsg": "E11000 duplicate key error collection: b.usages index: patientId_1 dup key: { patientId: \"secret\" }"},
+            doc! {"index": 0, "code": 11000},
+        ] {
+            let reply = doc! {"n": 0, "ok": 1.0, "writeErrors": [e]};
+            match read_reply(&reply, 1) {
+                Err(SinkError::Write(m)) => assert!(m.contains("11000") && !m.contains("secret")),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

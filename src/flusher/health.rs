@@ -1,0 +1,131 @@
+//! The sink handle, the one-time index creation, and MongoDB reachability
+//! (with one log line per change, not one per retry).
+
+use super::*;
+
+/// How often the probe pings MongoDB, so `/readyz`-adjacent reporting
+/// (`mongoUp`, `busyapi_mongo_up`) is live even when nothing is delivered.
+const PROBE_INTERVAL_MS: u64 = 2_000;
+
+/// The sink, built on first use and rebuilt after a failed build, and
+/// whether the index step has been done.
+pub(super) struct Sinks {
+    factory: SinkFactory,
+    current: Mutex<Option<Arc<dyn Sink>>>,
+    /// Held while the index is created. Inserts wait for it: creating the
+    /// collection from `createIndexes` and from `insert` at the same moment
+    /// is a race some servers handle badly (the dev server deadlocks).
+    index_done: Mutex<bool>,
+}
+
+impl Sinks {
+    pub(super) fn new(factory: SinkFactory) -> Sinks {
+        Sinks {
+            factory,
+            current: Mutex::new(None),
+            index_done: Mutex::new(false),
+        }
+    }
+
+    fn get(&self) -> Result<Arc<dyn Sink>, SinkError> {
+        let mut cur = self.current.lock();
+        if let Some(s) = cur.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = (self.factory)()?;
+        *cur = Some(s.clone());
+        Ok(s)
+    }
+
+    /// The sink, once the index step is behind us. A reachable MongoDB that
+    /// refuses the index (conflicting options, no privilege) is logged and
+    /// skipped: the index must never stop delivery.
+    pub(super) fn ready(&self) -> Result<Arc<dyn Sink>, SinkError> {
+        let sink = self.get()?;
+        let mut done = self.index_done.lock();
+        if !*done {
+            match sink.ensure_index() {
+                Ok(()) => log::info!("index {{patientId: 1, timestamp: 1}} is in place"),
+                Err(e) if e.is_unreachable() => return Err(e),
+                Err(e) => log::warn!(
+                    "could not create the index {{patientId: 1, timestamp: 1}} ({e}); delivering without it"
+                ),
+            }
+            *done = true;
+        }
+        Ok(sink)
+    }
+}
+
+/// Whether MongoDB is reachable, with the one log line per change.
+pub(super) struct Health {
+    app: Arc<App>,
+    /// Whether any attempt has finished yet (the first one is always logged).
+    known: AtomicBool,
+    last_reminder: Mutex<Instant>,
+}
+
+impl Health {
+    pub(super) fn new(app: Arc<App>) -> Health {
+        Health {
+            app,
+            known: AtomicBool::new(false),
+            last_reminder: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub(super) fn ok(&self) {
+        let was_up = self.app.mongo_up.swap(true, Relaxed);
+        if !was_up {
+            let known = self.known.swap(true, Relaxed);
+            let backlog = self.app.wal.backlog_records();
+            if known {
+                log::info!(
+                    "MongoDB is reachable again; delivering a backlog of {backlog} record(s)"
+                );
+            } else {
+                log::info!("MongoDB is reachable; {backlog} record(s) awaiting delivery");
+            }
+        }
+    }
+
+    /// A failed batch: counted by kind, and logged if it is news.
+    pub(super) fn failed(&self, e: &SinkError) {
+        metrics::count_mongo_error(e.kind());
+        self.down(e);
+    }
+
+    /// MongoDB is down (a failed batch or probe).
+    fn down(&self, e: &SinkError) {
+        let was_up = self.app.mongo_up.swap(false, Relaxed);
+        let first = !self.known.swap(true, Relaxed);
+        let mut last = self.last_reminder.lock();
+        let remind = last.elapsed() >= Duration::from_secs(OUTAGE_REMINDER_SECS);
+        if was_up || first || remind {
+            *last = Instant::now();
+            log::warn!(
+                "MongoDB is unreachable or refusing writes ({e}); {} record(s), {} byte(s) are kept in the WAL and will be delivered when it is back; retrying with backoff up to {} ms",
+                self.app.wal.backlog_records(),
+                self.app.wal.backlog_bytes(),
+                FLUSH_BACKOFF_MS_MAX
+            );
+        }
+    }
+}
+
+/// Creates the index as soon as MongoDB answers, then pings it every
+/// [`PROBE_INTERVAL_MS`] so reachability is known while idle. Probe
+/// failures change the reported state but are not counted as batch errors.
+pub(super) fn probe(sinks: &Sinks, health: &Health, stop: &Stop) {
+    while stop.deadline().is_none() {
+        match sinks.ready().and_then(|s| s.ping()) {
+            Ok(()) => health.ok(),
+            Err(e) if e.is_unreachable() => health.down(&e),
+            Err(e) => log::debug!("MongoDB ping failed: {e}"),
+        }
+        let until = Instant::now() + Duration::from_millis(PROBE_INTERVAL_MS);
+        while Instant::now() < until && stop.deadline().is_none() {
+            std::thread::sleep(Duration::from_millis(IDLE_WAIT_MS));
+        }
+    }
+}

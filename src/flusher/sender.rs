@@ -1,0 +1,59 @@
+//! A sender thread: takes batches and delivers each until MongoDB confirms
+//! it or the stop deadline passes.
+
+use super::*;
+
+pub(super) fn run(
+    sinks: Arc<Sinks>,
+    work: Receiver<Batch>,
+    done: Sender<Done>,
+    health: Arc<Health>,
+    stop: Arc<Stop>,
+) {
+    while let Ok(batch) = work.recv() {
+        let mut backoff = Backoff::new();
+        let delivered = loop {
+            let started = Instant::now();
+            let attempt = sinks
+                .ready()
+                .and_then(|s| s.insert(batch.command.clone(), batch.records));
+            match attempt {
+                Ok(d) => {
+                    after_insert_hook();
+                    GLOBAL
+                        .flush_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    GLOBAL.flush_records.observe(batch.records as f64);
+                    health.ok();
+                    break Some(d);
+                }
+                Err(e) => {
+                    health.failed(&e);
+                    if stop.expired() {
+                        break None;
+                    }
+                    backoff.sleep_until(|| stop.expired());
+                }
+            }
+        };
+        if done
+            .send(Done {
+                id: batch.id,
+                delivered,
+                command: batch.command,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Failpoint `flusher::after_insert`: MongoDB has the batch, busyapi has not
+/// recorded it; a crash here must not duplicate anything on replay.
+fn after_insert_hook() {
+    fail::fail_point!("flusher::after_insert", |_| {
+        eprintln!("busyapi: failpoint flusher::after_insert: aborting after a confirmed insert");
+        std::process::abort()
+    });
+}
