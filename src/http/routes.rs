@@ -185,7 +185,7 @@ pub fn stats_json(app: &App) -> String {
             "\"acknowledged\": {}, \"flushed\": {}, \"walBacklogRecords\": {}, \"walBacklogBytes\": {}, ",
             "\"walSegments\": {}, \"walWritable\": {}, \"mongoUp\": {}, \"mongoErrors\": {}, ",
             "\"clientErrors\": {}, \"serverErrors\": {}, \"ready\": {}, \"readiness\": \"{}\", ",
-            "\"connectionsOpen\": {}, \"lastId\": {}}}"
+            "\"connectionsOpen\": {}, \"lastId\": {}, \"walMaxBytes\": {}}}"
         ),
         env!("CARGO_PKG_VERSION"),
         app.config.node_id,
@@ -204,5 +204,6 @@ pub fn stats_json(app: &App) -> String {
         readiness,
         global.connections_open.load(Relaxed),
         app.wal.last_id(),
+        app.config.wal_max_bytes,
     )
 }

@@ -1,0 +1,115 @@
+// The status page (GET /) in real Chromium against a real busyapi under
+// load, with MongoDB down. scripts/browser-test.sh starts both and sets
+// BUSYAPI_URL. The tests run in order on one page: the last one breaks the
+// polling on purpose, so it comes after the console-error check.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
+import { launch, busyapiUrl } from "./chromium.mjs";
+
+const origin = busyapiUrl();
+const WAIT_MS = 15_000;
+let browser, page;
+const consoleErrors = [];
+const foreignRequests = [];
+
+/** The raw number behind a value on the page, and the text it shows. */
+async function read(testid) {
+  const el = page.getByTestId(testid);
+  const [value, text] = await Promise.all([el.getAttribute("data-value"), el.textContent()]);
+  return { value: Number(value), raw: value, text: text.trim() };
+}
+
+function waitFor(fn, arg) {
+  return page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 100 });
+}
+
+before(async () => {
+  browser = await launch();
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  page = await context.newPage();
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => consoleErrors.push(`uncaught: ${e}`));
+  context.on("request", (r) => { if (new URL(r.url()).origin !== origin) foreignRequests.push(r.url()); });
+  const res = await page.goto(origin + "/");
+  assert.equal(res.status(), 200);
+});
+
+after(async () => { await browser?.close(); });
+
+test("the page is titled and headed busyapi and shows the server running", async () => {
+  assert.match(await page.title(), /busyapi/);
+  assert.equal((await page.locator("h1").textContent()).trim(), "busyapi");
+  await waitFor(() => document.querySelector('[data-testid="server-status"]').textContent === "running");
+  const version = await read("version");
+  assert.match(version.text, /^\d+\.\d+\.\d+/);
+  assert.equal((await read("node-id")).text, "0");
+  assert.ok((await read("uptime")).value > 0);
+  assert.ok((await read("connections-open")).value >= 1, "the page's own connection is open");
+});
+
+test("the acknowledged total and the ingest rate change while the load runs", async (t) => {
+  await waitFor(() => Number(document.querySelector('[data-testid="ingest-rate"]').dataset.value) > 0);
+  const ack1 = await read("acknowledged");
+  const rate1 = await read("ingest-rate");
+  await sleep(3000);
+  const ack2 = await read("acknowledged");
+  let rate2 = await read("ingest-rate");
+  // The load's rate swings, but two reads can still round alike; give it a few more polls.
+  for (let i = 0; i < 20 && rate2.text === rate1.text; i++) {
+    await sleep(500);
+    rate2 = await read("ingest-rate");
+  }
+  t.diagnostic(`acknowledged ${ack1.text} -> ${ack2.text}; ingest rate ${rate1.text}/s -> ${rate2.text}/s`);
+  assert.ok(ack2.value > ack1.value, `acknowledged grew: ${ack1.value} -> ${ack2.value}`);
+  assert.equal(ack2.text.replaceAll(",", ""), ack2.raw, "the shown total is the raw total");
+  assert.notEqual(rate2.text, rate1.text, "the ingest rate shown changed");
+  assert.ok(rate2.value > 0, "the ingest rate is positive under load");
+  const stats = await (await fetch(origin + "/api/stats", { cache: "no-store" })).json();
+  assert.ok(stats.acknowledged >= ack2.value, "the page shows no more than the server counted");
+});
+
+test("MongoDB shows as down and the WAL keeps the backlog", async () => {
+  const mongo = await read("mongo-status");
+  assert.equal(mongo.text, "down");
+  assert.equal(mongo.raw, "down");
+  assert.match(await page.getByTestId("mongo-status").getAttribute("class"), /\bbad\b/);
+  assert.equal((await read("flushed")).value, 0);
+  assert.equal((await read("flush-rate")).value, 0);
+  const records = await read("wal-backlog-records");
+  assert.ok(records.value > 0, "undelivered records are counted");
+  assert.match((await read("wal-backlog-bytes")).text, /^[\d.,]+ (B|KiB|MiB|GiB)$/);
+  // Readiness does not depend on MongoDB: the WAL absorbs the outage.
+  assert.equal((await read("readiness")).text, "ready");
+  for (const id of ["client-errors", "server-errors", "mongo-errors"]) {
+    assert.ok(Number.isInteger((await read(id)).value), `${id} is shown`);
+  }
+});
+
+test("nothing overflows horizontally at phone widths", async () => {
+  for (const [width, height] of [[390, 844], [320, 640]]) {
+    await page.setViewportSize({ width, height });
+    await sleep(1200); // one poll, so the widths are those of live numbers
+    const { scroll, client } = await page.evaluate(() => ({
+      scroll: document.documentElement.scrollWidth,
+      client: document.documentElement.clientWidth,
+    }));
+    assert.ok(scroll <= client, `at ${width}px: scrollWidth ${scroll} > clientWidth ${client}`);
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+});
+
+test("the page makes no request to any other origin", () => {
+  assert.deepEqual(foreignRequests, []);
+});
+
+test("the page logs no console errors", () => {
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("a failed poll shows server unreachable and polling recovers", async () => {
+  await page.route("**/api/stats", (route) => route.abort("connectionrefused"));
+  await waitFor(() => document.querySelector('[data-testid="server-status"]').textContent === "server unreachable");
+  await page.unroute("**/api/stats");
+  await waitFor(() => document.querySelector('[data-testid="server-status"]').textContent === "running");
+});
