@@ -15,6 +15,18 @@ echo "== installing the dev MongoDB (SecantusDB) into .venv"
 scripts/dev-mongo.sh install
 export BUSYAPI_SECANTUSD="$ROOT/.venv/bin/secantusd-py"
 
+# HAProxy and nginx: the deployment-kit tests validate their configurations
+# and the rolling-restart test runs HAProxy in front of busyapi.
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+if (( ${#need[@]} )); then
+  echo "== installing ${need[*]} from Debian's packages"
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --check
 
@@ -24,7 +36,7 @@ cargo clippy --locked --all-targets --features failpoints -- -D warnings
 echo "== cargo test"
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
-cargo test --locked --features failpoints --all-targets 2>&1 | tee "$LOG"
+cargo test --locked --features failpoints --all-targets --no-fail-fast 2>&1 | tee "$LOG"
 passed=$(grep -E '^test result: ok\.' "$LOG" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -cE '^test result: FAILED' "$LOG" || true)
 echo "== $passed tests passed"
@@ -33,4 +45,7 @@ if (( passed < MIN_TESTS )); then
   echo "only $passed tests ran; the suite holds at least $MIN_TESTS" >&2
   exit 1
 fi
+echo "== status page in headless Chromium"
+scripts/browser-test.sh
+
 echo "== all tests passed"

@@ -15,8 +15,9 @@ pub struct App {
     pub wal: Arc<WalShared>,
     /// Where connections queue records for the WAL writer.
     pub lanes: Arc<Lanes>,
-    /// Set by the first SIGTERM/SIGINT: readiness fails, new connections are
-    /// refused, keep-alive ends after the current request.
+    /// Set by the first SIGTERM/SIGINT: readiness fails and keep-alive ends
+    /// after the current request. New connections are still served until
+    /// the listener closes, `--shutdown-drain-ms` later.
     pub shutting_down: AtomicBool,
     /// Set by the flusher: whether MongoDB accepted the last attempt.
     pub mongo_up: AtomicBool,

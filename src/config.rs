@@ -85,6 +85,10 @@ pub struct Args {
     /// Retry-After. Accepts suffixes KiB, MiB, GiB (or K, M, G).
     #[arg(long, env = "BUSYAPI_WAL_MAX_BYTES", default_value = "4GiB", value_parser = parse_bytes)]
     pub wal_max_bytes: u64,
+    /// Size of one WAL segment file. Segments are preallocated (zero-filled
+    /// ahead of use) and deleted once MongoDB has every record in them.
+    #[arg(long, env = "BUSYAPI_WAL_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub wal_segment_bytes: u64,
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, env = "BUSYAPI_MAX_BODY_BYTES", default_value = "16KiB", value_parser = parse_bytes)]
     pub max_body_bytes: u64,
@@ -140,6 +144,7 @@ pub struct Config {
     pub node_id: u32,
     pub workers: usize,
     pub wal_max_bytes: u64,
+    pub wal_segment_bytes: u64,
     pub max_body_bytes: usize,
     pub flush_max_records: usize,
     pub flush_interval_ms: u64,
@@ -328,6 +333,7 @@ impl Args {
             node_id: self.node_id,
             workers,
             wal_max_bytes: self.wal_max_bytes,
+            wal_segment_bytes: self.wal_segment_bytes,
             max_body_bytes: self.max_body_bytes as usize,
             flush_max_records: self.flush_max_records,
             flush_interval_ms: self.flush_interval_ms,

@@ -73,10 +73,18 @@ pub const SEQ_MAX: u64 = (1 << SEQ_BITS) - 1;
 
 // ---------------------------------------------------------------- WAL
 
-/// One segment file. Small enough that a delivered segment is deleted soon
-/// after its records reach MongoDB; large enough that rolling (one file
-/// create and directory fsync) is rare: about 600,000 usages.
-pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
+/// One segment file (`--wal-segment-bytes`). Small enough that a delivered
+/// segment is deleted soon after its records reach MongoDB; large enough
+/// that rolling (a rename and a directory fsync) is rare: about 600,000
+/// usages. Segments are preallocated (zero-filled in the background), so a
+/// commit's fdatasync writes data blocks only, never the inode.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// The smallest `--wal-segment-bytes`: room for thousands of records.
+pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
+/// The largest `--wal-segment-bytes`: recovery reads a segment into memory.
+pub const SEGMENT_BYTES_LIMIT: u64 = 1 << 30;
+/// Zeros written per call when preallocating a segment.
+pub const PREALLOC_CHUNK_BYTES: usize = 1 << 20;
 /// Default quota of undelivered WAL bytes: beyond it POSTs get 503. 4 GiB is
 /// about 40 million usages, 40 minutes of the target load with MongoDB down.
 pub const WAL_MAX_BYTES_DEFAULT: u64 = 4 << 30;
@@ -85,9 +93,9 @@ pub const WAL_MAX_BYTES_MIN: u64 = 1 << 20;
 /// Submissions waiting per ingest lane for the WAL writer. A full lane means
 /// the disk is far behind; the request gets 503 at once instead of waiting.
 pub const LANE_SUBMISSIONS_MAX: usize = 4096;
-/// Records framed into one group commit. A commit of this many is about
-/// 1 MiB: one write and one fdatasync, and no waiter holds longer than that.
-pub const COMMIT_RECORDS_MAX: usize = 8192;
+/// Records framed into one group commit: about 200 KiB of typical usages
+/// (at most 740 KiB), one write and one fdatasync; no waiter holds longer.
+pub const COMMIT_RECORDS_MAX: usize = 2048;
 /// How long the WAL writer sleeps when there is nothing to commit before it
 /// checks again; wake-ups normally come from submitters, this is a backstop.
 pub const WRITER_IDLE_PARK_MS: u64 = 100;
@@ -133,7 +141,14 @@ const _: () = assert!(
     NODE_ID_BITS + SEQ_BITS == 53,
     "ids must stay exact in a JavaScript number"
 );
-const _: () = assert!(SEGMENT_BYTES_MAX >= 1024 * RECORD_BYTES_MAX as u64);
+const _: () = assert!(SEGMENT_BYTES_MIN >= 1024 * RECORD_BYTES_MAX as u64);
+const _: () = assert!(
+    SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT && SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_LIMIT
+);
+const _: () = assert!(
+    COMMIT_RECORDS_MAX * RECORD_BYTES_MAX < SEGMENT_BYTES_MIN as usize,
+    "a commit fits a segment"
+);
 const _: () = assert!(WAL_MAX_BYTES_MIN <= WAL_MAX_BYTES_DEFAULT);
 const _: () = assert!(BODY_BYTES_MAX_DEFAULT <= BODY_BYTES_MAX_LIMIT);
 const _: () = assert!(

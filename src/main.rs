@@ -41,9 +41,12 @@ fn run(config: Config) -> anyhow::Result<()> {
         .set_stack_size(COROUTINE_STACK_BYTES / size_of::<usize>());
     may::config().set_worker_pin(true);
 
-    let opened = wal::open(&config.data_dir, config.node_id)
+    let opened = wal::open(&config.data_dir, config.node_id, config.wal_segment_bytes)
         .with_context(|| format!("could not open the WAL in {}", config.data_dir.display()))?;
     let lanes = wal::Lanes::new(config.workers);
+    lanes
+        .start_notifiers()
+        .context("could not start the WAL lane notifiers")?;
     let writer = wal::writer::spawn(lanes.clone(), opened.shared.clone(), opened.active)
         .context("could not start the WAL writer")?;
     let app = Arc::new(App::new(config, opened.shared, lanes));
@@ -80,11 +83,7 @@ fn run(config: Config) -> anyhow::Result<()> {
 fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"))
         .format(|buf, record| {
-            let msg = record
-                .args()
-                .to_string()
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"");
+            let msg = logfmt_quoted(&record.args().to_string());
             writeln!(
                 buf,
                 "ts={} level={} target={} msg=\"{}\"",
@@ -95,4 +94,21 @@ fn init_logging() {
             )
         })
         .init();
+}
+
+/// Escapes a message for a logfmt quoted value: one line, whatever it holds.
+fn logfmt_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -1,8 +1,10 @@
 //! The ordered stop on SIGTERM or SIGINT.
 //!
-//! 1. Readiness turns 503 (`shutting_down`); for `--shutdown-drain-ms`
-//!    requests are still served, so a load balancer can notice first.
-//! 2. The listener closes; responses from now on say `Connection: close`.
+//! 1. Readiness turns 503 (`shutting_down`) and responses say
+//!    `Connection: close`; for `--shutdown-drain-ms` requests are still
+//!    served, new connections' too, so a load balancer's checks see the 503
+//!    and it stops sending before anything is refused.
+//! 2. The listener closes.
 //! 3. Requests already in progress finish (bounded by the read timeouts).
 //! 4. The WAL writer commits what is queued and stops; every acknowledged
 //!    record was fsynced before its 201, so the WAL is complete.

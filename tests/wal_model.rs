@@ -197,7 +197,8 @@ struct Wal {
 
 impl Wal {
     fn open(dir: &Path) -> Wal {
-        let opened = wal::open(dir, NODE_ID).expect("recovery never refuses to start");
+        let opened = wal::open(dir, NODE_ID, busyapi::limits::SEGMENT_BYTES_MIN)
+            .expect("recovery never refuses to start");
         let lanes = Lanes::new(LANES);
         let writer =
             writer::spawn(lanes.clone(), opened.shared.clone(), opened.active).expect("writer");

@@ -123,6 +123,14 @@ fn segment_bytes(dir: &Path, no: u64) -> Vec<u8> {
     fs::read(segment::path_of(dir, no)).expect("read a segment")
 }
 
+/// Where segment `no`'s last intact record ends. (Segments are
+/// preallocated: the file's length says nothing about the log's end.)
+fn logical_end(dir: &Path, no: u64) -> usize {
+    record_spans(&segment_bytes(dir, no))
+        .last()
+        .map_or(HEADER_BYTES as usize, |(span, _)| span.end)
+}
+
 /// The ids of every intact record in the data directory, in log order.
 fn wal_ids(dir: &Path) -> Vec<u64> {
     segment::list(dir)
@@ -288,7 +296,7 @@ fn deliver_and_release(dir: &Path, db: &str, client: &Client) -> Vec<u64> {
         (ckpt.segment_no, ckpt.offset, ckpt.last_seq),
         (
             newest,
-            segment_bytes(dir, newest).len() as u64,
+            logical_end(dir, newest) as u64,
             all[39] & SEQ_MAX
         ),
         "the graceful stop stores a checkpoint past every delivered record"
@@ -491,8 +499,11 @@ fn zeros_after_the_last_record_are_cut_without_a_quarantine_file() {
     server.kill9();
 
     let no = newest_segment(&dir);
-    let len = segment_bytes(&dir, no).len();
-    rewrite(&dir, no, |bytes| bytes.resize(len + 8192, 0));
+    let len = logical_end(&dir, no);
+    rewrite(&dir, no, |bytes| {
+        bytes.truncate(len);
+        bytes.resize(len + 8192, 0);
+    });
     server.restart();
     assert_eq!(segment_bytes(&dir, no).len(), len, "the zeros are cut");
     assert_eq!(quarantined(&dir), [], "zeros are not worth quarantining");

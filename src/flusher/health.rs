@@ -39,10 +39,13 @@ impl Sinks {
 
     /// The sink, once the index step is behind us. A reachable MongoDB that
     /// refuses the index (conflicting options, no privilege) is logged and
-    /// skipped: the index must never stop delivery.
-    pub(super) fn ready(&self) -> Result<Arc<dyn Sink>, SinkError> {
+    /// skipped: the index must never stop delivery. `Ok(None)`: another
+    /// thread is doing the index step right now; try again shortly.
+    pub(super) fn ready(&self) -> Result<Option<Arc<dyn Sink>>, SinkError> {
         let sink = self.get()?;
-        let mut done = self.index_done.lock();
+        let Some(mut done) = self.index_done.try_lock() else {
+            return Ok(None);
+        };
         if !*done {
             match sink.ensure_index() {
                 Ok(()) => log::info!("index {{patientId: 1, timestamp: 1}} is in place"),
@@ -53,7 +56,7 @@ impl Sinks {
             }
             *done = true;
         }
-        Ok(sink)
+        Ok(Some(sink))
     }
 }
 
@@ -63,6 +66,8 @@ pub(super) struct Health {
     /// Whether any attempt has finished yet (the first one is always logged).
     known: AtomicBool,
     last_reminder: Mutex<Instant>,
+    /// When a refusal was last logged.
+    last_refusal: Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -71,6 +76,7 @@ impl Health {
             app,
             known: AtomicBool::new(false),
             last_reminder: Mutex::new(Instant::now()),
+            last_refusal: Mutex::new(None),
         }
     }
 
@@ -89,13 +95,31 @@ impl Health {
         }
     }
 
-    /// A failed batch: counted by kind, and logged if it is news.
+    /// A failed call (a batch, the index step or a probe): counted by kind,
+    /// and logged if it is news. Only an unreachable MongoDB is "down"; one
+    /// that answers but refuses a batch (a write or write-concern error) is
+    /// up, and the refusal is reported on its own.
     pub(super) fn failed(&self, e: &SinkError) {
         metrics::count_mongo_error(e.kind());
-        self.down(e);
+        if e.is_unreachable() {
+            self.down(e);
+        } else {
+            self.refused(e);
+        }
     }
 
-    /// MongoDB is down (a failed batch or probe).
+    fn refused(&self, e: &SinkError) {
+        let mut last = self.last_refusal.lock();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(OUTAGE_REMINDER_SECS)) {
+            *last = Some(Instant::now());
+            log::error!(
+                "MongoDB refuses a batch ({e}); it stays in the WAL and is retried with backoff, so delivery behind it waits; {} record(s) are kept in the WAL",
+                self.app.wal.backlog_records()
+            );
+        }
+    }
+
+    /// MongoDB is down or refusing.
     fn down(&self, e: &SinkError) {
         let was_up = self.app.mongo_up.swap(false, Relaxed);
         let first = !self.known.swap(true, Relaxed);
@@ -114,14 +138,16 @@ impl Health {
 }
 
 /// Creates the index as soon as MongoDB answers, then pings it every
-/// [`PROBE_INTERVAL_MS`] so reachability is known while idle. Probe
-/// failures change the reported state but are not counted as batch errors.
+/// [`PROBE_INTERVAL_MS`] so reachability is known while idle.
 pub(super) fn probe(sinks: &Sinks, health: &Health, stop: &Stop) {
     while stop.deadline().is_none() {
-        match sinks.ready().and_then(|s| s.ping()) {
-            Ok(()) => health.ok(),
-            Err(e) if e.is_unreachable() => health.down(&e),
-            Err(e) => log::debug!("MongoDB ping failed: {e}"),
+        match sinks.ready() {
+            Ok(Some(s)) => match s.ping() {
+                Ok(()) => health.ok(),
+                Err(e) => health.failed(&e),
+            },
+            Ok(None) => {}
+            Err(e) => health.failed(&e),
         }
         let until = Instant::now() + Duration::from_millis(PROBE_INTERVAL_MS);
         while Instant::now() < until && stop.deadline().is_none() {

@@ -14,9 +14,19 @@ pub(super) fn run(
         let mut backoff = Backoff::new();
         let delivered = loop {
             let started = Instant::now();
-            let attempt = sinks
-                .ready()
-                .and_then(|s| s.insert(batch.command.clone(), batch.records));
+            let attempt = match sinks.ready() {
+                Ok(Some(s)) => s.insert(batch.command.clone(), batch.records),
+                Ok(None) => {
+                    // The index step is under way on another thread; inserting
+                    // now would race it. Not a MongoDB error.
+                    if stop.expired() {
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(FLUSH_BACKOFF_MS_MIN));
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
             match attempt {
                 Ok(d) => {
                     after_insert_hook();

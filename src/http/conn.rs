@@ -142,7 +142,11 @@ impl<'a> Connection<'a> {
                 Next::Again => continue,
                 Next::Read => {}
             }
-            if self.rpos == self.rend && self.app.is_shutting_down() {
+            // At shutdown keep-alive ends once this round's requests are
+            // answered; a connection that has sent nothing yet (accepted
+            // during the drain) is still served its request.
+            let answered = self.rend != 0;
+            if answered && self.rpos == self.rend && self.app.is_shutting_down() {
                 return self.close();
             }
             if !self.read_more()? {

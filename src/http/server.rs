@@ -3,7 +3,9 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 
 use may::net::TcpListener;
@@ -26,6 +28,10 @@ impl Drop for OpenGuard {
 /// A running accept loop.
 pub struct Server {
     pub local_addr: SocketAddr,
+    /// Set by [`Server::stop`]. Not `App::shutting_down`: during
+    /// `--shutdown-drain-ms` new connections are still accepted and served,
+    /// so a load balancer's health check gets its 503 rather than a reset.
+    stopping: Arc<AtomicBool>,
     handle: may::coroutine::JoinHandle<()>,
 }
 
@@ -34,19 +40,26 @@ impl Server {
     pub fn start(app: Arc<App>) -> std::io::Result<Server> {
         let listener = TcpListener::bind(app.config.listen)?;
         let local_addr = listener.local_addr()?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = stopping.clone();
         let builder = may::coroutine::Builder::new().name("accept".into());
         // SAFETY: may's spawn is unsafe because a coroutine must not keep a
         // thread-local borrow across a yield; the accept loop and the
         // connections touch thread-locals (metrics, Date cache) only inside
         // calls that do not yield.
-        let handle = unsafe { builder.spawn(move || accept_loop(&listener, &app)) }?;
-        Ok(Server { local_addr, handle })
+        let handle = unsafe { builder.spawn(move || accept_loop(&listener, &app, &stop)) }?;
+        Ok(Server {
+            local_addr,
+            stopping,
+            handle,
+        })
     }
 
-    /// Stops accepting: the loop sees `shutting_down` on its next wake-up,
-    /// which a throwaway connection to ourselves provides at once. The
-    /// listener is closed when the loop returns.
+    /// Stops accepting: the loop sees `stopping` on its next wake-up, which
+    /// a throwaway connection to ourselves provides at once. The listener
+    /// is closed when the loop returns.
     pub fn stop(self) {
+        self.stopping.store(true, Relaxed);
         let mut wake = self.local_addr;
         if wake.ip().is_unspecified() {
             wake.set_ip(match wake {
@@ -59,10 +72,9 @@ impl Server {
     }
 }
 
-fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
-    let mut accepted: usize = 0;
+fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBool) {
     for stream in listener.incoming() {
-        if app.is_shutting_down() {
+        if stopping.load(Relaxed) {
             break;
         }
         let Ok(mut stream) = stream else { continue };
@@ -81,11 +93,14 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
             continue;
         }
         GLOBAL.connections_open.fetch_add(1, Relaxed);
-        accepted = accepted.wrapping_add(1);
-        let lane = accepted % app.lanes.count();
+        // may polls a socket on the worker numbered `fd % workers`; the
+        // connection starts there and uses that worker's lane, so its I/O
+        // wake-ups and its commit replies arrive on the same core.
+        let lane = stream.as_raw_fd() as usize % app.lanes.count();
         let app = app.clone();
-        let builder =
-            may::coroutine::Builder::new().stack_size(COROUTINE_STACK_BYTES / size_of::<usize>());
+        let builder = may::coroutine::Builder::new()
+            .id(lane)
+            .stack_size(COROUTINE_STACK_BYTES / size_of::<usize>());
         // SAFETY: as for the accept loop above.
         let spawned = unsafe {
             builder.spawn(move || {

@@ -138,8 +138,10 @@ fn is_duplicate_id(e: &Document) -> bool {
 
 fn code_of(e: &Document) -> String {
     let code = e.get_i32("code").unwrap_or(0);
-    let name = e.get_str("codeName").unwrap_or("");
-    format!("code {code} {name}")
+    match e.get_str("codeName") {
+        Ok(name) if !name.is_empty() => format!("code {code} {name}"),
+        _ => format!("code {code}"),
+    }
 }
 
 /// Sorts a driver error into a [`SinkError`] kind.

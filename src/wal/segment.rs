@@ -3,10 +3,12 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::WalError;
 use super::record::{self, Decoded};
+use crate::limits::PREALLOC_CHUNK_BYTES;
 
 /// Identifies a busyapi WAL segment.
 const MAGIC: &[u8; 8] = b"BUSYWAL1";
@@ -81,21 +83,62 @@ pub fn list(dir: &Path) -> Result<Vec<u64>, WalError> {
     Ok(nos)
 }
 
-/// Creates segment `no`, writes and syncs its header, and syncs the
-/// directory so the file itself survives a crash before any record is
-/// acknowledged from it.
-pub fn create(dir: &Path, header: Header) -> Result<File, WalError> {
+/// The next segment, zero-filled and synced ahead of need.
+pub const SPARE_NAME: &str = "spare.wal.tmp";
+/// A spare being filled; a crash leaves it half done, so it is discarded.
+const SPARE_PARTIAL_NAME: &str = "spare.wal.partial";
+
+/// Makes sure a complete spare of `bytes` exists: zeros written (not just
+/// reserved) and synced, so appends into it change no file metadata and a
+/// commit's fdatasync writes data blocks only.
+pub fn prepare_spare(dir: &Path, bytes: u64) -> Result<(), WalError> {
+    let spare = dir.join(SPARE_NAME);
+    if fs::metadata(&spare).is_ok_and(|m| m.len() == bytes) {
+        return Ok(());
+    }
+    let partial = dir.join(SPARE_PARTIAL_NAME);
+    let mut f = File::create(&partial).map_err(|e| WalError::io("create a spare segment", e))?;
+    let zeros = vec![0u8; PREALLOC_CHUNK_BYTES];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(PREALLOC_CHUNK_BYTES as u64) as usize;
+        f.write_all(&zeros[..n])
+            .map_err(|e| WalError::io("fill a spare segment", e))?;
+        left -= n as u64;
+    }
+    super::sync_or_die(&f, "a spare segment");
+    fs::rename(&partial, &spare).map_err(|e| WalError::io("rename a spare segment", e))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Creates segment `no`: from the spare when one of the right size is
+/// ready (preallocated), else as an empty file. Writes and syncs its header,
+/// and syncs the directory, so the file survives a crash before any record
+/// is acknowledged from it.
+pub fn create(dir: &Path, header: Header, segment_bytes: u64) -> Result<File, WalError> {
     let path = path_of(dir, header.segment_no);
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
+    let spare = dir.join(SPARE_NAME);
+    let from_spare = fs::metadata(&spare).is_ok_and(|m| m.len() == segment_bytes);
+    if from_spare {
+        fs::rename(&spare, &path).map_err(|e| WalError::io("turn the spare into a segment", e))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(!from_spare)
         .open(&path)
         .map_err(|e| WalError::io("create a segment", e))?;
-    file.write_all(&header.encode())
+    file.write_all_at(&header.encode(), 0)
         .map_err(|e| WalError::io("write a segment header", e))?;
     super::sync_or_die(&file, "a new segment's header");
     sync_dir(dir);
     Ok(file)
+}
+
+/// Removes a spare left half-filled by a crash.
+pub fn discard_partial_spare(dir: &Path) {
+    let _ = fs::remove_file(dir.join(SPARE_PARTIAL_NAME));
 }
 
 /// fsyncs a directory so that creations, renames and deletions in it are
@@ -122,8 +165,9 @@ pub struct Scan {
     /// Ranges of bytes between intact records that hold no intact record.
     /// Readers skip them; their bytes are kept in the quarantine directory.
     pub damaged: Vec<Range<u64>>,
-    /// Bytes cut from the tail: a torn final write, or damage with no intact
-    /// record after it.
+    /// Bytes cut from the tail up to its last non-zero byte: a torn final
+    /// write, or damage with no intact record after it. Zeros after them
+    /// (preallocation) are not counted.
     pub torn_tail_bytes: u64,
 }
 
@@ -157,7 +201,10 @@ pub fn recover(
         quarantine_bytes(dir, no, r.start, &bytes[r.start as usize..r.end as usize])?;
     }
     if scan.torn_tail_bytes > 0 {
-        quarantine_bytes(dir, no, scan.end, &bytes[scan.end as usize..])?;
+        let cut = &bytes[scan.end as usize..(scan.end + scan.torn_tail_bytes) as usize];
+        quarantine_bytes(dir, no, scan.end, cut)?;
+    }
+    if (bytes.len() as u64) > scan.end {
         let f = OpenOptions::new()
             .write(true)
             .open(&path)
@@ -194,17 +241,30 @@ pub fn scan_records(header: Header, bytes: &[u8], pending_from: u64) -> Scan {
                 pos += n;
                 scan.end = pos as u64;
             }
-            _ => match record::resync(&bytes[pos..], scan.last_id.unwrap_or(0)) {
-                Some(skip) => {
-                    scan.damaged.push(pos as u64..(pos + skip) as u64);
-                    pos += skip;
+            _ => match next_intact(bytes, pos, scan.last_id.unwrap_or(0)) {
+                Some(at) => {
+                    scan.damaged.push(pos as u64..at as u64);
+                    pos = at;
                 }
                 None => break,
             },
         }
     }
-    scan.torn_tail_bytes = bytes.len() as u64 - scan.end;
+    let data_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64;
+    scan.torn_tail_bytes = data_end.saturating_sub(scan.end);
     scan
+}
+
+/// After a bad frame at `pos`, the offset of the next intact record whose id
+/// is above `after_id`. A run of zeros (the preallocated rest of a segment,
+/// or blocks a crash left unwritten) is skipped at once: a record's length
+/// is at least 28, so at most its first 3 bytes can be zeros.
+fn next_intact(bytes: &[u8], pos: usize, after_id: u64) -> Option<usize> {
+    let nonzero = pos + bytes[pos..].iter().position(|&b| b != 0)?;
+    let from = nonzero.saturating_sub(3).max(pos + 1);
+    (from..bytes.len()).find(
+        |&at| matches!(record::decode(&bytes[at..]), Decoded::Record(r, _) if r.id > after_id),
+    )
 }
 
 /// A damaged header in front of records: keep the records (they may be
@@ -339,7 +399,14 @@ mod tests {
             let s = scan_records(HEADER, &full[..cut], 0);
             assert_eq!(s.records, 9);
             assert_eq!(s.end, nine as u64);
-            assert_eq!(s.torn_tail_bytes, (cut - nine) as u64);
+            let data = full[nine..cut]
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| i + 1);
+            assert_eq!(
+                s.torn_tail_bytes, data as u64,
+                "trailing zeros are not data"
+            );
         }
     }
 
@@ -362,6 +429,14 @@ mod tests {
         let end = bytes.len() as u64;
         bytes.extend_from_slice(&[0u8; 8192]);
         let s = scan_records(HEADER, &bytes, 0);
-        assert_eq!((s.records, s.end, s.torn_tail_bytes), (3, end, 8192));
+        assert_eq!(
+            (s.records, s.end, s.torn_tail_bytes),
+            (3, end, 0),
+            "zeros are no data"
+        );
+        bytes.extend_from_slice(b"junk");
+        bytes.extend_from_slice(&[0u8; 100]);
+        let s = scan_records(HEADER, &bytes, 0);
+        assert_eq!((s.records, s.end, s.torn_tail_bytes), (3, end, 8192 + 4));
     }
 }

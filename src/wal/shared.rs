@@ -34,6 +34,8 @@ pub struct SegmentView {
 pub struct WalShared {
     pub dir: PathBuf,
     pub node_id: u32,
+    /// Size of a segment file (`--wal-segment-bytes`).
+    pub segment_bytes: u64,
     /// Segments on disk, oldest first; the last one is the active one.
     segments: Mutex<VecDeque<SegmentView>>,
     /// Signalled on every commit and roll, for the flusher.
@@ -165,7 +167,7 @@ pub struct Opened {
 }
 
 /// Recovers `dir` (creating it if needed) and opens a fresh active segment.
-pub fn open(dir: &Path, node_id: u32) -> Result<Opened, WalError> {
+pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalError> {
     fs::create_dir_all(dir.join(QUARANTINE_DIR))
         .map_err(|e| WalError::io("create the data directory", e))?;
     let ckpt = checkpoint::load(dir)?;
@@ -219,7 +221,13 @@ pub fn open(dir: &Path, node_id: u32) -> Result<Opened, WalError> {
         segment_no: new_no,
         base_seq: next_seq,
     };
-    let file = segment::create(dir, header)?;
+    segment::discard_partial_spare(dir);
+    if let Err(e) = segment::prepare_spare(dir, segment_bytes) {
+        log::warn!(
+            "could not preallocate a WAL segment ({e}); appends will also update file metadata"
+        );
+    }
+    let file = segment::create(dir, header, segment_bytes)?;
     views.push_back(SegmentView {
         no: new_no,
         committed_end: HEADER_BYTES,
@@ -243,6 +251,7 @@ pub fn open(dir: &Path, node_id: u32) -> Result<Opened, WalError> {
     let shared = Arc::new(WalShared {
         dir: dir.to_path_buf(),
         node_id,
+        segment_bytes,
         segments: Mutex::new(views),
         changed: Condvar::new(),
         backlog_bytes: AtomicU64::new(backlog_bytes),

@@ -12,7 +12,7 @@
 //! its commit yields its worker thread instead of blocking it.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
@@ -23,8 +23,8 @@ use crossbeam_queue::ArrayQueue;
 use super::segment::{self, HEADER_BYTES, Header};
 use super::{WalShared, record};
 use crate::limits::{
-    COMMIT_RECORDS_MAX, LANE_SUBMISSIONS_MAX, RECORD_BYTES_MAX, SEGMENT_BYTES_MAX, SEQ_BITS,
-    SEQ_MAX, WRITER_IDLE_PARK_MS,
+    COMMIT_RECORDS_MAX, LANE_SUBMISSIONS_MAX, RECORD_BYTES_MAX, SEQ_BITS, SEQ_MAX,
+    WRITER_IDLE_PARK_MS,
 };
 use crate::metrics;
 
@@ -72,9 +72,21 @@ pub struct Active {
     pub(super) next_seq: u64,
 }
 
+/// A reply on its way back through a lane's notifier.
+struct Completion {
+    reply_to: may::sync::mpsc::Sender<Reply>,
+    reply: Reply,
+}
+
 /// The per-core queues between connections and the writer.
 pub struct Lanes {
     queues: Box<[ArrayQueue<Submission>]>,
+    /// One notifier coroutine per lane, on that lane's worker, forwards the
+    /// writer's replies. Waking a coroutine from the writer's OS thread costs
+    /// a syscall (may's eventfd) per coroutine; through the notifier it
+    /// costs one per lane per commit, and the notifier wakes the
+    /// connections on its own worker, from may's local run queue.
+    notifiers: OnceLock<Box<[may::sync::mpsc::Sender<Completion>]>>,
     /// Set while the writer is about to park or parked.
     writer_sleeping: AtomicBool,
     writer: OnceLock<Thread>,
@@ -88,6 +100,7 @@ impl Lanes {
             queues: (0..count.max(1))
                 .map(|_| ArrayQueue::new(LANE_SUBMISSIONS_MAX))
                 .collect(),
+            notifiers: OnceLock::new(),
             writer_sleeping: AtomicBool::new(false),
             writer: OnceLock::new(),
             stopping: AtomicBool::new(false),
@@ -96,6 +109,48 @@ impl Lanes {
 
     pub fn count(&self) -> usize {
         self.queues.len()
+    }
+
+    /// Starts the notifier coroutines, lane `i` on may worker `i`. Without
+    /// them (as in tests driving the WAL from plain threads) the writer
+    /// replies to each submitter directly.
+    pub fn start_notifiers(&self) -> std::io::Result<()> {
+        let mut senders = Vec::with_capacity(self.queues.len());
+        for lane in 0..self.queues.len() {
+            let (tx, rx) = may::sync::mpsc::channel::<Completion>();
+            let builder = may::coroutine::Builder::new()
+                .name(format!("lane-{lane}"))
+                .id(lane);
+            // SAFETY: may's spawn is unsafe because a coroutine must not hold
+            // a thread-local borrow across a yield; this loop touches none.
+            unsafe {
+                builder.spawn(move || {
+                    while let Ok(c) = rx.recv() {
+                        // A connection that went away dropped its receiver;
+                        // its records are durable all the same.
+                        let _ = c.reply_to.send(c.reply);
+                    }
+                })
+            }?;
+            senders.push(tx);
+        }
+        let _ = self.notifiers.set(senders.into_boxed_slice());
+        Ok(())
+    }
+
+    /// Hands a reply to the submitter on `lane`.
+    fn reply(&self, lane: usize, reply_to: may::sync::mpsc::Sender<Reply>, reply: Reply) {
+        match self.notifiers.get() {
+            Some(n) => {
+                if let Err(e) = n[lane].send(Completion { reply_to, reply }) {
+                    let c = e.0;
+                    let _ = c.reply_to.send(c.reply);
+                }
+            }
+            None => {
+                let _ = reply_to.send(reply);
+            }
+        }
     }
 
     /// Queues a submission on `lane` (taken modulo the lane count).
@@ -129,14 +184,15 @@ impl Lanes {
         self.queues.iter().all(ArrayQueue::is_empty)
     }
 
-    /// Moves queued submissions into `batch` until about `max_records`.
-    fn drain_into(&self, batch: &mut Vec<Submission>, max_records: usize) -> usize {
+    /// Moves queued submissions, with their lane, into `batch` until about
+    /// `max_records`.
+    fn drain_into(&self, batch: &mut Vec<(usize, Submission)>, max_records: usize) -> usize {
         let mut records = 0;
-        'lanes: for q in self.queues.iter() {
+        'lanes: for (lane, q) in self.queues.iter().enumerate() {
             while records < max_records {
                 let Some(sub) = q.pop() else { continue 'lanes };
                 records += sub.count as usize;
-                batch.push(sub);
+                batch.push((lane, sub));
             }
             break;
         }
@@ -159,10 +215,23 @@ pub fn spawn(
     shared: Arc<WalShared>,
     active: Active,
 ) -> std::io::Result<JoinHandle<()>> {
+    let spare = {
+        let (lanes, shared) = (lanes.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name("wal-spare".into())
+            .spawn(move || keep_a_spare(&lanes, &shared))?
+    };
     let l = lanes.clone();
+    let spare_thread = spare.thread().clone();
     let handle = std::thread::Builder::new()
         .name("wal-writer".into())
-        .spawn(move || Writer::new(shared, active).run(&l))?;
+        .spawn(move || {
+            Writer::new(shared, active, spare_thread).run(&l);
+            // The spare thread stops with the writer.
+            l.stop();
+            spare.thread().unpark();
+            let _ = spare.join();
+        })?;
     lanes
         .writer
         .set(handle.thread().clone())
@@ -177,11 +246,29 @@ struct Writer {
     buf: Vec<u8>,
     /// The first id of each submission in the commit, reused.
     first_ids: Vec<u64>,
+    /// The thread that prepares the next segment; woken after each roll.
+    spare: Thread,
 }
 
+/// Keeps a preallocated spare segment ready (see [`segment::prepare_spare`])
+/// until the writer stops. A failure (a full disk) is logged; the next roll
+/// then creates a plain file, and the spare is tried again later.
+fn keep_a_spare(lanes: &Lanes, shared: &WalShared) {
+    while !lanes.stopping.load(Ordering::Acquire) {
+        if let Err(e) = segment::prepare_spare(&shared.dir, shared.segment_bytes) {
+            log::warn!("could not preallocate the next WAL segment: {e}");
+        }
+        std::thread::park_timeout(Duration::from_millis(SPARE_RETRY_MS));
+    }
+}
+
+/// How often the spare thread looks again without being woken.
+const SPARE_RETRY_MS: u64 = 5_000;
+
 impl Writer {
-    fn new(shared: Arc<WalShared>, active: Active) -> Writer {
+    fn new(shared: Arc<WalShared>, active: Active, spare: Thread) -> Writer {
         Writer {
+            spare,
             shared,
             active,
             buf: Vec::with_capacity(COMMIT_RECORDS_MAX * RECORD_BYTES_MAX),
@@ -201,14 +288,13 @@ impl Writer {
                 continue;
             }
             let outcome = self.commit(&batch, records as u64);
-            for (i, sub) in batch.drain(..).enumerate() {
+            for (i, (lane, sub)) in batch.drain(..).enumerate() {
                 let first_id = outcome.map(|()| self.first_ids[i]);
-                // A connection that went away dropped its receiver; its
-                // records are durable all the same.
-                let _ = sub.reply.send(Reply {
+                let reply = Reply {
                     first_id,
                     staged: sub.staged,
-                });
+                };
+                lanes.reply(lane, sub.reply, reply);
             }
         }
         log::info!("WAL writer stopped; last id {}", self.shared.last_id());
@@ -216,7 +302,7 @@ impl Writer {
 
     /// Frames, appends and syncs one batch. On success every record is
     /// durable and `first_ids` holds each submission's first id.
-    fn commit(&mut self, batch: &[Submission], records: u64) -> Result<(), CommitError> {
+    fn commit(&mut self, batch: &[(usize, Submission)], records: u64) -> Result<(), CommitError> {
         let first_seq = self.active.next_seq;
         if first_seq + records - 1 > SEQ_MAX {
             log::error!(
@@ -229,15 +315,15 @@ impl Writer {
         self.buf.clear();
         self.first_ids.clear();
         let mut seq = first_seq;
-        for sub in batch {
+        for (_, sub) in batch {
             self.first_ids.push(node_bits | seq);
             seq += record::frame_staged(&sub.staged, node_bits | seq, &mut self.buf);
         }
         debug_assert_eq!(seq - first_seq, records);
-        if self.active.len + self.buf.len() as u64 > SEGMENT_BYTES_MAX {
+        if self.active.len + self.buf.len() as u64 > self.shared.segment_bytes {
             self.roll().map_err(|e| self.write_failed(&e))?;
         }
-        if let Err(e) = append(&mut self.active.file, &self.buf) {
+        if let Err(e) = append(&self.active.file, &self.buf, self.active.len) {
             return Err(self.write_failed(&e));
         }
         let started = Instant::now();
@@ -265,7 +351,9 @@ impl Writer {
             segment_no: no,
             base_seq: self.active.next_seq,
         };
-        let file = segment::create(&self.shared.dir, header)?;
+        let file = segment::create(&self.shared.dir, header, self.shared.segment_bytes)?;
+        // The spare became this segment: start filling the next one.
+        self.spare.unpark();
         self.active = Active {
             file,
             segment_no: no,
@@ -276,23 +364,21 @@ impl Writer {
         Ok(())
     }
 
-    /// A failed append (not a failed fsync): cut whatever part of it reached
-    /// the file, so the log ends at the last commit, and refuse this batch.
+    /// A failed append (not a failed fsync): refuse this batch. Whatever part
+    /// of it reached the file lies past the log's end; the next commit
+    /// writes over it, and recovery cuts it if none does.
     fn write_failed(&mut self, e: &dyn std::fmt::Display) -> CommitError {
         if self.shared.is_writable() {
             log::error!("WAL append failed: {e}; answering 503 until an append succeeds");
         }
         self.shared.set_writable(false);
-        if let Err(e) = self.active.file.set_len(self.active.len) {
-            super::fatal("cut a failed append from the WAL", &e);
-        }
         CommitError::Write
     }
 }
 
-fn append(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+fn append(file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
     fail::fail_point!("wal::write", |_| Err(std::io::Error::other(
         "failpoint wal::write"
     )));
-    file.write_all(bytes)
+    file.write_all_at(bytes, at)
 }

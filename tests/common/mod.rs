@@ -250,6 +250,11 @@ impl Server {
                 .unwrap_or_else(|| "busyapi_test".into()),
         ];
         args.extend(opts.args.iter().cloned());
+        // Small segments: each start preallocates a segment and a spare, and
+        // 64 MiB of zeros per test server is slow; tests that care say so.
+        if !args.iter().any(|a| a.starts_with("--wal-segment-bytes")) {
+            args.extend(["--wal-segment-bytes".to_owned(), "1MiB".to_owned()]);
+        }
         let mut s = Server {
             child: None,
             addr: "127.0.0.1:0".parse().expect("addr"),
@@ -306,6 +311,15 @@ impl Server {
         assert!(self.child.is_none(), "still running");
         self.args
             .splice(0..2, ["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        self.spawn();
+    }
+
+    /// Starts the same server again on the same address and data directory,
+    /// as a process manager does: a load balancer's backend keeps its port.
+    pub fn restart_on_same_port(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.args
+            .splice(0..2, ["--listen".to_owned(), self.addr.to_string()]);
         self.spawn();
     }
 

@@ -1,0 +1,290 @@
+//! Operating busyapi, black-box: what `/metrics`, `/readyz` and the logs
+//! tell an operator, how the server pushes back when it is full, how it
+//! stops, how it sheds slow and surplus clients, and how it is configured.
+//! The real binary, the real dev MongoDB (SecantusDB), real signals.
+//!
+//! Tests that stop MongoDB run their own ([`Mongo::start`]); the others
+//! share one and each uses its own database. Without a MongoDB URI the
+//! harness points busyapi at a dead port: the WAL still acknowledges and
+//! nothing is ever delivered, which is how a backlog is kept still.
+//!
+//! | module           | what it covers                                          |
+//! |------------------|---------------------------------------------------------|
+//! | [`metrics`]      | families and types, counters and histograms moving      |
+//! | [`readiness`]    | /healthz and /readyz: WAL unwritable, MongoDB down      |
+//! | [`backpressure`] | the WAL quota: 503 at once, nothing written, bounded    |
+//! | [`shutdown`]     | SIGTERM: drain, deliver, exit 0; a second signal        |
+//! | [`limits`]       | slowloris, body trickle, idle keep-alive, connection cap|
+//! | [`logs_config`]  | logfmt, RUST_LOG, no patient data in logs, precedence   |
+mod common;
+
+#[path = "operations/backpressure.rs"]
+mod backpressure;
+#[path = "operations/limits.rs"]
+mod limits;
+#[path = "operations/logs_config.rs"]
+mod logs_config;
+#[path = "operations/metrics.rs"]
+mod metrics;
+#[path = "operations/readiness.rs"]
+mod readiness;
+#[path = "operations/shutdown.rs"]
+mod shutdown;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Http, Mongo, Response, Server, wait_for};
+
+/// Time for a backlog to reach MongoDB: the dev server stores ~13-16K
+/// documents a second, and other suites may share the two cores.
+const DELIVERY: Duration = Duration::from_secs(120);
+/// The smallest `--wal-max-bytes`, used to reach the quota quickly.
+const QUOTA_BYTES: u64 = 1 << 20;
+/// Longest accepted patientId and medication, in bytes: usages this big
+/// fill the quota in few requests.
+const PATIENT_ID_BYTES_MAX: usize = 128;
+const MEDICATION_BYTES_MAX: usize = 200;
+
+/// One scrape of `/metrics`.
+struct Scrape {
+    text: String,
+}
+
+impl Scrape {
+    fn of(s: &Server) -> Scrape {
+        let r = s.get("/metrics");
+        assert_eq!(r.status, 200, "{}", r.text());
+        Scrape { text: r.text() }
+    }
+
+    /// The value of one series, e.g. `name_count` or `name_total{kind="x"}`.
+    fn try_value(&self, series: &str) -> Option<f64> {
+        self.text.lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().expect("a number"))
+        })
+    }
+
+    fn value(&self, series: &str) -> f64 {
+        self.try_value(series)
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{}", self.text))
+    }
+
+    /// The declared type of a family (`# TYPE family kind`).
+    fn type_of(&self, family: &str) -> Option<&str> {
+        self.text.lines().find_map(|l| {
+            let rest = l.strip_prefix("# TYPE ")?;
+            let (name, kind) = rest.split_once(' ')?;
+            (name == family).then_some(kind)
+        })
+    }
+
+    /// The buckets of a histogram, `(le, cumulative count)` in order.
+    fn buckets(&self, family: &str) -> Vec<(String, f64)> {
+        let prefix = format!("{family}_bucket{{le=\"");
+        self.text
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(&prefix)?;
+                let (le, value) = rest.split_once("\"} ")?;
+                Some((le.to_owned(), value.parse().expect("a count")))
+            })
+            .collect()
+    }
+}
+
+/// One series of `/metrics`, scraped now.
+fn metric(s: &Server, series: &str) -> f64 {
+    Scrape::of(s).value(series)
+}
+
+/// An unsigned number from `/api/stats`.
+fn stat(s: &Server, key: &str) -> u64 {
+    let stats = s.stats();
+    stats[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {stats}"))
+}
+
+/// `(acknowledged, lastId)`: what has been written.
+fn written(s: &Server) -> (u64, u64) {
+    let stats = s.stats();
+    let n = |k: &str| {
+        stats[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {stats}"))
+    };
+    (n("acknowledged"), n("lastId"))
+}
+
+/// A refusal: `status`, and a JSON body whose `error` contains `needle`.
+fn assert_error(r: &Response, status: u16, needle: &str) {
+    assert_eq!(r.status, status, "wanted {status} ({needle}): {}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let error = r.error();
+    assert!(
+        error.contains(needle),
+        "{status}: {error:?} does not say {needle:?}"
+    );
+}
+
+/// A 503 that says why and when to come back.
+fn assert_unavailable(r: &Response, needle: &str) {
+    assert_error(r, 503, needle);
+    let retry = r.header("retry-after").unwrap_or_else(|| {
+        panic!("a 503 without Retry-After: {:?}", r.headers);
+    });
+    assert!(
+        retry.parse::<u32>().is_ok_and(|s| s >= 1),
+        "Retry-After {retry:?}"
+    );
+}
+
+/// A POST request for `body`.
+fn post_request(body: &str) -> Vec<u8> {
+    format!(
+        "POST /api/usages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A usage as large as the limits allow, told apart by `n`.
+fn big_usage(n: u64) -> String {
+    let patient = format!("{n:0>PATIENT_ID_BYTES_MAX$}");
+    let medication = "M".repeat(MEDICATION_BYTES_MAX);
+    format!(r#"{{"patientId": "{patient}", "timestamp": {n}, "medication": "{medication}"}}"#)
+}
+
+/// Sends `bodies` pipelined in one write and reads every response.
+fn post_pipelined(c: &mut Http, bodies: &[String]) -> Vec<Response> {
+    let raw: Vec<u8> = bodies.iter().flat_map(|b| post_request(b)).collect();
+    c.send(&raw);
+    bodies.iter().map(|_| c.response()).collect()
+}
+
+/// POSTs large usages until the WAL quota refuses one; returns the ids
+/// acknowledged on the way.
+fn fill_to_quota(s: &Server) -> Vec<u64> {
+    const ROUND: u64 = 64;
+    let rounds_max = 4 * QUOTA_BYTES / (ROUND * PATIENT_ID_BYTES_MAX as u64);
+    let mut c = s.connect();
+    let mut acked = Vec::new();
+    for round in 0..rounds_max {
+        let bodies: Vec<String> = (0..ROUND).map(|i| big_usage(round * ROUND + i)).collect();
+        let mut refused = false;
+        for r in post_pipelined(&mut c, &bodies) {
+            match r.status {
+                201 => acked.push(r.id()),
+                503 => {
+                    assert_unavailable(&r, "over its quota");
+                    refused = true;
+                }
+                _ => panic!("unexpected {}: {}", r.status, r.text()),
+            }
+        }
+        if refused {
+            return acked;
+        }
+    }
+    panic!(
+        "the quota of {QUOTA_BYTES} bytes never refused a usage; stats: {}",
+        s.stats()
+    );
+}
+
+/// Creates the (empty) collection before busyapi first writes to it: the
+/// dev MongoDB can deadlock when an `insert` and a `createIndexes` create
+/// the same collection at once (see tests/delivery.rs).
+fn fresh_usages(mongo: &Mongo, db: &str) {
+    mongo
+        .client()
+        .database(db)
+        .create_collection("usages")
+        .run()
+        .expect("create the collection");
+}
+
+/// A private MongoDB that has `db.usages` and is down.
+fn mongo_down_with(db: &str) -> Mongo {
+    let mut mongo = Mongo::start();
+    fresh_usages(&mongo, db);
+    mongo.kill();
+    mongo
+}
+
+/// Waits for the backlog to reach MongoDB; on a timeout, shows the log.
+fn wait_drained(s: &Server) {
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(DELIVERY, "the WAL backlog to reach MongoDB", || {
+            stat(s, "walBacklogRecords") == 0
+        })
+    }));
+    if let Err(e) = waited {
+        eprintln!("busyapi's log:\n{}", s.logs());
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// MongoDB holds exactly the acknowledged ids, each once.
+fn assert_stored_exactly(mongo: &Mongo, db: &str, acked: &[u64]) {
+    let stored: Vec<u64> = mongo.ids(db).into_iter().map(|id| id as u64).collect();
+    let distinct: BTreeSet<u64> = stored.iter().copied().collect();
+    assert_eq!(distinct.len(), stored.len(), "an id is stored twice");
+    let acked: BTreeSet<u64> = acked.iter().copied().collect();
+    let lost: Vec<_> = acked.difference(&distinct).take(10).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not in MongoDB (first 10 of {} acknowledged): {lost:?}",
+        acked.len()
+    );
+    let extra: Vec<_> = distinct.difference(&acked).take(10).collect();
+    assert!(extra.is_empty(), "stored but never acknowledged: {extra:?}");
+}
+
+/// The resident set of a process, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+}
+
+/// What a run of the binary that is expected to end by itself left.
+struct Exited {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs busyapi with `args` and `env` until it exits (it must, within
+/// 30 s): for `--help` and for configurations it refuses.
+fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Exited {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_busyapi"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start busyapi");
+    let until = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("busyapi {args:?} did not exit by itself");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    Exited {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
