@@ -671,3 +671,25 @@ fn every_record_of_the_checkpoints_segment_and_after_reaches_mongodb_when_its_he
             .any(|(name, _)| name == &format!("{first:020}-0.bin"))
     );
 }
+
+#[test]
+fn a_second_process_on_the_same_data_dir_refuses_to_start_and_the_first_keeps_serving() {
+    let (_tmp, dir) = data_dir();
+    let first = Server::start(offline(&dir));
+    let before = post_many(&first, 3);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_busyapi"))
+        .args(["--listen", "127.0.0.1:0", "--mongodb-uri", "mongodb://127.0.0.1:9"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .expect("run a second busyapi");
+    assert_eq!(out.status.code(), Some(1), "the second process must not run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another busyapi process")
+            && stderr.contains(&format!("pid {}", first.pid())),
+        "it says why, and who holds the directory: {stderr}"
+    );
+    let after = post_many(&first, 3);
+    assert_all_above(&after, before[2], "the first process is untouched");
+}

@@ -48,9 +48,11 @@ pub struct Head<'a> {
 
 /// Parses the head at the start of `buf`. `Ok(None)`: not all there yet.
 pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
-    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Uninitialised: zeroing 100 headers for every request showed up as the
+    // hottest user-space function in profiles.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(Status::Complete(n)) if n > HEADER_BYTES_MAX => return Err(HttpError::HeadersTooLarge),
         Ok(Status::Complete(n)) => n,
         Ok(Status::Partial) if buf.len() > HEADER_BYTES_MAX => {

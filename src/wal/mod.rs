@@ -24,7 +24,10 @@
 //! 4. A segment is deleted only when it is sealed and the checkpoint,
 //!    already durable, lies past it: MongoDB has confirmed every record in it
 //!    with the configured write concern.
-//! 5. Recovery never refuses to start: it keeps every intact record, cuts a
+//! 5. One process per data directory: `open` takes an exclusive `flock` on
+//!    `DATA_DIR/lock` for the life of the process, and refuses to start if
+//!    another process holds it.
+//! 6. Recovery never refuses to start: it keeps every intact record, cuts a
 //!    torn tail, skips damaged ranges between intact records, rebuilds a
 //!    damaged segment header in front of intact records, and copies every
 //!    cut, skipped or replaced byte to `quarantine/` for an operator. Ids
@@ -90,6 +93,8 @@ pub enum WalError {
     },
     #[error("the id space of this node is exhausted")]
     IdsExhausted,
+    #[error("{dir} is in use by another busyapi process{holder}; two writers on one WAL would hand out the same ids")]
+    Locked { dir: String, holder: String },
 }
 
 impl WalError {

@@ -32,6 +32,8 @@ pub struct SegmentView {
 
 /// State shared between the WAL writer, the flusher and the HTTP layer.
 pub struct WalShared {
+    /// The exclusive lock on the data directory, held until the process ends.
+    _lock: fs::File,
     pub dir: PathBuf,
     pub node_id: u32,
     /// Size of a segment file (`--wal-segment-bytes`).
@@ -170,6 +172,7 @@ pub struct Opened {
 pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalError> {
     fs::create_dir_all(dir.join(QUARANTINE_DIR))
         .map_err(|e| WalError::io("create the data directory", e))?;
+    let lock = lock_dir(dir)?;
     let ckpt = checkpoint::load(dir)?;
     let nos = segment::list(dir)?;
     let resume_no = ckpt.map_or(0, |c| c.segment_no);
@@ -249,6 +252,7 @@ pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalE
         (u64::from(node_id) << SEQ_BITS) | next_seq
     );
     let shared = Arc::new(WalShared {
+        _lock: lock,
         dir: dir.to_path_buf(),
         node_id,
         segment_bytes,
@@ -271,3 +275,40 @@ pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalE
         resume,
     })
 }
+
+/// Takes the data directory's lock, or says who holds it. The kernel drops
+/// a `flock` when its holder exits, however it exits, so a crash never
+/// leaves a stale lock behind.
+fn lock_dir(dir: &Path) -> Result<fs::File, WalError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_NAME))
+        .map_err(|e| WalError::io("open the data directory's lock file", e))?;
+    // SAFETY: flock(2) on a descriptor this function owns; no memory is shared.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(WalError::io("lock the data directory", err));
+        }
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let holder = match pid.trim() {
+            "" => String::new(),
+            p => format!(" (pid {p})"),
+        };
+        return Err(WalError::Locked { dir: dir.display().to_string(), holder });
+    }
+    file.set_len(0).map_err(|e| WalError::io("write the lock file", e))?;
+    file.rewind().map_err(|e| WalError::io("write the lock file", e))?;
+    write!(file, "{}", std::process::id()).map_err(|e| WalError::io("write the lock file", e))?;
+    Ok(file)
+}
+
+/// The lock file in the data directory.
+const LOCK_NAME: &str = "lock";
