@@ -430,9 +430,11 @@ fn usages_are_acknowledged_and_the_server_stays_ready_while_mongodb_is_unreachab
         assert_eq!(server.get("/readyz").status, 200, "{}", server.logs());
         std::thread::sleep(Duration::from_millis(200));
     }
-    wait_for(Duration::from_secs(30), "the flusher to keep retrying", || {
-        stat(&server, "mongoErrors").as_u64() >= Some(2)
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the flusher to keep retrying",
+        || stat(&server, "mongoErrors").as_u64() >= Some(2),
+    );
     let s = server.stats();
     assert_eq!(s["mongoUp"], false);
     assert_eq!(s["ready"], true);

@@ -9,7 +9,11 @@ use common::{Opts, Server, USAGE, shared_mongo, wait_for};
 fn a_posted_usage_is_acknowledged_and_lands_in_mongodb_with_its_id() {
     let mongo = shared_mongo();
     // The production segment size, preallocated (the other suites use 1 MiB).
-    let server = Server::start(Opts::default().mongo(mongo.uri(), "smoke").arg("--wal-segment-bytes 64MiB"));
+    let server = Server::start(
+        Opts::default()
+            .mongo(mongo.uri(), "smoke")
+            .arg("--wal-segment-bytes 64MiB"),
+    );
     let r = server.post(USAGE);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let id = r.id();

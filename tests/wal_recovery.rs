@@ -294,11 +294,7 @@ fn deliver_and_release(dir: &Path, db: &str, client: &Client) -> Vec<u64> {
     assert_eq!(segment::list(dir).expect("list"), [newest]);
     assert_eq!(
         (ckpt.segment_no, ckpt.offset, ckpt.last_seq),
-        (
-            newest,
-            logical_end(dir, newest) as u64,
-            all[39] & SEQ_MAX
-        ),
+        (newest, logical_end(dir, newest) as u64, all[39] & SEQ_MAX),
         "the graceful stop stores a checkpoint past every delivered record"
     );
     all
@@ -678,12 +674,21 @@ fn a_second_process_on_the_same_data_dir_refuses_to_start_and_the_first_keeps_se
     let first = Server::start(offline(&dir));
     let before = post_many(&first, 3);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_busyapi"))
-        .args(["--listen", "127.0.0.1:0", "--mongodb-uri", "mongodb://127.0.0.1:9"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--mongodb-uri",
+            "mongodb://127.0.0.1:9",
+        ])
         .arg("--data-dir")
         .arg(&dir)
         .output()
         .expect("run a second busyapi");
-    assert_eq!(out.status.code(), Some(1), "the second process must not run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the second process must not run"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("in use by another busyapi process")

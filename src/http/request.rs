@@ -50,7 +50,8 @@ pub struct Head<'a> {
 pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
     // Uninitialised: zeroing 100 headers for every request showed up as the
     // hottest user-space function in profiles.
-    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADERS_MAX];
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADERS_MAX];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(Status::Complete(n)) if n > HEADER_BYTES_MAX => return Err(HttpError::HeadersTooLarge),

@@ -93,7 +93,9 @@ pub enum WalError {
     },
     #[error("the id space of this node is exhausted")]
     IdsExhausted,
-    #[error("{dir} is in use by another busyapi process{holder}; two writers on one WAL would hand out the same ids")]
+    #[error(
+        "{dir} is in use by another busyapi process{holder}; two writers on one WAL would hand out the same ids"
+    )]
     Locked { dir: String, holder: String },
 }
 

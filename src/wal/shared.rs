@@ -302,10 +302,15 @@ fn lock_dir(dir: &Path) -> Result<fs::File, WalError> {
             "" => String::new(),
             p => format!(" (pid {p})"),
         };
-        return Err(WalError::Locked { dir: dir.display().to_string(), holder });
+        return Err(WalError::Locked {
+            dir: dir.display().to_string(),
+            holder,
+        });
     }
-    file.set_len(0).map_err(|e| WalError::io("write the lock file", e))?;
-    file.rewind().map_err(|e| WalError::io("write the lock file", e))?;
+    file.set_len(0)
+        .map_err(|e| WalError::io("write the lock file", e))?;
+    file.rewind()
+        .map_err(|e| WalError::io("write the lock file", e))?;
     write!(file, "{}", std::process::id()).map_err(|e| WalError::io("write the lock file", e))?;
     Ok(file)
 }
