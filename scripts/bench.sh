@@ -13,6 +13,12 @@
 #                              document; then drain throughput of a backlog vs a
 #                              bare pymongo insert_many client
 #   scripts/bench.sh open-loop oha -q 18000 against busyapi (if oha is installed)
+#   scripts/bench.sh node      the Node/Express original (bench/node-original)
+#                              vs busyapi, each with a fresh dev MongoDB live,
+#                              wrk -t1 -c50, ratio busyapi/node; then the
+#                              original's flaws measured: repeated ids, and
+#                              acknowledged records lost to kill -9 (busyapi
+#                              killed the same way, restarted, drained)
 #   scripts/bench.sh all       all of the above
 #
 # Settings (environment):
@@ -24,6 +30,9 @@
 #   BENCH_STALL_S         a drain stuck this long is an error   default 60
 #   BENCH_OHA_RATE        oha's fixed request rate              default 18000
 #   BENCH_TMPDIR          where data directories go             default target/bench-tmp
+#   BENCH_NODE_CONNECTIONS wrk connections in the node mode     default 50
+#   BENCH_KILL_AFTER_S    load before the kill -9 (node mode)   default 5
+#   BENCH_NODE_LOG_USAGES the original's console.log per POST   default 1
 #
 # Every run's raw output (wrk, oha, server logs) is kept in
 # bench/results/<date>-<mode>/. The numbers mean something only on an
@@ -45,9 +54,15 @@ OHA_RATE="${BENCH_OHA_RATE:-18000}"
 # One contract-shaped body for oha, which sends a fixed body.
 OHA_BODY='{"patientId": "100", "timestamp": "Tue Nov 01 2016 09:11:51 GMT-0500 (CDT)", "medication": "Albuterol"}'
 PY="$ROOT/.venv/bin/python"
+NODE_DIR="$ROOT/bench/node-original"
+NODE_CONNECTIONS="${BENCH_NODE_CONNECTIONS:-50}"
+KILL_AFTER_S="${BENCH_KILL_AFTER_S:-5}"
+NODE_LOG_USAGES="${BENCH_NODE_LOG_USAGES:-1}"
+# The node mode measures with -c50, as the original was measured.
+if [[ "$MODE" == node ]]; then CONNECTIONS="$NODE_CONNECTIONS"; fi
 
 case "$MODE" in
-  usages | ingest | mixed | metrics | e2e | open-loop | all) ;;
+  usages | ingest | mixed | metrics | e2e | open-loop | node | all) ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
@@ -519,6 +534,176 @@ mode_open_loop() {
   stop_started "$STARTED_PID"
 }
 
+# ---------------------------------------------------------------- node original
+
+# npm ci in bench/node-original when node_modules is missing (or older than
+# the lock file).
+ensure_node_original() {
+  command -v node >/dev/null || die "node is not installed (the node mode needs Node 20 and npm)"
+  local stamp="$NODE_DIR/node_modules/.package-lock.json"
+  if [[ ! -f "$stamp" || "$NODE_DIR/package-lock.json" -nt "$stamp" ]]; then
+    echo "== npm ci in bench/node-original"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund) >"$RESULTS/npm-ci.log" 2>&1 ||
+      { cat "$RESULTS/npm-ci.log" >&2; die "npm ci failed"; }
+  fi
+}
+
+node_pkg_version() {
+  node -p "require('$NODE_DIR/node_modules/$1/package.json').version"
+}
+
+# start_node NAME PORT MONGODB_URI: the Node original; sets STARTED_PID (the
+# node process itself, so kill -9 reaches it). It runs as `npm start` runs
+# the original: NODE_ENV unset, i.e. express's "development", with morgan's
+# request log on (bench/usages.lua sends only valid bodies, so the
+# development error pages never show).
+start_node() {
+  local name="$1" port="$2" uri="$3"
+  local log="$RESULTS/$name.server.log"
+  PORT="$port" MONGODB_URI="$uri" NODE_ENV=development LOG_USAGES="$NODE_LOG_USAGES" \
+    node "$NODE_DIR/server.js" >"$log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+  wait_http "http://127.0.0.1:$port/" "$STARTED_PID" "$log"
+}
+
+# settled_count URI DB COLLECTION: the document count once two reads a
+# second apart agree (inserts sent before a kill may still be landing).
+settled_count() {
+  local prev=-1 n=-1 _
+  for _ in $(seq 1 30); do
+    n="$("$PY" bench/mongo_bench.py count "$@")"
+    [[ "$n" == "$prev" ]] && break
+    prev="$n"
+    sleep 1
+  done
+  echo "$n"
+}
+
+# kill_under_load NAME URL PID: drives URL with bench/node-original/ids.lua
+# (statuses and ids tallied), kill -9s PID after KILL_AFTER_S seconds, then
+# stops wrk with SIGINT (it still reports). Sets LAST_BENCH and LAST_IDS;
+# the distinct ids go to $WORK/NAME.ids.
+kill_under_load() {
+  local name="$1" url="$2" pid="$3" out="$RESULTS/$1.wrk.txt" wrk_pid
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d600s --latency -s bench/node-original/ids.lua \
+    "$url" -- "ids_file=$WORK/$name.ids" >"$out" 2>&1 &
+  wrk_pid=$!
+  PIDS+=("$wrk_pid")
+  sleep "$KILL_AFTER_S"
+  kill -0 "$wrk_pid" 2>/dev/null || { cat "$out" >&2; die "wrk exited early ($name)"; }
+  kill -KILL "$pid"
+  wait "$pid" 2>/dev/null || true
+  stop_started "$pid"
+  sleep 0.5
+  kill -INT "$wrk_pid" 2>/dev/null || true
+  wait "$wrk_pid" 2>/dev/null || true
+  stop_started "$wrk_pid"
+  LAST_BENCH="$(grep '^BENCH ' "$out" | tail -1)"
+  LAST_IDS="$(grep '^IDS ' "$out" | tail -1)"
+  [[ -n "$LAST_BENCH" && -n "$LAST_IDS" ]] || { cat "$out" >&2; die "wrk printed no BENCH/IDS line ($name)"; }
+}
+
+# The Node/Express original (bench/node-original/server.js) against busyapi,
+# each on a fresh dev MongoDB, then the original's flaws measured.
+mode_node() {
+  [[ -x "$PY" ]] || scripts/dev-mongo.sh install
+  ensure_node_original
+  local CONNECTIONS="$NODE_CONNECTIONS"
+  local mport uri port n_rps n_p99 u_rps u_p99 requests n201 distinct docs lost line missing t0
+  echo
+  echo "== node: the Node/Express original vs busyapi, each with a fresh dev MongoDB live;" \
+    "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, bench/usages.lua"
+  echo "node $(node --version), express $(node_pkg_version express), mongodb driver $(node_pkg_version mongodb);" \
+    "the original's console.log per POST $([[ "$NODE_LOG_USAGES" == 0 ]] && echo off || echo on)"
+
+  mport="$(free_port)"
+  start_mongo "$mport" "$WORK/mongo-node"
+  uri="mongodb://127.0.0.1:$mport"
+  port="$(free_port)"
+  start_node node "$port" "$uri"
+  run_wrk node bench/usages.lua "http://127.0.0.1:$port"
+  print_run "node original" "$LAST_BENCH" "   peak RSS $(peak_rss_mib "$STARTED_PID") MiB"
+  n_rps="$(bench_field "$LAST_BENCH" rps)"
+  n_p99="$(bench_field "$LAST_BENCH" p99_ms)"
+  requests="$(bench_field "$LAST_BENCH" requests)"
+  # SIGTERM: the original has no shutdown hook, so the array's tail is gone.
+  stop_started "$STARTED_PID"
+  echo "   documents in MongoDB after SIGTERM: $(settled_count "$uri" busyapi_node usages) of $requests requests answered"
+  stop_mongo "$mport"
+
+  # Prepared like e2e's (collection and busyapi's index created first).
+  mport="$(free_port)"
+  start_prepared_mongo "$mport" "$WORK/mongo-busyapi"
+  uri="mongodb://127.0.0.1:$mport"
+  port="$(free_port)"
+  start_busyapi node-busyapi "$port" "$uri"
+  run_wrk node-busyapi bench/usages.lua "http://127.0.0.1:$port"
+  print_run "busyapi" "$LAST_BENCH" "   peak RSS $(peak_rss_mib "$STARTED_PID") MiB"
+  u_rps="$(bench_field "$LAST_BENCH" rps)"
+  u_p99="$(bench_field "$LAST_BENCH" p99_ms)"
+  stop_started "$STARTED_PID"
+  stop_mongo "$mport"
+  echo "ratio busyapi/node: requests/s $(ratio "$u_rps" "$n_rps"), p99 $(ratio "$u_p99" "$n_p99")"
+
+  echo
+  echo "== node flaws: bench/node-original/ids.lua (every status and id tallied), kill -9 after ${KILL_AFTER_S}s of load;" \
+    "a fresh dev MongoDB each"
+  mport="$(free_port)"
+  start_mongo "$mport" "$WORK/mongo-node-kill"
+  uri="mongodb://127.0.0.1:$mport"
+  port="$(free_port)"
+  start_node node-kill "$port" "$uri"
+  kill_under_load node-kill "http://127.0.0.1:$port" "$STARTED_PID"
+  n201="$(bench_field "$LAST_BENCH" n201)"
+  distinct="$(bench_field "$LAST_IDS" distinct)"
+  docs="$(settled_count "$uri" busyapi_node usages)"
+  stop_mongo "$mport"
+  lost=$((n201 - docs))
+  echo "node original  (a) ids:     $n201 acknowledged, $distinct distinct ids" \
+    "($(bench_field "$LAST_IDS" min)..$(bench_field "$LAST_IDS" max))"
+  if ((lost >= 0)); then
+    echo "node original  (b) kill -9: $n201 acknowledged, $docs documents in MongoDB: lost $lost acknowledged records"
+  else
+    echo "node original  (b) kill -9: $n201 acknowledged, $docs documents in MongoDB: lost none" \
+      "($((-lost)) more documents than 201s read)"
+  fi
+
+  mport="$(free_port)"
+  start_prepared_mongo "$mport" "$WORK/mongo-busyapi-kill"
+  uri="mongodb://127.0.0.1:$mport"
+  port="$(free_port)"
+  start_busyapi busyapi-kill "$port" "$uri"
+  kill_under_load busyapi-kill "http://127.0.0.1:$port" "$STARTED_PID"
+  n201="$(bench_field "$LAST_BENCH" n201)"
+  distinct="$(bench_field "$LAST_IDS" distinct)"
+  echo "busyapi        (a) ids:     $n201 acknowledged, $distinct distinct ids" \
+    "($(bench_field "$LAST_IDS" min)..$(bench_field "$LAST_IDS" max))"
+  # The same data directory ($WORK/busyapi-kill-data): the WAL replays.
+  mv "$RESULTS/busyapi-kill.server.log" "$RESULTS/busyapi-kill.before-kill.server.log"
+  port="$(free_port)"
+  t0="$(now_s)"
+  start_busyapi busyapi-kill "$port" "$uri"
+  wait_drained "$port" 0
+  line="$("$PY" bench/node-original/acked_ids.py "$uri" bench usages "$WORK/busyapi-kill.ids" |
+    tee "$RESULTS/busyapi-kill.acked.txt")"
+  docs="$(bench_field "$line" documents)"
+  missing="$(bench_field "$line" missing)"
+  echo "busyapi        (b) kill -9: restarted on the same data directory, drained" \
+    "$(awk -v a="$t0" -v b="$DRAIN_END_S" 'BEGIN { printf "%.1f", b - a }') s after the restart;" \
+    "$n201 acknowledged, $docs documents in MongoDB, $missing acknowledged ids missing:" \
+    "lost $missing acknowledged records"
+  if [[ "$missing" == 0 && "$(bench_field "$line" ids)" == "$n201" ]]; then
+    echo "CHECK OK: every acknowledged id is a document in MongoDB" \
+      "($((docs - n201)) more documents: requests committed whose 201 wrk never read)"
+  else
+    echo "CHECK FAILED: $missing of $n201 acknowledged ids missing (see $RESULTS/busyapi-kill.acked.txt)"
+    E2E_FAILED=1
+  fi
+  stop_started "$STARTED_PID"
+  stop_mongo "$mport"
+}
+
 # ---------------------------------------------------------------- main
 
 E2E_FAILED=0
@@ -535,6 +720,7 @@ case "$MODE" in
   metrics) mode_metrics ;;
   e2e) mode_e2e ;;
   open-loop) mode_open_loop ;;
+  node) mode_node ;;
   all)
     # One per line: a function called as part of an && list runs with
     # `set -e` switched off.
@@ -544,6 +730,7 @@ case "$MODE" in
     mode_metrics
     mode_open_loop
     mode_e2e
+    mode_node
     ;;
 esac
 exit "$E2E_FAILED"
