@@ -255,75 +255,12 @@ impl Args {
         let workers = self
             .workers
             .unwrap_or_else(|| core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)));
-        check(self.node_id <= NODE_ID_MAX, "node-id", || {
-            format!("must be 0 to {NODE_ID_MAX}")
-        })?;
         check((1..=1024).contains(&workers), "workers", || {
             "must be 1 to 1024".into()
         })?;
-        check(
-            self.wal_max_bytes >= WAL_MAX_BYTES_MIN,
-            "wal-max-bytes",
-            || format!("must be at least {WAL_MAX_BYTES_MIN}"),
-        )?;
-        check(
-            (64..=BODY_BYTES_MAX_LIMIT as u64).contains(&self.max_body_bytes),
-            "max-body-bytes",
-            || format!("must be 64 to {BODY_BYTES_MAX_LIMIT}"),
-        )?;
-        check(
-            (1..=FLUSH_MAX_RECORDS_LIMIT).contains(&self.flush_max_records),
-            "flush-max-records",
-            || format!("must be 1 to {FLUSH_MAX_RECORDS_LIMIT}"),
-        )?;
-        check(
-            (1..=60_000).contains(&self.flush_interval_ms),
-            "flush-interval-ms",
-            || "must be 1 to 60000".into(),
-        )?;
-        check(
-            (1..=16).contains(&self.flush_concurrency),
-            "flush-concurrency",
-            || "must be 1 to 16".into(),
-        )?;
-        check(
-            self.shutdown_grace_secs <= 3600,
-            "shutdown-grace-secs",
-            || "must be at most 3600".into(),
-        )?;
-        check(
-            self.shutdown_drain_ms <= 60_000,
-            "shutdown-drain-ms",
-            || "must be at most 60000".into(),
-        )?;
-        for (flag, v) in [
-            ("header-read-timeout-ms", self.header_read_timeout_ms),
-            ("body-read-timeout-ms", self.body_read_timeout_ms),
-            ("idle-timeout-ms", self.idle_timeout_ms),
-        ] {
-            check((100..=3_600_000).contains(&v), flag, || {
-                "must be 100 to 3600000".into()
-            })?;
-        }
-        check(self.max_connections >= 1, "max-connections", || {
-            "must be at least 1".into()
-        })?;
-        check(
-            self.mongodb_uri.starts_with("mongodb://")
-                || self.mongodb_uri.starts_with("mongodb+srv://"),
-            "mongodb-uri",
-            || "must start with mongodb:// or mongodb+srv://".into(),
-        )?;
-        for (flag, name) in [
-            ("database", &self.database),
-            ("collection", &self.collection),
-        ] {
-            check(
-                !name.is_empty() && !name.contains(['$', '\0', '/', ' ']),
-                flag,
-                || "must be non-empty, without '$', '/', spaces or NUL".into(),
-            )?;
-        }
+        self.check_sizes()?;
+        self.check_times()?;
+        self.check_names()?;
         Ok(Config {
             listen: self.listen,
             data_dir: self.data_dir,
@@ -347,6 +284,92 @@ impl Args {
             max_connections: self.max_connections,
             metrics: self.metrics,
         })
+    }
+
+    /// Ids, sizes and counts.
+    fn check_sizes(&self) -> Result<(), ConfigError> {
+        check(self.node_id <= NODE_ID_MAX, "node-id", || {
+            format!("must be 0 to {NODE_ID_MAX}")
+        })?;
+        check(
+            self.wal_max_bytes >= WAL_MAX_BYTES_MIN,
+            "wal-max-bytes",
+            || format!("must be at least {WAL_MAX_BYTES_MIN}"),
+        )?;
+        check(
+            (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_LIMIT).contains(&self.wal_segment_bytes),
+            "wal-segment-bytes",
+            || format!("must be {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_LIMIT}"),
+        )?;
+        check(
+            (64..=BODY_BYTES_MAX_LIMIT as u64).contains(&self.max_body_bytes),
+            "max-body-bytes",
+            || format!("must be 64 to {BODY_BYTES_MAX_LIMIT}"),
+        )?;
+        check(
+            (1..=FLUSH_MAX_RECORDS_LIMIT).contains(&self.flush_max_records),
+            "flush-max-records",
+            || format!("must be 1 to {FLUSH_MAX_RECORDS_LIMIT}"),
+        )?;
+        check(
+            (1..=16).contains(&self.flush_concurrency),
+            "flush-concurrency",
+            || "must be 1 to 16".into(),
+        )?;
+        check(self.max_connections >= 1, "max-connections", || {
+            "must be at least 1".into()
+        })
+    }
+
+    /// Intervals and timeouts.
+    fn check_times(&self) -> Result<(), ConfigError> {
+        check(
+            (1..=60_000).contains(&self.flush_interval_ms),
+            "flush-interval-ms",
+            || "must be 1 to 60000".into(),
+        )?;
+        check(
+            self.shutdown_grace_secs <= 3600,
+            "shutdown-grace-secs",
+            || "must be at most 3600".into(),
+        )?;
+        check(
+            self.shutdown_drain_ms <= 60_000,
+            "shutdown-drain-ms",
+            || "must be at most 60000".into(),
+        )?;
+        for (flag, v) in [
+            ("header-read-timeout-ms", self.header_read_timeout_ms),
+            ("body-read-timeout-ms", self.body_read_timeout_ms),
+            ("idle-timeout-ms", self.idle_timeout_ms),
+        ] {
+            check((100..=3_600_000).contains(&v), flag, || {
+                "must be 100 to 3600000".into()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The MongoDB connection string (parsed, without any network access)
+    /// and the namespace.
+    fn check_names(&self) -> Result<(), ConfigError> {
+        if let Err(e) = mongodb::options::ConnectionString::parse(&self.mongodb_uri) {
+            return Err(ConfigError::Invalid {
+                flag: "mongodb-uri",
+                reason: e.to_string(),
+            });
+        }
+        for (flag, name) in [
+            ("database", &self.database),
+            ("collection", &self.collection),
+        ] {
+            check(
+                !name.is_empty() && !name.contains(['$', '\0', '/', ' ']),
+                flag,
+                || "must be non-empty, without '$', '/', spaces or NUL".into(),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -384,6 +407,8 @@ mod tests {
             (&["--idle-timeout-ms", "1"][..], "idle-timeout-ms"),
             (&["--mongodb-uri", "http://x"][..], "mongodb-uri"),
             (&["--collection", "a$b"][..], "collection"),
+            (&["--wal-segment-bytes", "1KiB"][..], "wal-segment-bytes"),
+            (&["--mongodb-uri", "mongodb://"][..], "mongodb-uri"),
         ] {
             match load(args) {
                 Err(ConfigError::Invalid { flag: f, .. }) => assert_eq!(f, flag),

@@ -274,7 +274,7 @@ struct Scrape {
 
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let t = &self.totals;
+        let (t, g) = (&self.totals, &*GLOBAL);
         let mut fam = enc.encode_descriptor(
             "busyapi_http_requests",
             "HTTP responses by route and status.",
@@ -286,113 +286,99 @@ impl Collector for Scrape {
             let labels = [("route", *route), ("status", status.as_str())];
             ConstCounter::new(*n).encode(fam.encode_family(&labels)?)?;
         }
-        counter(
-            &mut enc,
-            "busyapi_records_acknowledged",
-            "Records acknowledged with a 201 (durable in the WAL).",
-            t.acknowledged,
-        )?;
-        let g = &*GLOBAL;
-        counter(
-            &mut enc,
-            "busyapi_records_flushed",
-            "Records confirmed by MongoDB.",
-            g.records_flushed.load(Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "busyapi_records_replayed_duplicate",
-            "Replayed records MongoDB already had (duplicate key).",
-            g.records_replayed_duplicate.load(Relaxed),
-        )?;
         let mut fam = enc.encode_descriptor(
             "busyapi_mongo_errors",
-            "Failed MongoDB batches by kind.",
+            "Failed MongoDB calls by kind.",
             None,
             MetricType::Counter,
         )?;
         for (kind, n) in MONGO_ERROR_KINDS.iter().zip(&g.mongo_errors) {
             ConstCounter::new(n.load(Relaxed)).encode(fam.encode_family(&[("kind", *kind)])?)?;
         }
-        histogram(
-            &mut enc,
-            "busyapi_wal_fsync_seconds",
-            "Time of one WAL fdatasync.",
-            &g.fsync_seconds,
-        )?;
-        histogram(
-            &mut enc,
-            "busyapi_wal_commit_records",
-            "Records per group commit.",
-            &g.commit_records,
-        )?;
-        histogram(
-            &mut enc,
-            "busyapi_flush_batch_seconds",
-            "Time of one insert_many batch.",
-            &g.flush_seconds,
-        )?;
-        histogram(
-            &mut enc,
-            "busyapi_flush_batch_records",
-            "Records per insert_many batch.",
-            &g.flush_records,
-        )?;
-        let gg = &self.gauges;
-        gauge(
-            &mut enc,
-            "busyapi_wal_backlog_records",
-            "Records in the WAL not yet in MongoDB.",
-            gg.wal_backlog_records as i64,
-        )?;
-        gauge(
-            &mut enc,
-            "busyapi_wal_backlog_bytes",
-            "WAL bytes not yet in MongoDB.",
-            gg.wal_backlog_bytes as i64,
-        )?;
-        gauge(
-            &mut enc,
-            "busyapi_wal_segments",
-            "WAL segment files on disk.",
-            gg.wal_segments as i64,
-        )?;
-        gauge(
-            &mut enc,
-            "busyapi_wal_writable",
-            "1 while WAL appends succeed.",
-            i64::from(gg.wal_writable),
-        )?;
-        gauge(
-            &mut enc,
-            "busyapi_mongo_up",
-            "1 while MongoDB accepts writes.",
-            i64::from(gg.mongo_up),
-        )?;
-        gauge(
-            &mut enc,
-            "busyapi_ready",
-            "1 while /readyz answers 200.",
-            i64::from(gg.ready),
-        )?;
-        gauge(
-            &mut enc,
-            "busyapi_connections_open",
-            "Open client connections.",
-            g.connections_open.load(Relaxed) as i64,
-        )?;
-        counter(
-            &mut enc,
-            "busyapi_connections_refused",
-            "Connections closed at once because the cap was reached.",
-            g.connections_refused.load(Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "busyapi_connections_timed_out",
-            "Connections closed by a read timeout.",
-            g.connections_timed_out.load(Relaxed),
-        )?;
+        self.counters(&mut enc)?;
+        histograms(&mut enc)?;
+        self.gauges(&mut enc)
+    }
+}
+
+impl Scrape {
+    fn counters(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (t, g) = (&self.totals, &*GLOBAL);
+        let counters = [
+            (
+                "busyapi_records_acknowledged",
+                "Records acknowledged with a 201 (durable in the WAL).",
+                t.acknowledged,
+            ),
+            (
+                "busyapi_records_flushed",
+                "Records confirmed by MongoDB.",
+                g.records_flushed.load(Relaxed),
+            ),
+            (
+                "busyapi_records_replayed_duplicate",
+                "Replayed records MongoDB already had (duplicate key).",
+                g.records_replayed_duplicate.load(Relaxed),
+            ),
+            (
+                "busyapi_connections_refused",
+                "Connections closed at once because the cap was reached.",
+                g.connections_refused.load(Relaxed),
+            ),
+            (
+                "busyapi_connections_timed_out",
+                "Connections closed by a read timeout.",
+                g.connections_timed_out.load(Relaxed),
+            ),
+        ];
+        for (name, help, v) in counters {
+            counter(enc, name, help, v)?;
+        }
+        Ok(())
+    }
+
+    fn gauges(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (g, gg) = (&*GLOBAL, &self.gauges);
+        let gauges = [
+            (
+                "busyapi_wal_backlog_records",
+                "Records in the WAL not yet in MongoDB.",
+                gg.wal_backlog_records as i64,
+            ),
+            (
+                "busyapi_wal_backlog_bytes",
+                "WAL bytes not yet in MongoDB.",
+                gg.wal_backlog_bytes as i64,
+            ),
+            (
+                "busyapi_wal_segments",
+                "WAL segment files on disk.",
+                gg.wal_segments as i64,
+            ),
+            (
+                "busyapi_wal_writable",
+                "1 while WAL appends succeed.",
+                i64::from(gg.wal_writable),
+            ),
+            (
+                "busyapi_mongo_up",
+                "1 while MongoDB answers.",
+                i64::from(gg.mongo_up),
+            ),
+            (
+                "busyapi_ready",
+                "1 while /readyz answers 200.",
+                i64::from(gg.ready),
+            ),
+            (
+                "busyapi_connections_open",
+                "Open client connections.",
+                g.connections_open.load(Relaxed) as i64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            gauge(enc, name, help, v)?;
+        }
         let up = ConstGauge::new(gg.uptime_seconds);
         up.encode(enc.encode_descriptor(
             "busyapi_uptime_seconds",
@@ -401,6 +387,36 @@ impl Collector for Scrape {
             up.metric_type(),
         )?)
     }
+}
+
+fn histograms(enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let g = &*GLOBAL;
+    let histograms = [
+        (
+            "busyapi_wal_fsync_seconds",
+            "Time of one WAL fdatasync.",
+            &g.fsync_seconds,
+        ),
+        (
+            "busyapi_wal_commit_records",
+            "Records per group commit.",
+            &g.commit_records,
+        ),
+        (
+            "busyapi_flush_batch_seconds",
+            "Time of one insert batch.",
+            &g.flush_seconds,
+        ),
+        (
+            "busyapi_flush_batch_records",
+            "Records per insert batch.",
+            &g.flush_records,
+        ),
+    ];
+    for (name, help, h) in histograms {
+        histogram(enc, name, help, h)?;
+    }
+    Ok(())
 }
 
 fn counter(

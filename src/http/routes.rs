@@ -1,6 +1,7 @@
 //! What each path answers. Usages are handled by the connection (they go
 //! through the WAL); everything else is answered here from [`App`] state.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::ApiError;
@@ -68,32 +69,14 @@ pub fn precheck(head: &Head<'_>, action: Action, app: &App) -> Result<(), ApiErr
 
 /// Answers a non-ingest action; returns the status written.
 pub fn respond(action: Action, app: &App, out: &mut Vec<u8>, conn: Conn, head_only: bool) -> u16 {
-    match action {
-        Action::Healthz => {
-            response::write(
-                out,
-                200,
-                response::JSON,
-                br#"{"status": "ok"}"#,
-                conn,
-                &[],
-                head_only,
-            );
-            200
-        }
+    let body: Page = match action {
+        Action::Healthz => (response::JSON, Cow::Borrowed(br#"{"status": "ok"}"#), &[]),
         Action::Readyz => match app.readiness() {
-            Ok(()) => {
-                response::write(
-                    out,
-                    200,
-                    response::JSON,
-                    br#"{"status": "ready"}"#,
-                    conn,
-                    &[],
-                    head_only,
-                );
-                200
-            }
+            Ok(()) => (
+                response::JSON,
+                Cow::Borrowed(br#"{"status": "ready"}"#),
+                &[],
+            ),
             Err(why) => {
                 let e = ApiError::NotReady(why);
                 response::write_error(
@@ -104,56 +87,50 @@ pub fn respond(action: Action, app: &App, out: &mut Vec<u8>, conn: Conn, head_on
                     e.extra_headers(),
                     head_only,
                 );
-                503
+                return 503;
             }
         },
-        Action::Metrics => {
-            let text = metrics::render(app.gauges());
-            response::write(
-                out,
-                200,
-                metrics::CONTENT_TYPE,
-                text.as_bytes(),
-                conn,
-                &[],
-                head_only,
-            );
-            200
-        }
-        Action::Stats => {
-            let body = stats_json(app);
-            response::write(
-                out,
-                200,
-                response::JSON,
-                body.as_bytes(),
-                conn,
-                &[("Cache-Control", "no-store")],
-                head_only,
-            );
-            200
-        }
-        Action::StatusPage => {
-            let headers = [
-                ("Cache-Control", "no-store"),
-                ("Content-Security-Policy", CSP),
-            ];
-            response::write(
-                out,
-                200,
-                "text/html; charset=utf-8",
-                STATUS_PAGE.as_bytes(),
-                conn,
-                &headers,
-                head_only,
-            );
-            200
-        }
+        Action::Metrics => (
+            metrics::CONTENT_TYPE,
+            Cow::Owned(metrics::render(app.gauges()).into_bytes()),
+            &[],
+        ),
+        Action::Stats => (
+            response::JSON,
+            Cow::Owned(stats_json(app).into_bytes()),
+            NO_STORE,
+        ),
+        Action::StatusPage => (
+            "text/html; charset=utf-8",
+            Cow::Borrowed(STATUS_PAGE.as_bytes()),
+            PAGE_HEADERS,
+        ),
         Action::Ingest => {
-            unreachable!("usages are answered by the connection after the WAL commit")
+            // The connection answers usages after their WAL commit; reaching
+            // here is a routing bug, answered rather than panicked on.
+            response::write_error(out, 500, "internal routing error", conn, &[], head_only);
+            return 500;
         }
-    }
+    };
+    let (content_type, bytes, headers) = body;
+    response::write(out, 200, content_type, &bytes, conn, headers, head_only);
+    200
 }
+
+/// A 200's content type, body and extra headers.
+type Page = (
+    &'static str,
+    Cow<'static, [u8]>,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Live numbers are never cached.
+const NO_STORE: &[(&str, &str)] = &[("Cache-Control", "no-store")];
+/// The status page: never cached, and it may load nothing from elsewhere.
+const PAGE_HEADERS: &[(&str, &str)] = &[
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", CSP),
+];
 
 /// The page may load nothing from elsewhere; its script and style are inline.
 const CSP: &str =

@@ -176,39 +176,12 @@ pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalE
     let ckpt = checkpoint::load(dir)?;
     let nos = segment::list(dir)?;
     let resume_no = ckpt.map_or(0, |c| c.segment_no);
-    let mut views = VecDeque::new();
-    let (mut seq_floor, mut backlog_bytes, mut backlog_records) =
-        (ckpt.map_or(0, |c| c.last_seq), 0, 0);
-    for &no in &nos {
-        if no < resume_no {
-            // Delivered and checkpointed, but the process stopped before
-            // deleting it.
-            fs::remove_file(segment::path_of(dir, no))
-                .map_err(|e| WalError::io("delete a delivered segment", e))?;
-            continue;
-        }
-        let from = match ckpt {
-            Some(c) if c.segment_no == no => c.offset.max(HEADER_BYTES),
-            _ => HEADER_BYTES,
-        };
-        let Some(scan) = segment::recover(dir, no, node_id, from)? else {
-            continue;
-        };
-        // Cut bytes may have held records whose ids were handed out (and
-        // maybe delivered): skip as many ids as could have fit in them.
-        let cut_ids = scan.torn_tail_bytes / record::FRAME_BYTES_MIN as u64;
-        seq_floor = seq_floor
-            .max(scan.header.base_seq.saturating_sub(1))
-            .max(scan.last_id.map_or(0, |id| id & SEQ_MAX) + cut_ids);
-        backlog_bytes += scan.end.saturating_sub(from);
-        backlog_records += scan.pending_records;
-        views.push_back(SegmentView {
-            no,
-            committed_end: scan.end,
-            sealed: true,
-            damaged: scan.damaged,
-        });
-    }
+    let Recovered {
+        mut views,
+        seq_floor,
+        backlog_bytes,
+        backlog_records,
+    } = recover_all(dir, node_id, ckpt, &nos)?;
     segment::sync_dir(dir);
     let next_seq = seq_floor + 1;
     if next_seq > SEQ_MAX {
@@ -224,13 +197,7 @@ pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalE
         segment_no: new_no,
         base_seq: next_seq,
     };
-    segment::discard_partial_spare(dir);
-    if let Err(e) = segment::prepare_spare(dir, segment_bytes) {
-        log::warn!(
-            "could not preallocate a WAL segment ({e}); appends will also update file metadata"
-        );
-    }
-    let file = segment::create(dir, header, segment_bytes)?;
+    let file = start_active(dir, header, segment_bytes)?;
     views.push_back(SegmentView {
         no: new_no,
         committed_end: HEADER_BYTES,
@@ -274,6 +241,76 @@ pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalE
         active,
         resume,
     })
+}
+
+/// Creates the new active segment, preallocated from a spare when one can
+/// be made (a failure there is not fatal: the segment is then a plain file).
+fn start_active(dir: &Path, header: Header, segment_bytes: u64) -> Result<fs::File, WalError> {
+    segment::discard_partial_spare(dir);
+    if let Err(e) = segment::prepare_spare(dir, segment_bytes) {
+        log::warn!(
+            "could not preallocate a WAL segment ({e}); appends will also update file metadata"
+        );
+    }
+    segment::create(dir, header, segment_bytes)
+}
+
+/// What the existing segments hold.
+struct Recovered {
+    views: VecDeque<SegmentView>,
+    /// The highest sequence number that may have been handed out.
+    seq_floor: u64,
+    backlog_bytes: u64,
+    backlog_records: u64,
+}
+
+/// Recovers every segment (see [`segment::recover`]) and deletes the ones
+/// the checkpoint has already passed.
+fn recover_all(
+    dir: &Path,
+    node_id: u32,
+    ckpt: Option<Checkpoint>,
+    nos: &[u64],
+) -> Result<Recovered, WalError> {
+    let resume_no = ckpt.map_or(0, |c| c.segment_no);
+    let mut r = Recovered {
+        views: VecDeque::new(),
+        seq_floor: ckpt.map_or(0, |c| c.last_seq),
+        backlog_bytes: 0,
+        backlog_records: 0,
+    };
+    for &no in nos {
+        if no < resume_no {
+            // Delivered and checkpointed, but the process stopped before
+            // deleting it.
+            fs::remove_file(segment::path_of(dir, no))
+                .map_err(|e| WalError::io("delete a delivered segment", e))?;
+            continue;
+        }
+        let from = match ckpt {
+            Some(c) if c.segment_no == no => c.offset.max(HEADER_BYTES),
+            _ => HEADER_BYTES,
+        };
+        let Some(scan) = segment::recover(dir, no, node_id, from)? else {
+            continue;
+        };
+        // Cut bytes may have held records whose ids were handed out (and
+        // maybe delivered): skip as many ids as could have fit in them.
+        let cut_ids = scan.torn_tail_bytes / record::FRAME_BYTES_MIN as u64;
+        r.seq_floor = r
+            .seq_floor
+            .max(scan.header.base_seq.saturating_sub(1))
+            .max(scan.last_id.map_or(0, |id| id & SEQ_MAX) + cut_ids);
+        r.backlog_bytes += scan.end.saturating_sub(from);
+        r.backlog_records += scan.pending_records;
+        r.views.push_back(SegmentView {
+            no,
+            committed_end: scan.end,
+            sealed: true,
+            damaged: scan.damaged,
+        });
+    }
+    Ok(r)
 }
 
 /// Takes the data directory's lock, or says who holds it. The kernel drops
