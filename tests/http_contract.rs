@@ -29,7 +29,7 @@ mod usages;
 
 use std::time::Duration;
 
-use common::{Http, Opts, Response, Server, USAGE};
+use common::{Http, Opts, Response, Server, USAGE, assert_error};
 
 /// Ids must stay exact in a JavaScript number.
 const ID_MAX: u64 = 1 << 53;
@@ -84,33 +84,11 @@ fn extra_headers(n: usize) -> String {
     (0..n).map(|i| format!("X-Extra-{i}: v\r\n")).collect()
 }
 
-/// `(acknowledged, lastId)` from `/api/stats`: what has been written.
-fn written(s: &Server) -> (u64, u64) {
-    let stats = s.stats();
-    let n = |k: &str| {
-        stats[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{k} in {stats}"))
-    };
-    (n("acknowledged"), n("lastId"))
-}
-
 /// Sends `raw` on a fresh connection and reads one response.
 fn exchange(s: &Server, raw: &[u8]) -> Response {
     let mut c = s.connect();
     c.send(raw);
     c.response()
-}
-
-/// A refusal: `status`, and a JSON body whose `error` contains `needle`.
-fn assert_error(r: &Response, status: u16, needle: &str) {
-    assert_eq!(r.status, status, "wanted {status} ({needle}): {}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    let error = r.error();
-    assert!(
-        error.contains(needle),
-        "{status}: {error:?} does not say {needle:?}"
-    );
 }
 
 /// A refusal after which the server closes, because the framing of what
@@ -135,7 +113,7 @@ fn assert_refused(s: &Server, raw: &[u8], status: u16, needle: &str) {
 /// On a fresh server: nothing was written, and the next good usage gets
 /// the first id.
 fn assert_nothing_written(s: &Server) {
-    assert_eq!(written(s), (0, 0), "a refused request was written");
+    assert_eq!(s.written(), (0, 0), "a refused request was written");
     assert_eq!(
         s.post(USAGE).id(),
         1,
@@ -160,7 +138,7 @@ fn assert_still_serving(s: &mut Server) {
         "busyapi panicked; log:\n{}",
         s.logs()
     );
-    let last = written(s).1;
+    let last = s.written().1;
     assert_eq!(s.post(USAGE).id(), last + 1);
 }
 

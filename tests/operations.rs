@@ -35,100 +35,17 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Http, Mongo, Response, Server, wait_for};
+use common::{
+    DELIVERY, Http, Mongo, Response, Scrape, Server, assert_error, fresh_usages, metric,
+    post_request, wait_drained, wait_for,
+};
 
-/// Time for a backlog to reach MongoDB: the dev server stores ~13-16K
-/// documents a second, and other suites may share the two cores.
-const DELIVERY: Duration = Duration::from_secs(120);
 /// The smallest `--wal-max-bytes`, used to reach the quota quickly.
 const QUOTA_BYTES: u64 = 1 << 20;
 /// Longest accepted patientId and medication, in bytes: usages this big
 /// fill the quota in few requests.
 const PATIENT_ID_BYTES_MAX: usize = 128;
 const MEDICATION_BYTES_MAX: usize = 200;
-
-/// One scrape of `/metrics`.
-struct Scrape {
-    text: String,
-}
-
-impl Scrape {
-    fn of(s: &Server) -> Scrape {
-        let r = s.get("/metrics");
-        assert_eq!(r.status, 200, "{}", r.text());
-        Scrape { text: r.text() }
-    }
-
-    /// The value of one series, e.g. `name_count` or `name_total{kind="x"}`.
-    fn try_value(&self, series: &str) -> Option<f64> {
-        self.text.lines().find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().expect("a number"))
-        })
-    }
-
-    fn value(&self, series: &str) -> f64 {
-        self.try_value(series)
-            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{}", self.text))
-    }
-
-    /// The declared type of a family (`# TYPE family kind`).
-    fn type_of(&self, family: &str) -> Option<&str> {
-        self.text.lines().find_map(|l| {
-            let rest = l.strip_prefix("# TYPE ")?;
-            let (name, kind) = rest.split_once(' ')?;
-            (name == family).then_some(kind)
-        })
-    }
-
-    /// The buckets of a histogram, `(le, cumulative count)` in order.
-    fn buckets(&self, family: &str) -> Vec<(String, f64)> {
-        let prefix = format!("{family}_bucket{{le=\"");
-        self.text
-            .lines()
-            .filter_map(|l| {
-                let rest = l.strip_prefix(&prefix)?;
-                let (le, value) = rest.split_once("\"} ")?;
-                Some((le.to_owned(), value.parse().expect("a count")))
-            })
-            .collect()
-    }
-}
-
-/// One series of `/metrics`, scraped now.
-fn metric(s: &Server, series: &str) -> f64 {
-    Scrape::of(s).value(series)
-}
-
-/// An unsigned number from `/api/stats`.
-fn stat(s: &Server, key: &str) -> u64 {
-    let stats = s.stats();
-    stats[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} in {stats}"))
-}
-
-/// `(acknowledged, lastId)`: what has been written.
-fn written(s: &Server) -> (u64, u64) {
-    let stats = s.stats();
-    let n = |k: &str| {
-        stats[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{k} in {stats}"))
-    };
-    (n("acknowledged"), n("lastId"))
-}
-
-/// A refusal: `status`, and a JSON body whose `error` contains `needle`.
-fn assert_error(r: &Response, status: u16, needle: &str) {
-    assert_eq!(r.status, status, "wanted {status} ({needle}): {}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    let error = r.error();
-    assert!(
-        error.contains(needle),
-        "{status}: {error:?} does not say {needle:?}"
-    );
-}
 
 /// A 503 that says why and when to come back.
 fn assert_unavailable(r: &Response, needle: &str) {
@@ -140,15 +57,6 @@ fn assert_unavailable(r: &Response, needle: &str) {
         retry.parse::<u32>().is_ok_and(|s| s >= 1),
         "Retry-After {retry:?}"
     );
-}
-
-/// A POST request for `body`.
-fn post_request(body: &str) -> Vec<u8> {
-    format!(
-        "POST /api/usages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
 }
 
 /// A usage as large as the limits allow, told apart by `n`.
@@ -195,37 +103,12 @@ fn fill_to_quota(s: &Server) -> Vec<u64> {
     );
 }
 
-/// Creates the (empty) collection before busyapi first writes to it: the
-/// dev MongoDB can deadlock when an `insert` and a `createIndexes` create
-/// the same collection at once (see tests/delivery.rs).
-fn fresh_usages(mongo: &Mongo, db: &str) {
-    mongo
-        .client()
-        .database(db)
-        .create_collection("usages")
-        .run()
-        .expect("create the collection");
-}
-
 /// A private MongoDB that has `db.usages` and is down.
 fn mongo_down_with(db: &str) -> Mongo {
     let mut mongo = Mongo::start();
     fresh_usages(&mongo, db);
     mongo.kill();
     mongo
-}
-
-/// Waits for the backlog to reach MongoDB; on a timeout, shows the log.
-fn wait_drained(s: &Server) {
-    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(DELIVERY, "the WAL backlog to reach MongoDB", || {
-            stat(s, "walBacklogRecords") == 0
-        })
-    }));
-    if let Err(e) = waited {
-        eprintln!("busyapi's log:\n{}", s.logs());
-        std::panic::resume_unwind(e);
-    }
 }
 
 /// MongoDB holds exactly the acknowledged ids, each once.

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{Http, Mongo, Opts, Server, free_port, wait_for};
+use common::{Http, Mongo, Opts, Server, free_port, fresh_usages, post_request, wait_for, which};
 
 /// `--shutdown-drain-ms` of the nodes, as in scripts/cluster.sh: HAProxy
 /// needs ~0.75 s to see /readyz fail (inter 500ms, fall 2, fastinter 250ms).
@@ -40,13 +40,7 @@ const FAILURES_SHOWN_MAX: usize = 20;
 // ---------------------------------------------------------------- HAProxy
 
 fn haproxy_bin() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("haproxy"))
-        .find(|p| p.is_file());
-    found.expect(
+    which("haproxy").expect(
         "HAProxy is not installed: `apt-get install haproxy` (scripts/test.sh installs it); \
          this test needs the real balancer and does not skip",
     )
@@ -236,11 +230,7 @@ fn steady_load(
                         tally.requests += 1;
                         let n = tally.requests;
                         let body = format!(r#"{{"patientId": "p{t}-{n}", "timestamp": {n}, "medication": "Albuterol"}}"#);
-                        let req = format!(
-                            "POST /api/usages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let response = match c.stream.write_all(req.as_bytes()) {
+                        let response = match c.stream.write_all(&post_request(&body)) {
                             Ok(()) => c.try_response(),
                             Err(_) => None,
                         };
@@ -273,16 +263,12 @@ fn node(mongo: &Mongo, db: &str, node_id: u32) -> Server {
     )))
 }
 
-/// Creates the collection before the nodes write to it: the dev MongoDB
-/// can deadlock when two clients create it at once (see tests/delivery.rs).
+/// A private MongoDB with the collection created before the nodes write to
+/// it: the dev MongoDB can deadlock when two clients create it at once (see
+/// [`fresh_usages`]).
 fn fresh_mongo(db: &str) -> Mongo {
     let mongo = Mongo::start();
-    mongo
-        .client()
-        .database(db)
-        .create_collection("usages")
-        .run()
-        .expect("create the collection");
+    fresh_usages(&mongo, db);
     mongo
 }
 

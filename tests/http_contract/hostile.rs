@@ -76,7 +76,7 @@ fn garbage_binary_input_and_random_request_lines_get_400_and_the_server_keeps_se
     let mut c = s.connect();
     let _ = c.stream.write_all(&noise(99, 64 * 1024));
     assert_error(&c.response(), 400, malformed);
-    assert_eq!(written(&s), (1, 1), "garbage was written");
+    assert_eq!(s.written(), (1, 1), "garbage was written");
     bystander.send(&post_json(USAGE.as_bytes()));
     assert_eq!(
         bystander.response().id(),
@@ -108,7 +108,7 @@ fn half_a_request_then_close_or_reset_writes_nothing_and_the_server_keeps_servin
         reset_on_close(&c.stream);
         (&c.stream).write_all(&full[..cut]).expect("send");
     }
-    assert_eq!(written(&s), (0, 0), "part of a request was written");
+    assert_eq!(s.written(), (0, 0), "part of a request was written");
     bystander.send(&post_json(USAGE.as_bytes()));
     assert_eq!(
         bystander.response().id(),
@@ -148,6 +148,6 @@ fn a_huge_content_length_is_refused_before_any_body_and_the_server_keeps_serving
         );
         assert!(c.closed(), "{len}: the connection stayed open");
     }
-    assert_eq!(written(&s), (0, 0), "part of a request was written");
+    assert_eq!(s.written(), (0, 0), "part of a request was written");
     assert_still_serving(&mut s);
 }

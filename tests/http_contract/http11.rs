@@ -22,7 +22,7 @@ fn many_requests_share_one_keep_alive_connection() {
     }
     c.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.response().status, 200);
-    assert_eq!(written(&s), (200, 200));
+    assert_eq!(s.written(), (200, 200));
 }
 
 #[test]
@@ -40,7 +40,7 @@ fn connection_close_is_answered_with_connection_close_and_the_server_closes() {
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed(), "the server kept the connection open");
     assert_eq!(
-        written(&s),
+        s.written(),
         (1, 1),
         "the request after Connection: close was handled"
     );
@@ -88,7 +88,7 @@ fn fifty_pipelined_requests_in_one_write_get_fifty_responses_in_order() {
             _ => assert_error(&r, status, needle),
         }
     }
-    assert_eq!(written(&s), (10, 10));
+    assert_eq!(s.written(), (10, 10));
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn more_pipelined_requests_than_one_round_holds_are_all_answered_in_order() {
         assert_eq!(c.response().id(), want);
     }
     sender.join().expect("sender").expect("send");
-    assert_eq!(written(&s), (REQUESTS, REQUESTS));
+    assert_eq!(s.written(), (REQUESTS, REQUESTS));
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn a_chunked_body_with_extensions_and_trailers_split_across_writes_is_accepted()
         2,
         "the connection is unusable after a chunked body"
     );
-    assert_eq!(written(&s), (2, 2));
+    assert_eq!(s.written(), (2, 2));
 }
 
 #[test]

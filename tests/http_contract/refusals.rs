@@ -229,7 +229,7 @@ fn a_non_json_content_type_gets_415_and_a_missing_one_is_accepted() {
         assert_error(&r, 415, "Content-Type must be application/json");
         assert_eq!(r.header("connection"), None, "a 415 closed the connection");
     }
-    assert_eq!(written(&s), (0, 0), "a 415 was written");
+    assert_eq!(s.written(), (0, 0), "a 415 was written");
     let accepted = [
         "",
         "Content-Type: application/json; charset=utf-8\r\n",
@@ -266,7 +266,7 @@ fn more_than_100_headers_or_headers_over_16_kib_get_431() {
         431,
         too_large,
     );
-    assert_eq!(written(&s), (1, 1), "a 431 was written");
+    assert_eq!(s.written(), (1, 1), "a 431 was written");
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn a_valid_usage_gets_201_with_a_json_id_that_is_positive_increasing_and_exact_i
         assert!(id > last && id <= ID_MAX, "id {id} after {last}");
         last = id;
     }
-    assert_eq!(written(&s), (5, last));
+    assert_eq!(s.written(), (5, last));
 }
 
 #[test]

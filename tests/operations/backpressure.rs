@@ -68,11 +68,11 @@ fn at_the_quota_a_post_gets_503_at_once_nothing_is_written_and_memory_stays_boun
         !acked.is_empty(),
         "nothing was acknowledged before the quota"
     );
-    assert!(stat(&s, "walBacklogBytes") >= QUOTA_BYTES, "{}", s.stats());
+    assert!(s.stat("walBacklogBytes") >= QUOTA_BYTES, "{}", s.stats());
     assert_unavailable(&s.get("/readyz"), "over its quota");
     assert_eq!(s.get("/healthz").status, 200);
     assert_eq!(s.stats()["ready"], false);
-    let before = written(&s);
+    let before = s.written();
 
     for _ in 0..20 {
         let started = Instant::now();
@@ -116,8 +116,8 @@ fn at_the_quota_a_post_gets_503_at_once_nothing_is_written_and_memory_stays_boun
         "VmRSS grew from {baseline_kib} KiB to {peak_kib} KiB while refusing \
          {requests} requests ({sent_kib} KiB)"
     );
-    assert_eq!(written(&s), before, "a refused usage was written");
-    assert!(stat(&s, "walBacklogBytes") >= QUOTA_BYTES);
+    assert_eq!(s.written(), before, "a refused usage was written");
+    assert!(s.stat("walBacklogBytes") >= QUOTA_BYTES);
 }
 
 #[test]

@@ -150,7 +150,7 @@ fn a_body_trickling_in_slower_than_the_body_timeout_gets_408_and_is_closed() {
     let head = b"POST /api/usages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
     let (r, took) = trickle_until_answered(s.addr, head, b' ', Duration::from_millis(100));
     assert_timed_out(&r, took, BODY_TIMEOUT);
-    assert_eq!(written(&s), (0, 0), "a timed-out body was written");
+    assert_eq!(s.written(), (0, 0), "a timed-out body was written");
 }
 
 #[test]

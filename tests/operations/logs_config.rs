@@ -8,12 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
-use mongodb::IndexModel;
-use mongodb::bson::{Document, doc};
-use mongodb::options::IndexOptions;
-
 use super::*;
-use common::{Opts, USAGE, free_port, shared_mongo};
+use common::{Opts, USAGE, free_port, shared_mongo, unique_patient_ids};
 
 /// Levels as the log prints them.
 const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
@@ -217,19 +213,10 @@ fn rust_log_warn_hides_the_info_lines_and_keeps_the_warnings() {
 fn with_rust_log_trace_no_patient_data_and_no_body_content_reaches_the_logs() {
     const DB: &str = "operations_log_privacy";
     let mongo = shared_mongo();
-    fresh_usages(mongo, DB);
+    let coll = fresh_usages(mongo, DB);
     // A unique patientId makes MongoDB refuse the second usage with an
     // error message that quotes the key: that must not be logged either.
-    let coll = mongo.client().database(DB).collection::<Document>("usages");
-    let unique = IndexOptions::builder().unique(true).build();
-    coll.create_index(
-        IndexModel::builder()
-            .keys(doc! {"patientId": 1})
-            .options(unique)
-            .build(),
-    )
-    .run()
-    .expect("a unique index on patientId");
+    unique_patient_ids(&coll);
     let marker = format!(
         "Zq{}x{}",
         std::process::id(),

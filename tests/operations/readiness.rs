@@ -23,7 +23,7 @@ fn while_the_wal_cannot_be_written_posts_and_readyz_get_503_until_an_append_succ
         let scrape = Scrape::of(&s);
         assert_eq!(scrape.value("busyapi_wal_writable"), 0.0);
         assert_eq!(scrape.value("busyapi_ready"), 0.0);
-        assert_eq!(written(&s), (0, 0), "a refused usage was written");
+        assert_eq!(s.written(), (0, 0), "a refused usage was written");
     }
     // The failpoint is used up: the next append works, and so does the WAL.
     assert_eq!(s.post(USAGE).id(), 1, "{}", s.logs());
@@ -33,7 +33,7 @@ fn while_the_wal_cannot_be_written_posts_and_readyz_get_503_until_an_append_succ
     let scrape = Scrape::of(&s);
     assert_eq!(scrape.value("busyapi_wal_writable"), 1.0);
     assert_eq!(scrape.value("busyapi_ready"), 1.0);
-    assert_eq!(written(&s), (1, 1));
+    assert_eq!(s.written(), (1, 1));
     let append_errors = || {
         s.logs()
             .lines()

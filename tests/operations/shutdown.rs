@@ -90,7 +90,7 @@ fn sigterm_under_load_exits_0_with_every_acknowledged_usage_in_mongodb_exactly_o
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(s.addr, 6, stop.clone());
     wait_for(Duration::from_secs(30), "some usages under load", || {
-        stat(&s, "acknowledged") >= 500
+        s.stat("acknowledged") >= 500
     });
     let status = s.terminate(DELIVERY);
     stop.store(true, Ordering::Relaxed);

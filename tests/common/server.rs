@@ -1,0 +1,274 @@
+//! The busyapi binary as a child process, and what its `/api/stats` says.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::http::{Http, Response};
+use super::{free_port, wait_for};
+
+/// Time for a backlog to reach MongoDB: the dev server stores ~13-16K
+/// documents a second, and other suites may share the two cores.
+pub const DELIVERY: Duration = Duration::from_secs(120);
+
+/// A busyapi process.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// How to start a server.
+#[derive(Clone, Default)]
+pub struct Opts {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub data_dir: Option<PathBuf>,
+    pub mongo_uri: Option<String>,
+    pub database: Option<String>,
+}
+
+impl Opts {
+    pub fn mongo(mut self, uri: String, database: &str) -> Opts {
+        self.mongo_uri = Some(uri);
+        self.database = Some(database.to_owned());
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Opts {
+        self.args.extend(a.split_whitespace().map(String::from));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Opts {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn data_dir(mut self, p: &Path) -> Opts {
+        self.data_dir = Some(p.to_path_buf());
+        self
+    }
+}
+
+impl Server {
+    /// Starts busyapi on a free loopback port. Without a MongoDB URI it gets
+    /// one nobody listens on, so nothing is ever delivered.
+    pub fn start(opts: Opts) -> Server {
+        let (dir, data_dir) = match &opts.data_dir {
+            Some(p) => (None, p.clone()),
+            None => {
+                let d = tempfile::tempdir().expect("tempdir");
+                let p = d.path().join("data");
+                (Some(d), p)
+            }
+        };
+        let mut args = vec![
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+            "--mongodb-uri".to_owned(),
+            opts.mongo_uri
+                .clone()
+                .unwrap_or_else(|| format!("mongodb://127.0.0.1:{}", free_port())),
+            "--database".to_owned(),
+            opts.database
+                .clone()
+                .unwrap_or_else(|| "busyapi_test".into()),
+        ];
+        args.extend(opts.args.iter().cloned());
+        // Small segments: each start preallocates a segment and a spare, and
+        // 64 MiB of zeros per test server is slow; tests that care say so.
+        if !args.iter().any(|a| a.starts_with("--wal-segment-bytes")) {
+            args.extend(["--wal-segment-bytes".to_owned(), "1MiB".to_owned()]);
+        }
+        let mut s = Server {
+            child: None,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            data_dir,
+            args,
+            env: opts.env.clone(),
+            logs: Arc::default(),
+            _dir: dir,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_busyapi"));
+        cmd.args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start busyapi");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = self.logs.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+                logs.lock().expect("logs").push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "busyapi did not start; its log:\n{}",
+                    self.logs.lock().expect("logs").join("\n")
+                )
+            });
+        self.addr = addr.parse().expect("listen address");
+        self.child = Some(child);
+    }
+
+    /// Starts the same server again (same data directory, a new port).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.args
+            .splice(0..2, ["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        self.spawn();
+    }
+
+    /// Starts the same server again on the same address and data directory,
+    /// as a process manager does: a load balancer's backend keeps its port.
+    pub fn restart_on_same_port(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.args
+            .splice(0..2, ["--listen".to_owned(), self.addr.to_string()]);
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Whether the process is still alive (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({sig})");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait(timeout)
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                panic!(
+                    "busyapi did not exit within {timeout:?}; log:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    pub fn connect(&self) -> Http {
+        Http::connect(self.addr)
+    }
+
+    /// GET on a fresh connection.
+    pub fn get(&self, path: &str) -> Response {
+        let mut c = self.connect();
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        c.response()
+    }
+
+    /// POSTs a usage on a fresh connection.
+    pub fn post(&self, body: &str) -> Response {
+        let mut c = self.connect();
+        c.post_json(body);
+        c.response()
+    }
+
+    /// Reads `/api/stats` as JSON.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.get("/api/stats").body).expect("stats JSON")
+    }
+
+    /// An unsigned number from `/api/stats`.
+    pub fn stat(&self, key: &str) -> u64 {
+        let stats = self.stats();
+        stats[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {stats}"))
+    }
+
+    /// `(acknowledged, lastId)` from `/api/stats`: what has been written.
+    pub fn written(&self) -> (u64, u64) {
+        let stats = self.stats();
+        let n = |k: &str| {
+            stats[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k} in {stats}"))
+        };
+        (n("acknowledged"), n("lastId"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits for the backlog to reach MongoDB; on a timeout, shows the log.
+pub fn wait_drained(s: &Server) {
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(DELIVERY, "the WAL backlog to reach MongoDB", || {
+            s.stat("walBacklogRecords") == 0
+        })
+    }));
+    if let Err(e) = waited {
+        eprintln!("busyapi's log:\n{}", s.logs());
+        std::panic::resume_unwind(e);
+    }
+}

@@ -1,0 +1,102 @@
+//! MongoDB out of reach: usages are still acknowledged and the server stays
+//! ready, the outage is logged once, and the backlog drains exactly once
+//! when MongoDB is back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::*;
+use common::{Mongo, Opts, fresh_usages, load, wait_drained, wait_for};
+
+#[test]
+fn usages_are_acknowledged_and_the_server_stays_ready_while_mongodb_is_unreachable() {
+    let server = Server::start(Opts::default());
+    let mut acked = Vec::new();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        acked.extend(post_burst(&server, 20));
+        assert_eq!(server.get("/readyz").status, 200, "{}", server.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "the flusher to keep retrying",
+        || stat(&server, "mongoErrors").as_u64() >= Some(2),
+    );
+    let s = server.stats();
+    assert_eq!(s["mongoUp"], false);
+    assert_eq!(s["ready"], true);
+    assert_eq!(s["acknowledged"], acked.len());
+    assert_eq!(s["walBacklogRecords"], acked.len());
+    assert_eq!(outage_warnings(&server), 1, "{}", server.logs());
+}
+
+#[test]
+fn with_mongodb_down_at_start_usages_are_acknowledged_and_drain_once_it_is_up() {
+    const DB: &str = "delivery_down_at_start";
+    let mut mongo = Mongo::start();
+    let coll = fresh_usages(&mongo, DB);
+    mongo.kill();
+    let server = Server::start(Opts::default().mongo(mongo.uri(), DB));
+    let mut acked = post_burst(&server, 50);
+    wait_for(Duration::from_secs(60), "three failed attempts", || {
+        stat(&server, "mongoErrors").as_u64() >= Some(3)
+    });
+    acked.extend(post_burst(&server, 50));
+    assert_eq!(stat(&server, "mongoUp"), false);
+    assert_eq!(backlog(&server), 100);
+
+    mongo.restart();
+    wait_drained(&server);
+    assert_eq!(stat(&server, "mongoUp"), true);
+    acked.sort_unstable();
+    assert_eq!(stored_ids(&coll), acked);
+    let logs = server.logs();
+    assert_eq!(
+        outage_warnings(&server),
+        1,
+        "one warning, not one per retry:\n{logs}"
+    );
+    assert_eq!(
+        logs.matches("MongoDB is reachable again").count(),
+        1,
+        "{logs}"
+    );
+}
+
+#[test]
+fn mongodb_killed_mid_stream_under_load_loses_nothing_and_duplicates_nothing() {
+    const DB: &str = "delivery_mid_stream";
+    let mut mongo = Mongo::start();
+    let coll = fresh_usages(&mongo, DB);
+    let server = Server::start(Opts::default().mongo(mongo.uri(), DB));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(server.addr, 4, stop.clone());
+    wait_for(Duration::from_secs(60), "deliveries under way", || {
+        stat(&server, "flushed").as_u64() >= Some(500)
+    });
+    mongo.kill();
+    wait_for(
+        Duration::from_secs(30),
+        "the flusher to see the outage",
+        || stat(&server, "mongoUp") == false,
+    );
+    let during = stat(&server, "acknowledged").as_u64();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        stat(&server, "acknowledged").as_u64() > during,
+        "acknowledged during the outage"
+    );
+    mongo.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let acked = clients.join().expect("load");
+
+    wait_drained(&server);
+    assert_eq!(stat(&server, "mongoUp"), true);
+    // The server was never killed: the WAL holds exactly what was acknowledged.
+    let in_wal = acked.iter().copied().collect();
+    assert_exactly_once(&coll, &acked, &in_wal);
+    assert_eq!(outage_warnings(&server), 1, "{}", server.logs());
+}

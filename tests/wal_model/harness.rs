@@ -1,0 +1,140 @@
+//! The real WAL under test: recovery on open, the group-commit writer, and
+//! the flusher's reader, checkpoint and release.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use busyapi::ingest::{PatientId, Usage};
+use busyapi::limits::SEQ_MAX;
+use busyapi::wal::checkpoint::{self, Checkpoint};
+use busyapi::wal::reader::WalReader;
+use busyapi::wal::record;
+use busyapi::wal::{self, Lanes, Reply, Submission, WalShared, writer};
+
+use super::model::{Model, Rec};
+use super::{LANES, NODE_ID, READ_CALLS_MAX};
+
+/// An open WAL with its writer running.
+pub struct Wal {
+    pub dir: PathBuf,
+    pub shared: Arc<WalShared>,
+    lanes: Arc<Lanes>,
+    writer: Option<JoinHandle<()>>,
+    /// Where delivery resumes.
+    ckpt: Checkpoint,
+}
+
+impl Wal {
+    pub fn open(dir: &Path) -> Wal {
+        let opened = wal::open(dir, NODE_ID, busyapi::limits::SEGMENT_BYTES_MIN)
+            .expect("recovery never refuses to start");
+        let lanes = Lanes::new(LANES);
+        let writer =
+            writer::spawn(lanes.clone(), opened.shared.clone(), opened.active).expect("writer");
+        Wal {
+            dir: dir.to_path_buf(),
+            shared: opened.shared,
+            lanes,
+            writer: Some(writer),
+            ckpt: opened.resume,
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.lanes.stop();
+        if let Some(w) = self.writer.take() {
+            w.join().expect("the writer exits cleanly");
+        }
+    }
+
+    /// Queues every submission, then waits for each acknowledgement.
+    pub fn append(&self, counts: &[u32], model: &mut Model) -> Vec<Rec> {
+        let mut waiting = Vec::new();
+        for (lane, &count) in counts.iter().enumerate() {
+            let patients: Vec<String> = (0..count).map(|_| model.patient("a")).collect();
+            let mut staged = Vec::new();
+            for p in &patients {
+                record::stage(&usage(p), 1, &mut staged);
+            }
+            let (reply, rx) = may::sync::mpsc::channel::<Reply>();
+            let sub = Submission {
+                staged,
+                count,
+                reply,
+            };
+            if self.lanes.submit(lane, sub).is_err() {
+                panic!("a lane of {} refused a submission", LANES);
+            }
+            waiting.push((patients, rx));
+        }
+        let mut recs = Vec::new();
+        for (patients, rx) in waiting {
+            let first = rx.recv().expect("a reply").first_id.expect("a commit");
+            recs.extend(patients.into_iter().enumerate().map(|(i, patient)| Rec {
+                id: first + i as u64,
+                patient,
+            }));
+        }
+        recs.sort_by_key(|r| r.id);
+        recs
+    }
+
+    /// Reads everything committed from the checkpoint on, the way the
+    /// flusher does; returns it and the checkpoint just past it.
+    pub fn read_owed(&self) -> (Vec<Rec>, Checkpoint) {
+        let mut reader = WalReader::new(self.shared.clone(), self.ckpt);
+        let mut got = Vec::new();
+        for _ in 0..READ_CALLS_MAX {
+            let out = reader
+                .read(usize::MAX, Duration::ZERO, |r| {
+                    got.push(Rec {
+                        id: r.id,
+                        patient: r.patient_id.to_owned(),
+                    })
+                })
+                .expect("read the log");
+            if out.segment_done {
+                reader.next_segment();
+            } else if out.records == 0 {
+                let (segment_no, offset) = reader.position();
+                let last_seq = got
+                    .iter()
+                    .map(|r: &Rec| r.id & SEQ_MAX)
+                    .fold(self.ckpt.last_seq, u64::max);
+                let next = Checkpoint {
+                    segment_no,
+                    offset,
+                    last_seq,
+                };
+                return (got, next);
+            }
+        }
+        panic!("the reader did not reach the end of the log");
+    }
+
+    pub fn deliver(&mut self) -> Vec<Rec> {
+        let (got, next) = self.read_owed();
+        checkpoint::store(&self.dir, &next).expect("store the checkpoint");
+        self.shared
+            .release_before(next.segment_no)
+            .expect("release delivered segments");
+        self.ckpt = next;
+        got
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+pub fn usage(patient: &str) -> Usage<'_> {
+    Usage {
+        patient_id: PatientId::Text(patient),
+        timestamp_ms: 7,
+        medication: "Albuterol",
+    }
+}

@@ -1,0 +1,127 @@
+//! SIGKILLs under load at random moments: every acknowledged id survives
+//! and reaches MongoDB once. And a second process on the same data
+//! directory, which would corrupt it, refuses to start.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::*;
+use common::{load, wait_for};
+
+/// Milliseconds drawn from `seed`, which the test prints, so the kill
+/// moments differ from run to run and a failing run can be told apart.
+fn random_ms(seed: &mut u64, range: Range<u64>) -> u64 {
+    // xorshift64: enough to spread kill moments, no dependency needed.
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    range.start + *seed % (range.end - range.start)
+}
+
+#[test]
+fn every_acknowledged_id_survives_repeated_sigkills_under_load_and_reaches_mongodb_once() {
+    let (_tmp, dir) = data_dir();
+    let mut seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill moments seeded with {seed}");
+    let mut server = Server::start(offline(&dir));
+    let mut acked: Vec<u64> = Vec::new();
+    for round in 0..5 {
+        let halt = Arc::new(AtomicBool::new(false));
+        let clients = load(server.addr, 8, halt.clone());
+        let acknowledged_before = server.stats()["acknowledged"].as_u64();
+        wait_for(
+            Duration::from_secs(20),
+            "the load to be acknowledged",
+            || server.stats()["acknowledged"].as_u64() > acknowledged_before,
+        );
+        std::thread::sleep(Duration::from_millis(random_ms(&mut seed, 0..400)));
+        server.kill9();
+        halt.store(true, Ordering::Relaxed);
+        let mut ids = clients.join().expect("load");
+        assert!(!ids.is_empty(), "round {round}: nothing acknowledged");
+        let floor = wal_ids(&dir)
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(acked.iter().copied().max().unwrap_or(0));
+        ids.sort_unstable();
+        assert_strictly_increasing(&ids, "ids acknowledged in one run, sorted");
+
+        server.restart();
+        let in_wal = wal_ids(&dir);
+        assert_strictly_increasing(&in_wal, "ids along the log");
+        let in_wal_set: BTreeSet<u64> = in_wal.iter().copied().collect();
+        let missing: Vec<u64> = acked
+            .iter()
+            .chain(&ids)
+            .copied()
+            .filter(|id| !in_wal_set.contains(id))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} acknowledged id(s) lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        let new = post_many(&server, 1);
+        assert_all_above(&new, floor, "the first id after a SIGKILL");
+        acked.extend(ids.into_iter().chain(new));
+    }
+    stop(&mut server);
+
+    let db = "wal_recovery_sigkills";
+    let _turn = mongo_turn();
+    let client = shared_mongo().client();
+    let in_wal = wal_ids(&dir);
+    let server = Server::start(online(&dir, db));
+    let mut stored = Vec::new();
+    wait_for(DELIVERY, "every record of the WAL in MongoDB", || {
+        stored = stored_ids(&client, db);
+        stored.len() >= in_wal.len()
+    });
+    assert_eq!(stored, in_wal, "MongoDB holds each WAL record once");
+    drop(server);
+    let stored: BTreeSet<u64> = stored.into_iter().collect();
+    assert!(
+        acked.iter().all(|id| stored.contains(id)),
+        "every acknowledged id is in MongoDB"
+    );
+}
+
+#[test]
+fn a_second_process_on_the_same_data_dir_refuses_to_start_and_the_first_keeps_serving() {
+    let (_tmp, dir) = data_dir();
+    let first = Server::start(offline(&dir));
+    let before = post_many(&first, 3);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_busyapi"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--mongodb-uri",
+            "mongodb://127.0.0.1:9",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .expect("run a second busyapi");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the second process must not run"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another busyapi process")
+            && stderr.contains(&format!("pid {}", first.pid())),
+        "it says why, and who holds the directory: {stderr}"
+    );
+    let after = post_many(&first, 3);
+    assert_all_above(&after, before[2], "the first process is untouched");
+}

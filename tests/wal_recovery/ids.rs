@@ -1,0 +1,161 @@
+//! Ids: positive and increasing within a run, across graceful and SIGKILL
+//! restarts, and above every delivered id even when all that remembers them
+//! is the checkpoint or an empty segment's header.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use busyapi::limits::SEQ_MAX;
+use busyapi::wal::checkpoint;
+
+use super::*;
+use common::{load, wait_for};
+
+#[test]
+fn ids_are_positive_and_strictly_increasing_within_a_run() {
+    let (_tmp, dir) = data_dir();
+    let server = Server::start(offline(&dir));
+    let sequential = post_many(&server, 50);
+    assert!(sequential[0] > 0, "ids start above zero");
+    assert_strictly_increasing(&sequential, "ids of one connection");
+
+    let halt = Arc::new(AtomicBool::new(false));
+    let concurrent = load(server.addr, 6, halt.clone());
+    wait_for(
+        Duration::from_secs(20),
+        "300 concurrent acknowledgements",
+        || server.stats()["acknowledged"].as_u64() >= Some(350),
+    );
+    halt.store(true, Ordering::Relaxed);
+    let mut concurrent = concurrent.join().expect("load");
+    assert_all_above(
+        &concurrent,
+        sequential[49],
+        "concurrent POSTs after sequential ones",
+    );
+    concurrent.sort_unstable();
+    assert_strictly_increasing(&concurrent, "ids of concurrent connections, sorted");
+    assert_strictly_increasing(&wal_ids(&dir), "ids along the log");
+}
+
+#[test]
+fn ids_keep_increasing_across_a_graceful_restart() {
+    let (_tmp, dir) = data_dir();
+    let mut server = Server::start(offline(&dir));
+    let before = post_many(&server, 20);
+    stop(&mut server);
+    server.restart();
+    let after = post_many(&server, 20);
+    assert_all_above(&after, before[19], "after a graceful restart");
+    assert_strictly_increasing(&after, "ids after the restart");
+    assert_eq!(wal_ids(&dir), [before, after].concat());
+}
+
+#[test]
+fn ids_keep_increasing_across_a_sigkill_restart() {
+    let (_tmp, dir) = data_dir();
+    let mut server = Server::start(offline(&dir));
+    let before = post_many(&server, 20);
+    server.kill9();
+    server.restart();
+    let after = post_many(&server, 20);
+    assert_all_above(&after, before[19], "after a SIGKILL restart");
+    assert_strictly_increasing(&after, "ids after the restart");
+    assert_eq!(wal_ids(&dir), [before, after].concat());
+}
+
+/// Two runs against MongoDB: the first delivers its records; the second
+/// passes the first's segment, so the flusher releases it, then delivers
+/// records of its own. Left behind: the checkpoint, pointing past every
+/// record of the newest segment, and that segment. Returns every id.
+fn deliver_and_release(dir: &Path, db: &str, client: &Client) -> Vec<u64> {
+    let mut server = Server::start(online(dir, db));
+    let first = post_many(&server, 20);
+    wait_for(DELIVERY, "the first run's records in MongoDB", || {
+        stored_ids(client, db) == first
+    });
+    stop(&mut server);
+    let mut server = Server::start(online(dir, db));
+    wait_for(DELIVERY, "the delivered segment to be released", || {
+        segment::list(dir).expect("list").len() == 1
+    });
+    let all = [first, post_many(&server, 20)].concat();
+    wait_for(DELIVERY, "the second run's records in MongoDB", || {
+        stored_ids(client, db) == all
+    });
+    stop(&mut server);
+    let newest = newest_segment(dir);
+    let ckpt = checkpoint::load(dir).expect("load").expect("a checkpoint");
+    assert_eq!(segment::list(dir).expect("list"), [newest]);
+    assert_eq!(
+        (ckpt.segment_no, ckpt.offset, ckpt.last_seq),
+        (newest, logical_end(dir, newest) as u64, all[39] & SEQ_MAX),
+        "the graceful stop stores a checkpoint past every delivered record"
+    );
+    all
+}
+
+#[test]
+fn ids_stay_above_delivered_ones_and_new_records_reach_mongodb_when_only_the_checkpoint_is_left() {
+    let db = "wal_recovery_only_checkpoint";
+    let (_tmp, dir) = data_dir();
+    let _turn = mongo_turn();
+    let client = shared_mongo().client();
+    let delivered = deliver_and_release(&dir, db, &client);
+    // Every record is in MongoDB, so losing the segment files loses nothing:
+    // the checkpoint alone remembers how far ids went, and it points into a
+    // segment number that no longer exists.
+    for no in segment::list(&dir).expect("list") {
+        fs::remove_file(segment::path_of(&dir, no)).expect("remove a segment");
+    }
+    // A run while MongoDB is out of reach leaves that checkpoint in place
+    // and its own records in the WAL...
+    let mut server = Server::start(offline(&dir));
+    let waiting = post_many(&server, 5);
+    assert_all_above(&waiting, delivered[39], "with only the checkpoint left");
+    stop(&mut server);
+    // ...and the next run, with MongoDB back, must deliver them all.
+    let server = Server::start(online(&dir, db));
+    let new = post_many(&server, 2);
+    assert_all_above(&new, waiting[4], "after the run without MongoDB");
+    let all = [delivered, waiting, new].concat();
+    wait_for(DELIVERY, "every later record in MongoDB", || {
+        stored_ids(&client, db) == all
+    });
+}
+
+#[test]
+fn ids_stay_above_delivered_ones_when_the_checkpoint_is_damaged_and_only_an_empty_segment_is_left()
+{
+    let db = "wal_recovery_empty_segment";
+    let (_tmp, dir) = data_dir();
+    let _turn = mongo_turn();
+    let client = shared_mongo().client();
+    let delivered = deliver_and_release(&dir, db, &client);
+    // A third run passes the second's segment and releases it; what is left
+    // is its own segment, holding no record: only its header's base seq
+    // remembers the ids.
+    let mut server = Server::start(online(&dir, db));
+    let own = newest_segment(&dir);
+    wait_for(DELIVERY, "the second run's segment to be released", || {
+        segment::list(&dir).expect("list") == [own]
+    });
+    stop(&mut server);
+    assert!(
+        record_spans(&segment_bytes(&dir, own), |r| r.id).is_empty(),
+        "the remaining segment holds no record"
+    );
+    let ckpt_path = dir.join("checkpoint");
+    let mut ckpt = fs::read(&ckpt_path).expect("read the checkpoint");
+    ckpt[26] ^= 0x40; // inside last_seq: the CRC no longer matches
+    fs::write(&ckpt_path, ckpt).expect("damage the checkpoint");
+    assert_eq!(checkpoint::load(&dir).expect("load"), None);
+
+    let server = Server::start(online(&dir, db));
+    let new = post_many(&server, 5);
+    assert_all_above(&new, delivered[39], "with only an empty segment left");
+    let all = [delivered, new].concat();
+    wait_for(DELIVERY, "the new records in MongoDB", || {
+        stored_ids(&client, db) == all
+    });
+}
