@@ -7,7 +7,8 @@
 //! file's values become clap's defaults, so clap applies that order itself.
 //!
 //! Everything is checked once, here, at start; a bad value names its flag
-//! and the process exits with code 2 (clap's own exit code for usage errors).
+//! and the process exits with code 2 (clap's own exit code for usage errors;
+//! `main` prints the error).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,20 +26,6 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("--{flag}: {reason}")]
     Invalid { flag: &'static str, reason: String },
-}
-
-impl ConfigError {
-    /// Prints the error the way clap would and exits with its code (2 for
-    /// usage errors; 0 for `--help` and `--version`).
-    pub fn exit(self) -> ! {
-        match self {
-            ConfigError::Clap(e) => e.exit(),
-            other => {
-                eprintln!("error: {other}\n\nFor more information, try '--help'.");
-                std::process::exit(2)
-            }
-        }
-    }
 }
 
 /// The write concern for `insert_many`.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use busyapi::app::App;
-use busyapi::config::Config;
+use busyapi::config::{Config, ConfigError};
 use busyapi::flusher::{Flusher, SinkFactory};
 use busyapi::http::server::Server;
 use busyapi::limits::COROUTINE_STACK_BYTES;
@@ -20,7 +20,16 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let config = Config::load(&argv).unwrap_or_else(|e| e.exit());
+    let config = match Config::load(&argv) {
+        Ok(c) => c,
+        // clap prints usage errors, `--help` and `--version` itself and
+        // exits 2 or 0; our own validation errors get the same shape.
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}\n\nFor more information, try '--help'.");
+            return ExitCode::from(2);
+        }
+    };
     init_logging();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

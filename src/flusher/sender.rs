@@ -63,7 +63,8 @@ pub(super) fn run(
 /// recorded it; a crash here must not duplicate anything on replay.
 fn after_insert_hook() {
     fail::fail_point!("flusher::after_insert", |_| {
-        eprintln!("busyapi: failpoint flusher::after_insert: aborting after a confirmed insert");
+        log::error!("failpoint flusher::after_insert: aborting after a confirmed insert");
+        log::logger().flush();
         std::process::abort()
     });
 }

@@ -124,6 +124,6 @@ fn sync_data(file: &File) -> std::io::Result<()> {
 /// acknowledges anything after this point.
 pub(crate) fn fatal(what: &str, e: &std::io::Error) -> ! {
     log::error!("FATAL: could not {what}: {e}; stopping so no unsynced record is acknowledged");
-    eprintln!("busyapi: FATAL: could not {what}: {e}");
+    log::logger().flush();
     std::process::abort();
 }

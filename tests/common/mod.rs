@@ -12,6 +12,7 @@
 //! | [`http`]    | the raw client, request framing, load, refusal checks    |
 //! | [`metrics`] | `/metrics` scraped and read                              |
 //! | [`wal`]     | segment files read with busyapi's decoder, and rewritten |
+//! | [`wire`]    | a proxy recording the MongoDB commands a client sends    |
 #![allow(dead_code)]
 
 pub mod http;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod mongo;
 pub mod server;
 pub mod wal;
+pub mod wire;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -35,6 +37,8 @@ pub use mongo::{Mongo, fresh_usages, shared_mongo, unique_patient_ids};
 pub use server::{DELIVERY, Opts, Server, wait_drained};
 #[allow(unused_imports)]
 pub use wal::{record_spans, segment_bytes, write_segment};
+#[allow(unused_imports)]
+pub use wire::{Recorded, app_commands, recording_proxy};
 
 pub const USAGE: &str = r#"{"patientId": "100", "timestamp": "Tue Nov 01 2016 09:11:51 GMT-0500 (CDT)", "medication": "Albuterol"}"#;
 

@@ -99,14 +99,7 @@ fn every_metric_family_is_declared_once_with_its_type_and_every_sample_belongs_t
         let value = line.rsplit_once(' ').expect("name value").1;
         assert!(value.parse::<f64>().is_ok(), "{line:?}: not a number");
     }
-    for kind in [
-        "network",
-        "server_selection",
-        "timeout",
-        "write_concern",
-        "write",
-        "other",
-    ] {
+    for kind in busyapi::metrics::MONGO_ERROR_KINDS {
         scrape.value(&format!("busyapi_mongo_errors_total{{kind=\"{kind}\"}}"));
     }
 }
