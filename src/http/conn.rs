@@ -136,18 +136,16 @@ impl<'a> Connection<'a> {
             if !self.wbuf.is_empty() {
                 self.stream.write_all(&self.wbuf)?;
                 self.wbuf.clear();
+                fail::fail_point!("http::after_response");
             }
+            // At shutdown keep-alive ends with the next response, which says
+            // `Connection: close` (see `conn_header`). A response already
+            // sent with keep-alive is honoured: closing right after it would
+            // race a client that is reusing the connection this moment.
             match next {
                 Next::Close => return self.close(),
                 Next::Again => continue,
                 Next::Read => {}
-            }
-            // At shutdown keep-alive ends once this round's requests are
-            // answered; a connection that has sent nothing yet (accepted
-            // during the drain) is still served its request.
-            let answered = self.rend != 0;
-            if answered && self.rpos == self.rend && self.app.is_shutting_down() {
-                return self.close();
             }
             if !self.read_more()? {
                 return self.close();

@@ -82,6 +82,43 @@ fn during_the_shutdown_drain_readyz_is_503_at_once_while_healthz_and_posts_are_s
 }
 
 #[test]
+fn a_keep_alive_response_sent_just_before_sigterm_is_honoured_the_next_request_is_served_then_closed()
+ {
+    // The failpoint holds the first connection's coroutine right after it
+    // wrote its keep-alive 201, so SIGTERM lands before its next read: the
+    // moment a client reusing the connection races the shutdown.
+    const PAUSE: Duration = Duration::from_millis(1500);
+    let mut s = Server::start(
+        Opts::default()
+            .arg("--shutdown-drain-ms 8000 --shutdown-grace-secs 0")
+            .env(
+                "FAILPOINTS",
+                &format!("http::after_response=1*sleep({})", PAUSE.as_millis()),
+            ),
+    );
+    let mut kept = s.connect();
+    kept.post_json(USAGE);
+    let first = kept.response();
+    let answered = Instant::now();
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_ne!(first.header("connection"), Some("close"));
+
+    s.signal(libc::SIGTERM);
+    wait_for(Duration::from_secs(5), "/readyz to turn 503", || {
+        s.get("/readyz").status == 503
+    });
+    std::thread::sleep(PAUSE.saturating_sub(answered.elapsed()) + Duration::from_millis(300));
+    kept.post_json(USAGE);
+    let next = kept
+        .try_response()
+        .expect("the keep-alive connection was closed under its client after a keep-alive 201");
+    assert_eq!(next.status, 201, "{}", next.text());
+    assert_eq!(next.header("connection"), Some("close"));
+    assert!(kept.closed(), "keep-alive went on during the shutdown");
+    assert!(s.is_running(), "busyapi exited during the drain");
+}
+
+#[test]
 fn sigterm_under_load_exits_0_with_every_acknowledged_usage_in_mongodb_exactly_once() {
     const DB: &str = "operations_sigterm_load";
     let mongo = shared_mongo();
