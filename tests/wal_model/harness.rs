@@ -28,8 +28,12 @@ pub struct Wal {
 
 impl Wal {
     pub fn open(dir: &Path) -> Wal {
-        let opened = wal::open(dir, NODE_ID, busyapi::limits::SEGMENT_BYTES_MIN)
-            .expect("recovery never refuses to start");
+        Wal::open_with(dir, busyapi::limits::SEGMENT_BYTES_MIN)
+    }
+
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> Wal {
+        let opened =
+            wal::open(dir, NODE_ID, segment_bytes).expect("recovery never refuses to start");
         let lanes = Lanes::new(LANES);
         let writer =
             writer::spawn(lanes.clone(), opened.shared.clone(), opened.active).expect("writer");
@@ -84,34 +88,25 @@ impl Wal {
     /// Reads everything committed from the checkpoint on, the way the
     /// flusher does; returns it and the checkpoint just past it.
     pub fn read_owed(&self) -> (Vec<Rec>, Checkpoint) {
-        let mut reader = WalReader::new(self.shared.clone(), self.ckpt);
+        let mut reader = self.reader();
         let mut got = Vec::new();
-        for _ in 0..READ_CALLS_MAX {
-            let out = reader
-                .read(usize::MAX, Duration::ZERO, |r| {
-                    got.push(Rec {
-                        id: r.id,
-                        patient: r.patient_id.to_owned(),
-                    })
-                })
-                .expect("read the log");
-            if out.segment_done {
-                reader.next_segment();
-            } else if out.records == 0 {
-                let (segment_no, offset) = reader.position();
-                let last_seq = got
-                    .iter()
-                    .map(|r: &Rec| r.id & SEQ_MAX)
-                    .fold(self.ckpt.last_seq, u64::max);
-                let next = Checkpoint {
-                    segment_no,
-                    offset,
-                    last_seq,
-                };
-                return (got, next);
-            }
-        }
-        panic!("the reader did not reach the end of the log");
+        read_to_end(&mut reader, usize::MAX, &mut got);
+        let (segment_no, offset) = reader.position();
+        let last_seq = got
+            .iter()
+            .map(|r: &Rec| r.id & SEQ_MAX)
+            .fold(self.ckpt.last_seq, u64::max);
+        let next = Checkpoint {
+            segment_no,
+            offset,
+            last_seq,
+        };
+        (got, next)
+    }
+
+    /// A reader from where delivery resumes, as the flusher opens one.
+    pub fn reader(&self) -> WalReader {
+        WalReader::new(self.shared.clone(), self.ckpt)
     }
 
     pub fn deliver(&mut self) -> Vec<Rec> {
@@ -137,4 +132,25 @@ pub fn usage(patient: &str) -> Usage<'_> {
         timestamp_ms: 7,
         medication: "Albuterol",
     }
+}
+
+/// Reads everything committed, `max` records a call at most, the way the
+/// flusher does, appending it to `got`.
+pub fn read_to_end(reader: &mut WalReader, max: usize, got: &mut Vec<Rec>) {
+    for _ in 0..READ_CALLS_MAX {
+        let out = reader
+            .read(max, Duration::ZERO, |r| {
+                got.push(Rec {
+                    id: r.id,
+                    patient: r.patient_id.to_owned(),
+                })
+            })
+            .expect("read the log");
+        if out.segment_done {
+            reader.next_segment();
+        } else if out.records == 0 {
+            return;
+        }
+    }
+    panic!("the reader did not reach the end of the log");
 }
