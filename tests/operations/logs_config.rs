@@ -189,6 +189,31 @@ fn every_log_line_is_logfmt_with_a_timestamp_a_level_a_target_and_a_quoted_messa
 }
 
 #[test]
+fn a_data_dir_with_a_newline_a_quote_and_a_backslash_is_logged_escaped_and_every_line_stays_logfmt()
+{
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("an \"odd\"\ndata\\dir");
+    let s = Server::start(Opts::default().data_dir(&data));
+    // Start-up logs the data directory ("WAL recovered in <dir>: ...")
+    // before the "listening on" line that `Server::start` waits for.
+    let logs = s.logs();
+    for line in logs.lines() {
+        assert_logfmt(line);
+    }
+    let escaped = data
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    let recovered = format!("msg=\"WAL recovered in {escaped}: ");
+    assert!(
+        logs.lines().any(|l| l.contains(&recovered)),
+        "no line holds {recovered:?}:\n{logs}"
+    );
+}
+
+#[test]
 fn rust_log_warn_hides_the_info_lines_and_keeps_the_warnings() {
     let mut q = Quiet::start("warn");
     let mut c = Http::connect(([127, 0, 0, 1], q.port).into());
