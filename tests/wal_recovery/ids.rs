@@ -159,3 +159,31 @@ fn ids_stay_above_delivered_ones_when_the_checkpoint_is_damaged_and_only_an_empt
         stored_ids(&client, db) == all
     });
 }
+
+#[test]
+fn ids_of_a_last_record_destroyed_before_a_restart_are_never_handed_out_again() {
+    let (_tmp, dir) = data_dir();
+    let mut server = Server::start(offline(&dir));
+    let before = post_many(&server, 10);
+    server.kill9();
+    // The newest record was acknowledged (and could have been delivered);
+    // a flipped byte makes it a torn tail that recovery cuts, so nothing
+    // left in the WAL remembers its id.
+    let no = newest_segment(&dir);
+    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id);
+    let (last, last_id) = spans.last().cloned().expect("records in the segment");
+    assert_eq!(
+        last_id, before[9],
+        "the last record is the last acknowledged"
+    );
+    rewrite(&dir, no, |b| b[(last.start + last.end) / 2] ^= 0x5a);
+
+    server.restart();
+    let after = post_many(&server, 5);
+    assert_eq!(
+        wal_ids(&dir),
+        [&before[..9], &after[..]].concat(),
+        "recovery cut exactly the damaged record"
+    );
+    assert_all_above(&after, before[9], "after the last record was cut");
+}
