@@ -16,7 +16,8 @@
 //! |---------------|---------------------------------------------------------|
 //! | [`documents`] | the stored document: its id, fields and BSON dates      |
 //! | [`crashes`]   | SIGKILLs, a crash after an insert, segments left behind |
-//! | [`outages`]   | MongoDB unreachable, down at start, killed mid-stream   |
+//! | [`outages`]   | MongoDB unreachable, down at start, killed mid-stream;  |
+//! |               | a refusal is no outage                                  |
 //! | [`batching`]  | a lone request goes at once, a burst in capped batches  |
 mod common;
 

@@ -1,13 +1,17 @@
 //! MongoDB out of reach: usages are still acknowledged and the server stays
 //! ready, the outage is logged once, and the backlog drains exactly once
-//! when MongoDB is back.
+//! when MongoDB is back. A MongoDB that answers but refuses a document is
+//! not out of reach.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
-use common::{Mongo, Opts, fresh_usages, load, wait_drained, wait_for};
+use common::{
+    DELIVERY, Mongo, Opts, Scrape, USAGE, fresh_usages, load, metric, shared_mongo,
+    unique_patient_ids, wait_drained, wait_for,
+};
 
 #[test]
 fn usages_are_acknowledged_and_the_server_stays_ready_while_mongodb_is_unreachable() {
@@ -99,4 +103,49 @@ fn mongodb_killed_mid_stream_under_load_loses_nothing_and_duplicates_nothing() {
     let in_wal = acked.iter().copied().collect();
     assert_exactly_once(&coll, &acked, &in_wal);
     assert_eq!(outage_warnings(&server), 1, "{}", server.logs());
+}
+
+#[test]
+fn a_document_mongodb_refuses_is_not_an_outage_mongo_up_stays_1_and_nothing_logs_it_unreachable() {
+    const DB: &str = "delivery_refusal_not_outage";
+    const WRITE_ERRORS: &str = r#"busyapi_mongo_errors_total{kind="write"}"#;
+    let mongo = shared_mongo();
+    let coll = fresh_usages(mongo, DB);
+    unique_patient_ids(&coll);
+    let server = Server::start(Opts::default().mongo(mongo.uri(), DB));
+    let first = server.post(USAGE).id();
+    wait_for(DELIVERY, "the first usage in MongoDB", || {
+        stored_ids(&coll) == [first]
+    });
+    assert_eq!(metric(&server, "busyapi_mongo_up"), 1.0);
+    // The same patientId again: the unique index refuses it, on every retry.
+    assert_eq!(server.post(USAGE).status, 201);
+    wait_for(
+        DELIVERY,
+        "MongoDB to refuse the second usage 3 times",
+        || {
+            let m = Scrape::of(&server);
+            assert_eq!(
+                m.value("busyapi_mongo_up"),
+                1.0,
+                "a refusal reported MongoDB as down; log:\n{}",
+                server.logs()
+            );
+            m.value(WRITE_ERRORS) >= 3.0
+        },
+    );
+    assert_eq!(stat(&server, "mongoUp"), true);
+    let logs = server.logs();
+    assert!(
+        logs.contains("MongoDB refuses a batch"),
+        "the refusal was not logged:\n{logs}"
+    );
+    let flaps: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("unreachable") || l.contains("reachable again"))
+        .collect();
+    assert!(
+        flaps.is_empty(),
+        "a refusal logged as an outage: {flaps:#?}"
+    );
 }
