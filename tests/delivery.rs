@@ -17,7 +17,7 @@
 //! | [`documents`] | the stored document: its id, fields and BSON dates      |
 //! | [`crashes`]   | SIGKILLs, a crash after an insert, segments left behind |
 //! | [`outages`]   | MongoDB unreachable, down at start, killed mid-stream;  |
-//! |               | a refusal is no outage                                  |
+//! |               | index before inserts; a refusal is no outage            |
 //! | [`batching`]  | a lone request goes at once, a burst in capped batches  |
 mod common;
 

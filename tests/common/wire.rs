@@ -33,6 +33,16 @@ pub type Recorded = Arc<Mutex<Vec<Document>>>;
 pub fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Recorded) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
     let addr = listener.local_addr().expect("proxy address");
+    (addr, serve(listener, upstream))
+}
+
+/// The same proxy on `addr`, a port chosen earlier: a client pointed there
+/// finds nothing listening until this is called, as when MongoDB comes back.
+pub fn recording_proxy_at(addr: SocketAddr, upstream: SocketAddr) -> Recorded {
+    serve(TcpListener::bind(addr).expect("bind the proxy"), upstream)
+}
+
+fn serve(listener: TcpListener, upstream: SocketAddr) -> Recorded {
     let recorded: Recorded = Arc::default();
     let rec = recorded.clone();
     std::thread::spawn(move || {
@@ -55,7 +65,7 @@ pub fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Recorded) {
             std::thread::spawn(move || relay_requests(client, server, &rec));
         }
     });
-    (addr, recorded)
+    recorded
 }
 
 /// Forwards client → server message by message, recording commands.

@@ -1,16 +1,17 @@
 //! MongoDB out of reach: usages are still acknowledged and the server stays
 //! ready, the outage is logged once, and the backlog drains exactly once
-//! when MongoDB is back. A MongoDB that answers but refuses a document is
-//! not out of reach.
+//! when MongoDB is back, after the index is made. A MongoDB that answers but
+//! refuses a document is not out of reach.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
 use common::{
-    DELIVERY, Mongo, Opts, Scrape, USAGE, fresh_usages, load, metric, shared_mongo,
-    unique_patient_ids, wait_drained, wait_for,
+    DELIVERY, Mongo, Opts, Scrape, USAGE, app_commands, free_port, fresh_usages, load, metric,
+    recording_proxy_at, shared_mongo, unique_patient_ids, wait_drained, wait_for,
 };
 
 #[test]
@@ -147,5 +148,52 @@ fn a_document_mongodb_refuses_is_not_an_outage_mongo_up_stays_1_and_nothing_logs
     assert!(
         flaps.is_empty(),
         "a refusal logged as an outage: {flaps:#?}"
+    );
+}
+
+#[test]
+fn a_backlog_found_at_start_goes_to_mongodb_only_after_the_index_is_created_when_mongodb_comes_back()
+ {
+    const DB: &str = "delivery_index_first";
+    const USAGES: usize = 50;
+    let mongo = shared_mongo();
+    let coll = fresh_usages(mongo, DB);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    // A run that cannot reach MongoDB leaves its usages in the WAL.
+    let mut offline = Server::start(
+        Opts::default()
+            .data_dir(&data)
+            .arg("--shutdown-grace-secs 0"),
+    );
+    let mut acked = post_burst(&offline, USAGES);
+    assert!(offline.terminate(Duration::from_secs(30)).success());
+
+    // The next run finds the backlog and a MongoDB that comes back only
+    // after its first attempts failed: the moment the index step (retried
+    // every 2 s) and the inserts (retried after 50 ms) race for it.
+    let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let uri = format!("mongodb://{proxy}/?directConnection=true");
+    let server = Server::start(Opts::default().data_dir(&data).mongo(uri, DB));
+    wait_for(Duration::from_secs(30), "the first failed attempt", || {
+        outage_warnings(&server) == 1
+    });
+    let upstream = ([127, 0, 0, 1], mongo.port).into();
+    let rec = recording_proxy_at(proxy, upstream);
+    wait_drained(&server);
+    acked.sort_unstable();
+    assert_eq!(stored_ids(&coll), acked);
+
+    let sent: Vec<String> = app_commands(&rec)
+        .iter()
+        .map(|(_, c)| c.keys().next().expect("a command").clone())
+        .collect();
+    let first_insert = sent
+        .iter()
+        .position(|c| c == "insert")
+        .unwrap_or_else(|| panic!("no insert among the commands sent: {sent:?}"));
+    assert!(
+        sent[..first_insert].iter().any(|c| c == "createIndexes"),
+        "an insert went out before the index was created: {sent:?}"
     );
 }
