@@ -36,6 +36,16 @@ pub const BODY_READ_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Load balancers keep their own pools for less than this (HAProxy: 1 min),
 /// so busyapi is not the side that races a reuse against a close.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 75_000;
+/// File descriptors kept out of reach of client connections: the WAL's
+/// segments, directory and lock, may's epoll and eventfds (about 20 in all),
+/// the MongoDB pool (up to 10 connections a server, plus monitors) and the
+/// socket a refused connection is answered on. `--max-connections` is
+/// lowered at start so connections cannot take these.
+pub const FD_RESERVE: u64 = 128;
+/// Pause of the accept loop after a failed accept (out of descriptors or
+/// memory): long enough not to spin on a worker, short enough that a freed
+/// descriptor is used at once.
+pub const ACCEPT_RETRY_MS: u64 = 50;
 /// Open connections. Each costs a coroutine stack and a read buffer (about
 /// 100 KiB); 10,000 of them is 1 GiB, a bound a 24 GiB host carries easily.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;

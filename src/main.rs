@@ -10,7 +10,7 @@ use busyapi::app::App;
 use busyapi::config::{Config, ConfigError};
 use busyapi::flusher::{Flusher, SinkFactory};
 use busyapi::http::server::Server;
-use busyapi::limits::COROUTINE_STACK_BYTES;
+use busyapi::limits::{COROUTINE_STACK_BYTES, FD_RESERVE};
 use busyapi::shutdown::{self, Running};
 use busyapi::sink::Sink;
 use busyapi::sink::mongo::MongoSink;
@@ -41,9 +41,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(mut config: Config) -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
     let signals = shutdown::install()?;
+    fit_connections_to_fd_limit(&mut config);
     metrics::set_enabled(config.metrics);
     may::config()
         .set_workers(config.workers)
@@ -106,6 +107,42 @@ fn init_logging() {
 }
 
 /// Escapes a message for a logfmt quoted value: one line, whatever it holds.
+/// Raises the soft open-file limit to the hard one, then lowers
+/// `--max-connections` if connections could still run the process out of
+/// descriptors: past the cap a client gets a 503, while out of descriptors
+/// it would wait unanswered and the WAL could not open its next segment.
+fn fit_connections_to_fd_limit(config: &mut Config) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above. It fails only above the kernel's nr_open.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    let usable = lim.rlim_cur.saturating_sub(FD_RESERVE).max(1);
+    if config.max_connections as u64 > usable {
+        log::warn!(
+            "the open-file limit is {}: --max-connections lowered from {} to {} ({} descriptors kept for the WAL and MongoDB); raise LimitNOFILE or ulimit -n to allow more",
+            lim.rlim_cur,
+            config.max_connections,
+            usable,
+            FD_RESERVE
+        );
+        config.max_connections = usable as usize;
+    }
+}
+
 fn logfmt_quoted(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     for c in msg.chars() {

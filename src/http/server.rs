@@ -7,13 +7,14 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use may::net::TcpListener;
 
 use super::conn;
 use super::response::{self, Conn};
 use crate::app::App;
-use crate::limits::COROUTINE_STACK_BYTES;
+use crate::limits::{ACCEPT_RETRY_MS, COROUTINE_STACK_BYTES};
 use crate::metrics::GLOBAL;
 
 /// Decrements the open-connection gauge however the coroutine ends.
@@ -73,11 +74,32 @@ impl Server {
 }
 
 fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBool) {
-    for stream in listener.incoming() {
+    let mut failing = false;
+    loop {
+        let accepted = listener.accept().map(|(stream, _)| stream);
         if stopping.load(Relaxed) {
             break;
         }
-        let Ok(mut stream) = stream else { continue };
+        let mut stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                // may returns a failed accept without yielding: retrying
+                // at once would spin on this worker and starve every
+                // connection and the WAL replies scheduled on it.
+                GLOBAL.accept_errors.fetch_add(1, Relaxed);
+                if !failing {
+                    log::warn!(
+                        "accept failed ({e}); retrying every {ACCEPT_RETRY_MS} ms while it fails"
+                    );
+                    failing = true;
+                }
+                may::coroutine::sleep(Duration::from_millis(ACCEPT_RETRY_MS));
+                continue;
+            }
+        };
+        if std::mem::take(&mut failing) {
+            log::info!("accepting connections again");
+        }
         if GLOBAL.connections_open.load(Relaxed) >= app.config.max_connections as u64 {
             GLOBAL.connections_refused.fetch_add(1, Relaxed);
             let mut out = Vec::new();

@@ -102,6 +102,11 @@ impl Scrape {
                 g.connections_refused.load(Relaxed),
             ),
             (
+                "busyapi_accept_errors",
+                "Failed accepts (out of descriptors or memory); the loop pauses and retries.",
+                g.accept_errors.load(Relaxed),
+            ),
+            (
                 "busyapi_connections_timed_out",
                 "Connections closed by a read timeout.",
                 g.connections_timed_out.load(Relaxed),

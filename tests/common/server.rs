@@ -21,6 +21,7 @@ pub struct Server {
     pub data_dir: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    open_file_limit: Option<u64>,
     logs: Arc<Mutex<Vec<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -33,6 +34,8 @@ pub struct Opts {
     pub data_dir: Option<PathBuf>,
     pub mongo_uri: Option<String>,
     pub database: Option<String>,
+    /// RLIMIT_NOFILE (soft and hard) the process starts with.
+    pub open_file_limit: Option<u64>,
 }
 
 impl Opts {
@@ -49,6 +52,11 @@ impl Opts {
 
     pub fn env(mut self, k: &str, v: &str) -> Opts {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn open_file_limit(mut self, n: u64) -> Opts {
+        self.open_file_limit = Some(n);
         self
     }
 
@@ -96,6 +104,7 @@ impl Server {
             data_dir,
             args,
             env: opts.env.clone(),
+            open_file_limit: opts.open_file_limit,
             logs: Arc::default(),
             _dir: dir,
         };
@@ -110,6 +119,23 @@ impl Server {
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = self.open_file_limit {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: between fork and exec only setrlimit runs, which is
+            // async-signal-safe and touches only `lim`.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let mut child = cmd.spawn().expect("start busyapi");
         let stderr = child.stderr.take().expect("stderr");

@@ -247,3 +247,99 @@ fn past_max_connections_a_connection_gets_503_and_is_closed_and_a_freed_slot_is_
         assert_eq!(healthz(c).status, 200, "a connection under the cap");
     }
 }
+
+/// Sets the running server's soft open-file limit to `n` (the hard limit
+/// stays: lowering it could not be undone without CAP_SYS_RESOURCE).
+fn set_open_file_limit(s: &Server, n: u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit on our own child; the kernel writes only `old`.
+    let rc = unsafe { libc::prlimit(s.pid(), libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let lim = libc::rlimit {
+        rlim_cur: n.min(old.rlim_max),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above; the kernel only reads `lim`.
+    let rc = unsafe { libc::prlimit(s.pid(), libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+fn open_fds(s: &Server) -> u64 {
+    std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+        .expect("the server's fd directory")
+        .count() as u64
+}
+
+#[test]
+fn out_of_file_descriptors_the_accept_loop_pauses_and_open_connections_keep_being_served() {
+    // Enough keep-alive connections to have some on each worker: the
+    // accept loop runs on one of them.
+    const KEPT: usize = 6;
+    const WAITING: usize = 20;
+    let s = Server::start(Opts::default());
+    let mut kept: Vec<Http> = (0..KEPT).map(|_| s.connect()).collect();
+    for c in &mut kept {
+        c.post_json(USAGE);
+        assert_eq!(c.response().status, 201);
+    }
+    // Room for one more descriptor: the accept after it fails with EMFILE.
+    set_open_file_limit(&s, open_fds(&s) + 1);
+    let mut waiting: Vec<Http> = (0..WAITING).map(|_| s.connect()).collect();
+    wait_for(Duration::from_secs(10), "a failed accept", || {
+        s.logs().contains("accept failed")
+    });
+    for (i, c) in kept.iter_mut().enumerate() {
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.post_json(USAGE);
+        let r = c
+            .try_response()
+            .unwrap_or_else(|| panic!("kept connection {i} got no answer while accept fails"));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    kept[0].send(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    let scrape = Scrape {
+        text: kept[0].response().text(),
+    };
+    assert!(scrape.value("busyapi_accept_errors_total") >= 1.0);
+
+    set_open_file_limit(&s, 4096);
+    let last = waiting.last_mut().expect("a waiting connection");
+    last.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        last.response().status,
+        200,
+        "a queued connection after the limit rose"
+    );
+    assert!(s.logs().contains("accepting connections again"));
+}
+
+#[test]
+fn an_open_file_limit_below_max_connections_lowers_the_cap_so_surplus_clients_get_503() {
+    const LIMIT: u64 = 300;
+    // busyapi::limits::FD_RESERVE descriptors stay for the WAL and MongoDB.
+    const CAP: usize = (LIMIT - busyapi::limits::FD_RESERVE) as usize;
+    let s = Server::start(Opts::default().open_file_limit(LIMIT));
+    assert!(
+        s.logs()
+            .contains(&format!("--max-connections lowered from 10000 to {CAP}")),
+        "{}",
+        s.logs()
+    );
+    let mut open = Vec::new();
+    for i in 0..CAP {
+        let mut c = s.connect();
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.response().status, 200, "connection {i} of {CAP}");
+        open.push(c);
+    }
+    let mut surplus = s.connect();
+    surplus.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_unavailable(&surplus.response(), "too many open connections");
+    open[0].post_json(USAGE);
+    assert_eq!(open[0].response().status, 201);
+}
