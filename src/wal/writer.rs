@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -92,6 +92,8 @@ pub struct Lanes {
     writer: OnceLock<Thread>,
     /// Set at shutdown: refuse new submissions, finish queued ones, exit.
     stopping: AtomicBool,
+    /// The lane a drain starts with; it moves on at every drain.
+    first_lane: AtomicUsize,
 }
 
 impl Lanes {
@@ -104,6 +106,7 @@ impl Lanes {
             writer_sleeping: AtomicBool::new(false),
             writer: OnceLock::new(),
             stopping: AtomicBool::new(false),
+            first_lane: AtomicUsize::new(0),
         })
     }
 
@@ -185,18 +188,29 @@ impl Lanes {
     }
 
     /// Moves queued submissions, with their lane, into `batch` until about
-    /// `max_records`.
+    /// `max_records`: one submission from each lane in turn, starting from
+    /// a different lane each time, so a busy core cannot keep the others'
+    /// submissions out of every commit.
     fn drain_into(&self, batch: &mut Vec<(usize, Submission)>, max_records: usize) -> usize {
+        let n = self.queues.len();
+        let first = self.first_lane.fetch_add(1, Ordering::Relaxed) % n;
         let mut records = 0;
-        'lanes: for (lane, q) in self.queues.iter().enumerate() {
-            while records < max_records {
-                let Some(sub) = q.pop() else { continue 'lanes };
-                records += sub.count as usize;
-                batch.push((lane, sub));
+        loop {
+            let mut took = false;
+            for lane in (first..n).chain(0..first) {
+                if records >= max_records {
+                    return records;
+                }
+                if let Some(sub) = self.queues[lane].pop() {
+                    records += sub.count as usize;
+                    batch.push((lane, sub));
+                    took = true;
+                }
             }
-            break;
+            if !took {
+                return records;
+            }
         }
-        records
     }
 
     fn park_writer(&self) {
@@ -381,4 +395,50 @@ fn append(file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
         "failpoint wal::write"
     )));
     file.write_all_at(bytes, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(count: u32) -> Submission {
+        let (reply, _rx) = may::sync::mpsc::channel();
+        Submission {
+            staged: Vec::new(),
+            count,
+            reply,
+        }
+    }
+
+    #[test]
+    fn a_lane_with_more_than_a_commit_queued_does_not_keep_another_lane_out() {
+        let lanes = Lanes::new(2);
+        for _ in 0..8 {
+            assert!(lanes.submit(0, submission(1000)).is_ok());
+        }
+        assert!(lanes.submit(1, submission(1)).is_ok());
+        let mut batch = Vec::new();
+        let records = lanes.drain_into(&mut batch, COMMIT_RECORDS_MAX);
+        assert!(records >= COMMIT_RECORDS_MAX);
+        assert!(
+            batch.iter().any(|(lane, _)| *lane == 1),
+            "lane 1 was left out of a full commit"
+        );
+    }
+
+    #[test]
+    fn drains_start_from_each_lane_in_turn_and_take_everything_under_the_cap() {
+        let lanes = Lanes::new(3);
+        let mut firsts = Vec::new();
+        for _ in 0..3 {
+            for lane in 0..3 {
+                assert!(lanes.submit(lane, submission(1)).is_ok());
+            }
+            let mut batch = Vec::new();
+            assert_eq!(lanes.drain_into(&mut batch, COMMIT_RECORDS_MAX), 3);
+            firsts.push(batch[0].0);
+        }
+        assert_eq!(firsts, [0, 1, 2]);
+        assert!(lanes.is_empty());
+    }
 }
