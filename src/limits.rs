@@ -115,9 +115,21 @@ pub const WRITER_IDLE_PARK_MS: u64 = 100;
 /// Default records per `insert_many`: the batch size at which the dev server
 /// and a real mongod both reach their throughput plateau.
 pub const FLUSH_MAX_RECORDS_DEFAULT: usize = 1000;
-/// Largest accepted `--flush-max-records`; the driver splits batches above
-/// 100,000 documents anyway.
-pub const FLUSH_MAX_RECORDS_LIMIT: usize = 100_000;
+/// Largest BSON document MongoDB takes, a command included
+/// (`maxBsonObjectSize`).
+pub const BSON_COMMAND_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most bytes one usage takes in an `insert` command's `documents` array:
+/// its five fields at their caps, the array index key and the framing come
+/// to about 430 (`sink::encode` tests the bound).
+pub const DOCUMENT_BYTES_MAX: usize = 512;
+/// Room in a command for everything but its documents: the collection name,
+/// `ordered`, `maxTimeMS` and the write concern.
+pub const COMMAND_OVERHEAD_BYTES: usize = 64 * 1024;
+/// Largest accepted `--flush-max-records`: a batch is one `insert` command,
+/// which must fit in [`BSON_COMMAND_BYTES_MAX`]. Above it MongoDB would
+/// refuse the batch, and the flusher would retry it forever.
+pub const FLUSH_MAX_RECORDS_LIMIT: usize =
+    (BSON_COMMAND_BYTES_MAX - COMMAND_OVERHEAD_BYTES) / DOCUMENT_BYTES_MAX;
 /// Default wait for a batch to fill before it goes out anyway.
 pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 50;
 /// Batches in flight to MongoDB at once.

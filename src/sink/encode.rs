@@ -183,4 +183,35 @@ mod tests {
         );
         assert!(doc.get_array("documents").expect("documents").is_empty());
     }
+
+    #[test]
+    fn a_batch_of_the_largest_usages_at_the_record_limit_fits_in_one_bson_command() {
+        use crate::limits::{
+            BSON_COMMAND_BYTES_MAX, DOCUMENT_BYTES_MAX, FLUSH_MAX_RECORDS_LIMIT,
+            MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, SEQ_MAX,
+        };
+        let patient = "p".repeat(PATIENT_ID_BYTES_MAX);
+        let medication = "m".repeat(MEDICATION_BYTES_MAX);
+        let collection = "c".repeat(120);
+        let largest = |id| Record {
+            id,
+            received_at_ms: i64::MAX,
+            timestamp_ms: i64::MIN,
+            patient_id: &patient,
+            medication: &medication,
+        };
+        let mut cmd = InsertCommand::start(Vec::new(), &collection, Concern::Majority);
+        let mut before = cmd.buf.len();
+        for i in 0..FLUSH_MAX_RECORDS_LIMIT {
+            cmd.push(&largest(SEQ_MAX - i as u64));
+            let grew = cmd.buf.len() - before;
+            assert!(grew <= DOCUMENT_BYTES_MAX, "a usage took {grew} bytes");
+            before = cmd.buf.len();
+        }
+        let bytes = cmd.finish().len();
+        assert!(
+            bytes <= BSON_COMMAND_BYTES_MAX,
+            "{FLUSH_MAX_RECORDS_LIMIT} usages make a {bytes}-byte command"
+        );
+    }
 }
