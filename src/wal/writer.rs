@@ -12,6 +12,7 @@
 //! its commit yields its worker thread instead of blocking it.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock};
@@ -262,6 +263,9 @@ struct Writer {
     first_ids: Vec<u64>,
     /// The thread that prepares the next segment; woken after each roll.
     spare: Thread,
+    /// Bytes past the active segment's end that a failed append may have
+    /// written and that are not zeroed yet (see [`Writer::wipe_tail`]).
+    dirty_tail_bytes: u64,
 }
 
 /// Keeps a preallocated spare segment ready (see [`segment::prepare_spare`])
@@ -287,6 +291,7 @@ impl Writer {
             active,
             buf: Vec::with_capacity(COMMIT_RECORDS_MAX * RECORD_BYTES_MAX),
             first_ids: Vec::with_capacity(COMMIT_RECORDS_MAX),
+            dirty_tail_bytes: 0,
         }
     }
 
@@ -334,10 +339,15 @@ impl Writer {
             seq += record::frame_staged(&sub.staged, node_bits | seq, &mut self.buf);
         }
         debug_assert_eq!(seq - first_seq, records);
+        self.wipe_tail().map_err(|e| self.write_failed(&e))?;
         if self.active.len + self.buf.len() as u64 > self.shared.segment_bytes {
             self.roll().map_err(|e| self.write_failed(&e))?;
         }
         if let Err(e) = append(&self.active.file, &self.buf, self.active.len) {
+            self.dirty_tail_bytes = self.dirty_tail_bytes.max(self.buf.len() as u64);
+            if let Err(wipe) = self.wipe_tail() {
+                log::error!("could not zero what a failed WAL append left: {wipe}");
+            }
             return Err(self.write_failed(&e));
         }
         let started = Instant::now();
@@ -378,9 +388,25 @@ impl Writer {
         Ok(())
     }
 
+    /// Zeroes what a failed append may have left past the segment's end.
+    /// Its whole frames would otherwise look like records to recovery,
+    /// which keeps every intact frame, and the records of the refused
+    /// batch — answered 503, retried by their clients — would be delivered
+    /// after a restart. Until this succeeds no commit is made.
+    fn wipe_tail(&mut self) -> std::io::Result<()> {
+        if self.dirty_tail_bytes == 0 {
+            return Ok(());
+        }
+        zero_range(&self.active.file, self.active.len, self.dirty_tail_bytes)?;
+        // The zeros must be as durable as the log; same rule as a commit.
+        super::sync_or_die(&self.active.file, "a WAL segment's zeroed tail");
+        self.dirty_tail_bytes = 0;
+        Ok(())
+    }
+
     /// A failed append (not a failed fsync): refuse this batch. Whatever part
-    /// of it reached the file lies past the log's end; the next commit
-    /// writes over it, and recovery cuts it if none does.
+    /// of it reached the file lies past the log's end and is zeroed (see
+    /// [`Writer::wipe_tail`]); the next commit writes over it.
     fn write_failed(&mut self, e: &dyn std::fmt::Display) -> CommitError {
         if self.shared.is_writable() {
             log::error!("WAL append failed: {e}; answering 503 until an append succeeds");
@@ -391,10 +417,30 @@ impl Writer {
 }
 
 fn append(file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
-    fail::fail_point!("wal::write", |_| Err(std::io::Error::other(
-        "failpoint wal::write"
-    )));
+    fail::fail_point!("wal::write", |arg: Option<String>| {
+        // `return(torn)`: the first half reaches the file, then the error.
+        if arg.as_deref() == Some("torn") {
+            file.write_all_at(&bytes[..bytes.len() / 2], at)?;
+        }
+        Err(std::io::Error::other("failpoint wal::write"))
+    });
     file.write_all_at(bytes, at)
+}
+
+/// Makes `[at, at + len)` of `file` read as zeros. Punching a hole needs no
+/// free space, which a failed append may have run out of; where the file
+/// system cannot punch holes, zeros are written instead.
+fn zero_range(file: &File, at: u64, len: u64) -> std::io::Result<()> {
+    let (Ok(offset), Ok(length)) = (i64::try_from(at), i64::try_from(len)) else {
+        return Err(std::io::Error::other("range beyond i64"));
+    };
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on an open descriptor; it touches no memory of ours.
+    if unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, length) } == 0 {
+        return Ok(());
+    }
+    let zeros = vec![0u8; len as usize];
+    file.write_all_at(&zeros, at)
 }
 
 #[cfg(test)]

@@ -184,6 +184,12 @@ impl Server {
         self.spawn();
     }
 
+    /// The next start goes without environment variable `key` (a
+    /// failpoint, say).
+    pub fn drop_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
     }

@@ -125,3 +125,36 @@ fn a_second_process_on_the_same_data_dir_refuses_to_start_and_the_first_keeps_se
     let after = post_many(&first, 3);
     assert_all_above(&after, before[2], "the first process is untouched");
 }
+
+#[test]
+fn records_of_an_append_that_failed_halfway_do_not_come_back_after_a_crash() {
+    const BURST: usize = 12;
+    let (_tmp, dir) = data_dir();
+    let mut server = Server::start(offline(&dir).env("FAILPOINTS", "wal::write=1*return(torn)"));
+    // One write, one read, one WAL submission: the first commit holds the
+    // burst, and the failpoint lets half of its bytes reach the file.
+    let mut c = server.connect();
+    let burst: Vec<u8> = (0..BURST)
+        .flat_map(|_| common::post_request(common::USAGE))
+        .collect();
+    c.send(&burst);
+    let statuses: Vec<u16> = (0..BURST).map(|_| c.response().status).collect();
+    let refused = statuses.iter().filter(|&&s| s == 503).count();
+    assert!(
+        refused >= 4,
+        "the torn commit held {refused} record(s), too few to leave whole frames: {statuses:?}"
+    );
+    // A shorter commit lands over the start of the torn one.
+    let acked = post_many(&server, 1);
+    let acknowledged = server.written().0;
+    server.kill9();
+    server.drop_env("FAILPOINTS");
+    server.restart();
+    assert_eq!(
+        server.stat("walBacklogRecords"),
+        acknowledged,
+        "records answered 503 came back from the torn append"
+    );
+    let after = post_many(&server, 1);
+    assert_all_above(&after, acked[0], "after the restart");
+}
