@@ -41,6 +41,10 @@ use crate::wal::segment::HEADER_BYTES;
 /// How long the coordinator waits for new records when it has nothing else
 /// to do; bounds how late it notices a stop request.
 const IDLE_WAIT_MS: u64 = 100;
+/// How long the stop waits for the probe past the grace deadline: the
+/// probe notices the stop within [`IDLE_WAIT_MS`] unless it is in a call,
+/// and a ping or a server selection ends within about 2 s.
+const PROBE_STOP_WAIT_MS: u64 = 3_000;
 /// How often, at most, "MongoDB is still unreachable" is repeated.
 const OUTAGE_REMINDER_SECS: u64 = 300;
 
@@ -104,9 +108,24 @@ impl Flusher {
     /// Delivers the backlog for up to `grace`, then stops. Call after the
     /// WAL writer has stopped, so the backlog cannot grow meanwhile.
     pub fn stop(self, grace: Duration) {
-        *self.stop.deadline.lock() = Some(Instant::now() + grace);
+        let deadline = Instant::now() + grace;
+        *self.stop.deadline.lock() = Some(deadline);
         let _ = self.coordinator.join();
-        let _ = self.probe.join();
+        // The probe may be in a call MongoDB does not answer: an index
+        // build over a large collection, which has no time limit. The
+        // process must still stop within its grace, so it is waited for
+        // only briefly and otherwise left to end with the process.
+        let until = deadline.max(Instant::now()) + Duration::from_millis(PROBE_STOP_WAIT_MS);
+        while !self.probe.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(IDLE_WAIT_MS));
+        }
+        if self.probe.is_finished() {
+            let _ = self.probe.join();
+        } else {
+            log::warn!(
+                "the MongoDB probe is still waiting for MongoDB (an index build?); not waiting for it"
+            );
+        }
     }
 }
 

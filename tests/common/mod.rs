@@ -38,7 +38,7 @@ pub use server::{DELIVERY, Opts, Server, wait_drained};
 #[allow(unused_imports)]
 pub use wal::{record_spans, segment_bytes, write_segment};
 #[allow(unused_imports)]
-pub use wire::{Recorded, app_commands, recording_proxy, recording_proxy_at};
+pub use wire::{Recorded, app_commands, recording_proxy, recording_proxy_at, stalling_proxy};
 
 pub const USAGE: &str = r#"{"patientId": "100", "timestamp": "Tue Nov 01 2016 09:11:51 GMT-0500 (CDT)", "medication": "Albuterol"}"#;
 

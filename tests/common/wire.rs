@@ -33,16 +33,29 @@ pub type Recorded = Arc<Mutex<Vec<Document>>>;
 pub fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Recorded) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
     let addr = listener.local_addr().expect("proxy address");
-    (addr, serve(listener, upstream))
+    (addr, serve(listener, upstream, None))
+}
+
+/// The same proxy, except that a `stalled` command is never forwarded: its
+/// client waits for an answer that does not come, as from a MongoDB busy
+/// building an index over a large collection.
+pub fn stalling_proxy(upstream: SocketAddr, stalled: &'static str) -> (SocketAddr, Recorded) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    (addr, serve(listener, upstream, Some(stalled)))
 }
 
 /// The same proxy on `addr`, a port chosen earlier: a client pointed there
 /// finds nothing listening until this is called, as when MongoDB comes back.
 pub fn recording_proxy_at(addr: SocketAddr, upstream: SocketAddr) -> Recorded {
-    serve(TcpListener::bind(addr).expect("bind the proxy"), upstream)
+    serve(
+        TcpListener::bind(addr).expect("bind the proxy"),
+        upstream,
+        None,
+    )
 }
 
-fn serve(listener: TcpListener, upstream: SocketAddr) -> Recorded {
+fn serve(listener: TcpListener, upstream: SocketAddr, stalled: Option<&'static str>) -> Recorded {
     let recorded: Recorded = Arc::default();
     let rec = recorded.clone();
     std::thread::spawn(move || {
@@ -62,14 +75,19 @@ fn serve(listener: TcpListener, upstream: SocketAddr) -> Recorded {
                 let _ = c2.shutdown(Shutdown::Write);
             });
             let rec = rec.clone();
-            std::thread::spawn(move || relay_requests(client, server, &rec));
+            std::thread::spawn(move || relay_requests(client, server, &rec, stalled));
         }
     });
     recorded
 }
 
 /// Forwards client → server message by message, recording commands.
-fn relay_requests(mut client: TcpStream, mut server: TcpStream, rec: &Recorded) {
+fn relay_requests(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    rec: &Recorded,
+    stalled: Option<&str>,
+) {
     loop {
         let mut header = [0u8; 16];
         if client.read_exact(&mut header).is_err() {
@@ -85,7 +103,15 @@ fn relay_requests(mut client: TcpStream, mut server: TcpStream, rec: &Recorded) 
         let mut rest = vec![0u8; len as usize - 16];
         client.read_exact(&mut rest).expect("a whole message");
         if opcode == OP_MSG {
-            rec.lock().expect("recorded").push(op_msg_command(&rest));
+            let command = op_msg_command(&rest);
+            let name = command.keys().next().cloned();
+            rec.lock().expect("recorded").push(command);
+            if name.is_some() && name.as_deref() == stalled {
+                // Hold both sockets open, answer nothing, forever.
+                loop {
+                    std::thread::park();
+                }
+            }
         }
         server.write_all(&header).expect("forward");
         server.write_all(&rest).expect("forward");

@@ -247,3 +247,44 @@ fn a_second_signal_exits_at_once_with_130_and_a_restart_still_delivers_everythin
     wait_drained(&s);
     assert_stored_exactly(&mongo, DB, &acked);
 }
+
+#[test]
+fn sigterm_exits_0_within_the_grace_while_mongodb_never_answers_the_index_build() {
+    const GRACE: Duration = Duration::from_secs(1);
+    // The stop may take the grace, the coordinator's wait for stuck senders
+    // and the probe's last server selection; minutes would mean a hang.
+    const STOP_MAX: Duration = Duration::from_secs(15);
+    let mongo = shared_mongo();
+    let upstream = ([127, 0, 0, 1], mongo.port).into();
+    let (proxy, rec) = common::stalling_proxy(upstream, "createIndexes");
+    let mut s = Server::start(
+        Opts::default()
+            .mongo(
+                format!("mongodb://{proxy}/?directConnection=true"),
+                "operations_index_never_built",
+            )
+            .arg(&format!("--shutdown-grace-secs {}", GRACE.as_secs())),
+    );
+    let acked = post_n(&s, 5);
+    assert_eq!(acked.len(), 5);
+    wait_for(
+        Duration::from_secs(30),
+        "the index build to be sent",
+        || {
+            common::app_commands(&rec)
+                .iter()
+                .any(|(_, c)| c.contains_key("createIndexes"))
+        },
+    );
+    let signalled = Instant::now();
+    s.signal(libc::SIGTERM);
+    let status = s.wait(Duration::from_secs(60));
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", s.logs());
+    assert!(took < STOP_MAX, "the stop took {took:?}:\n{}", s.logs());
+    assert!(
+        s.logs().contains("stopped; 5 record(s) remain in the WAL"),
+        "{}",
+        s.logs()
+    );
+}
