@@ -134,6 +134,10 @@ struct Batch {
     id: u64,
     command: Vec<u8>,
     records: u64,
+    /// Every record was written by this process: no earlier attempt can
+    /// have stored any of them, so a duplicate `_id` on the first attempt
+    /// is another document with the same id, not a replay.
+    fresh: bool,
 }
 
 /// An entry of the in-order window the checkpoint advances over.

@@ -172,6 +172,7 @@ pub struct Global {
     pub connections_open: AtomicU64,
     pub connections_refused: AtomicU64,
     pub accept_errors: AtomicU64,
+    pub id_collisions: AtomicU64,
     pub connections_timed_out: AtomicU64,
     /// Connections with a request partly received or being handled.
     pub requests_in_flight: AtomicU64,
@@ -188,6 +189,7 @@ pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
     connections_open: AtomicU64::new(0),
     connections_refused: AtomicU64::new(0),
     accept_errors: AtomicU64::new(0),
+    id_collisions: AtomicU64::new(0),
     connections_timed_out: AtomicU64::new(0),
     requests_in_flight: AtomicU64::new(0),
 });

@@ -9,6 +9,7 @@ struct Pending {
     segment_no: u64,
     start: u64,
     end: u64,
+    first_id: u64,
     last_id: u64,
     first_at: Instant,
 }
@@ -157,6 +158,7 @@ impl Coordinator {
                 segment_no,
                 start,
                 end: start,
+                first_id: r.id,
                 last_id: 0,
                 first_at: Instant::now(),
             });
@@ -223,6 +225,7 @@ impl Coordinator {
             id,
             command: p.command.finish(),
             records,
+            fresh: p.first_id >= self.app.wal.first_new_id,
         };
         if let Some(work) = &self.work {
             // Bounded by the concurrency, and a slot is free: this does not wait.

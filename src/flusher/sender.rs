@@ -12,10 +12,14 @@ pub(super) fn run(
 ) {
     while let Ok(batch) = work.recv() {
         let mut backoff = Backoff::new();
+        let mut inserts = 0;
         let delivered = loop {
             let started = Instant::now();
             let attempt = match sinks.ready() {
-                Ok(Some(s)) => s.insert(batch.command.clone(), batch.records),
+                Ok(Some(s)) => {
+                    inserts += 1;
+                    s.insert(batch.command.clone(), batch.records)
+                }
                 Ok(None) => {
                     // The index step is under way on another thread; inserting
                     // now would race it. Not a MongoDB error.
@@ -30,6 +34,9 @@ pub(super) fn run(
             match attempt {
                 Ok(d) => {
                     after_insert_hook();
+                    if batch.fresh && inserts == 1 && d.duplicates > 0 {
+                        id_collision(d.duplicates);
+                    }
                     GLOBAL
                         .flush_seconds
                         .observe(started.elapsed().as_secs_f64());
@@ -56,6 +63,18 @@ pub(super) fn run(
         {
             return;
         }
+    }
+}
+
+/// MongoDB holds other documents under ids this node just handed out: the
+/// node id ran before on another data directory (see the README's "When
+/// something goes wrong"). Those usages are not stored; say so loudly.
+fn id_collision(documents: u64) {
+    let before = GLOBAL.id_collisions.fetch_add(documents, Relaxed);
+    if before == 0 {
+        log::error!(
+            "MongoDB already holds other documents under {documents} id(s) this node just handed out: node id reused with an empty data directory? These usages are not stored; stop this node and restore its data directory's checkpoint. Further collisions are counted in busyapi_id_collisions_total"
+        );
     }
 }
 

@@ -102,6 +102,11 @@ impl Scrape {
                 g.connections_refused.load(Relaxed),
             ),
             (
+                "busyapi_id_collisions",
+                "Documents MongoDB held under ids this node had just handed out (a reused node id).",
+                g.id_collisions.load(Relaxed),
+            ),
+            (
                 "busyapi_accept_errors",
                 "Failed accepts (out of descriptors or memory); the loop pauses and retries.",
                 g.accept_errors.load(Relaxed),

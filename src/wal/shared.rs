@@ -50,6 +50,9 @@ pub struct WalShared {
     writable: AtomicBool,
     /// The id of the newest committed record (0: none yet this run).
     last_id: AtomicU64,
+    /// The first id this run hands out: records below it were recovered
+    /// and may have reached MongoDB before.
+    pub first_new_id: u64,
 }
 
 impl WalShared {
@@ -229,6 +232,7 @@ pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalE
         backlog_records: AtomicU64::new(backlog_records),
         writable: AtomicBool::new(true),
         last_id: AtomicU64::new(0),
+        first_new_id: (u64::from(node_id) << SEQ_BITS) | next_seq,
     });
     let active = Active {
         file,

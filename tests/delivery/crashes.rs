@@ -111,6 +111,11 @@ fn a_crash_right_after_a_confirmed_insert_is_replayed_without_duplicates() {
         before as f64,
         "every document stored before the crash is replayed once, as a duplicate"
     );
+    assert_eq!(
+        metric(&server, "busyapi_id_collisions_total"),
+        0.0,
+        "a replay was reported as an id collision"
+    );
 }
 
 #[test]

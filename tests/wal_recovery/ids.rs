@@ -187,3 +187,33 @@ fn ids_of_a_last_record_destroyed_before_a_restart_are_never_handed_out_again() 
     );
     assert_all_above(&after, before[9], "after the last record was cut");
 }
+
+#[test]
+fn a_node_id_reused_on_an_empty_data_dir_is_reported_when_mongodb_holds_its_ids() {
+    const DB: &str = "wal_recovery_reused_node_id";
+    let _turn = mongo_turn();
+    common::fresh_usages(shared_mongo(), DB);
+    let client = shared_mongo().client();
+    let (_first_tmp, first_dir) = data_dir();
+    let mut server = Server::start(online(&first_dir, DB));
+    let first = post_many(&server, 5);
+    wait_for(DELIVERY, "the first data dir's records in MongoDB", || {
+        stored_ids(&client, DB) == first
+    });
+    stop(&mut server);
+    // The same node id on an empty data directory: the README's warning.
+    let (_second_tmp, second_dir) = data_dir();
+    let server = Server::start(online(&second_dir, DB));
+    let reused = post_many(&server, 5);
+    assert_eq!(reused, first, "an empty data directory starts ids at 1");
+    wait_for(DELIVERY, "the collisions to be counted", || {
+        common::metric(&server, "busyapi_id_collisions_total") == 5.0
+    });
+    assert!(
+        server
+            .logs()
+            .contains("MongoDB already holds other documents under 5 id(s)"),
+        "{}",
+        server.logs()
+    );
+}
