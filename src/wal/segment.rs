@@ -92,6 +92,10 @@ const SPARE_PARTIAL_NAME: &str = "spare.wal.partial";
 /// reserved) and synced, so appends into it change no file metadata and a
 /// commit's fdatasync writes data blocks only.
 pub fn prepare_spare(dir: &Path, bytes: u64) -> Result<(), WalError> {
+    fail::fail_point!("wal::spare", |_| Err(WalError::io(
+        "create a spare segment",
+        std::io::Error::other("failpoint wal::spare")
+    )));
     let spare = dir.join(SPARE_NAME);
     if fs::metadata(&spare).is_ok_and(|m| m.len() == bytes) {
         return Ok(());
@@ -129,11 +133,22 @@ pub fn create(dir: &Path, header: Header, segment_bytes: u64) -> Result<File, Wa
         .create_new(!from_spare)
         .open(&path)
         .map_err(|e| WalError::io("create a segment", e))?;
-    file.write_all_at(&header.encode(), 0)
-        .map_err(|e| WalError::io("write a segment header", e))?;
+    if let Err(e) = write_header(&file, &header) {
+        // Gone again, so the next roll can create it afresh; left behind,
+        // it would refuse every later attempt as already existing.
+        let _ = fs::remove_file(&path);
+        return Err(WalError::io("write a segment header", e));
+    }
     super::sync_or_die(&file, "a new segment's header");
     sync_dir(dir);
     Ok(file)
+}
+
+fn write_header(file: &File, header: &Header) -> std::io::Result<()> {
+    fail::fail_point!("wal::segment_header", |_| Err(std::io::Error::other(
+        "failpoint wal::segment_header"
+    )));
+    file.write_all_at(&header.encode(), 0)
 }
 
 /// Removes a spare left half-filled by a crash.

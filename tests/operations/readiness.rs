@@ -72,3 +72,42 @@ fn mongodb_down_alone_keeps_the_server_ready_and_healthy() {
     assert_eq!(s.get("/healthz").status, 200);
     assert_eq!(s.stats()["readiness"], "ready");
 }
+
+#[test]
+fn a_segment_whose_header_could_not_be_written_is_created_afresh_at_the_next_attempt() {
+    // Pipelined bursts: one WAL commit each, so 1 MiB fills in seconds.
+    const BURST: usize = 200;
+    const BURSTS_MAX: usize = 1_000;
+    // No spare segment (preparing one fails), so a roll creates the file
+    // itself; the roll's header write fails once (the start's succeeds).
+    let s = Server::start(Opts::default().arg("--wal-segment-bytes 1MiB").env(
+        "FAILPOINTS",
+        "wal::spare=return;wal::segment_header=1*off->1*return",
+    ));
+    let mut c = s.connect();
+    let burst: Vec<u8> = (0..BURST)
+        .flat_map(|_| common::post_request(USAGE))
+        .collect();
+    let mut send_burst = || -> Vec<u16> {
+        c.send(&burst);
+        (0..BURST).map(|_| c.response().status).collect()
+    };
+    let mut refused_at = None;
+    for n in 0..BURSTS_MAX {
+        let statuses = send_burst();
+        assert!(statuses.iter().all(|&st| st == 201 || st == 503));
+        if statuses.contains(&503) {
+            refused_at = Some(n);
+            break;
+        }
+    }
+    assert!(refused_at.is_some(), "no roll within {BURSTS_MAX} bursts");
+    assert!(s.logs().contains("write a segment header"), "{}", s.logs());
+    // The next commit rolls again; the half-made file must not be in the way.
+    let statuses = send_burst();
+    assert!(
+        statuses.iter().all(|&st| st == 201),
+        "still refused after the failed roll: {statuses:?}\n{}",
+        s.logs()
+    );
+}
