@@ -314,7 +314,7 @@ impl<'a> Connection<'a> {
                     self.staged = reply.staged;
                     reply.first_id.map_err(ApiError::from)
                 }
-                Err(_) => Err(crate::wal::writer::CommitError::Write.into()),
+                Err(_) => Err(crate::wal::CommitError::Write.into()),
             },
         };
         self.staged.clear();

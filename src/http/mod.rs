@@ -34,8 +34,8 @@ pub mod server;
 use crate::app::NotReady;
 use crate::ingest::IngestError;
 use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX};
+use crate::wal::CommitError;
 use crate::wal::SubmitError;
-use crate::wal::writer::CommitError;
 
 /// Request framing errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! [`Sink`] over the `mongodb` crate's synchronous client.
 //!
-//! The batch goes out as a raw `insert` command ([`InsertCommand`]) built
+//! The batch goes out as a raw `insert` command ([`super::InsertCommand`]) built
 //! from WAL bytes; the driver adds the session and cluster time. Only
 //! standard commands are used (`insert`, `createIndexes`, and the driver's
 //! own `hello`), so a standalone mongod, a replica set and a mongos behave

@@ -2,8 +2,9 @@
 //! acknowledged usage is never lost.
 //!
 //! # What it owns
-//! Segment files in `--data-dir`, the group-commit writer thread
-//! ([`writer`]), the flusher's durable position ([`checkpoint`]), and the
+//! Segment files in `--data-dir`, the per-core queues into the log
+//! ([`lanes`]), the group-commit writer thread ([`writer`]), the flusher's
+//! durable position ([`checkpoint`]), and the
 //! shared view of what is committed and what is still owed to MongoDB
 //! ([`WalShared`]).
 //!
@@ -17,7 +18,7 @@
 //!    `last_seq`, every record's `seq`, and every segment header's
 //!    `base_seq`. The newest segment is never deleted, so its header keeps
 //!    the floor even when every record has been delivered.
-//! 3. A failed fsync ends the process ([`sync_or_die`]): after a failed
+//! 3. A failed fsync ends the process (`sync_or_die`): after a failed
 //!    fsync the kernel may have dropped the dirty pages and a retry can
 //!    report success for data that is gone, so the only safe answer is to
 //!    stop acknowledging and let recovery read what is really on disk.
@@ -70,6 +71,7 @@
 //! passed.
 
 pub mod checkpoint;
+pub mod lanes;
 pub mod reader;
 pub mod record;
 pub mod segment;
@@ -78,11 +80,11 @@ pub mod writer;
 
 use std::fs::File;
 
+pub use lanes::{CommitError, Lanes, Reply, Submission, SubmitError};
 pub use shared::{Opened, SegmentView, WalShared, open};
-pub use writer::{Lanes, Reply, Submission, SubmitError};
 
 /// Errors of the WAL that callers handle. A failed fsync is not among them:
-/// it ends the process (see [`sync_or_die`]).
+/// it ends the process (see `sync_or_die`).
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
     #[error("could not {what}: {source}")]

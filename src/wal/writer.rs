@@ -1,68 +1,24 @@
 //! Group commit: the one thread that appends to the WAL.
 //!
-//! Connections push [`Submission`]s (a buffer of staged records) onto their
-//! lane, a bounded lock-free queue; there is one lane per core, so two cores
-//! rarely touch the same queue. The writer drains every lane, numbers and
-//! frames all the records it found, writes them with one `write` and one
+//! The writer drains every lane (see [`super::lanes`]), numbers and frames
+//! all the records it found, writes them with one `write` and one
 //! `fdatasync`, and only then replies to each submitter. While it syncs, new
 //! submissions pile up in the lanes and ride the next commit together: the
 //! cost of an fsync is shared by everyone who arrived meanwhile.
-//!
-//! Replies travel on may's own channel, so a connection coroutine waiting for
-//! its commit yields its worker thread instead of blocking it.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
-
+use super::lanes::{CommitError, Lanes, Reply, Submission};
 use super::segment::{self, HEADER_BYTES, Header};
 use super::{WalShared, record};
-use crate::limits::{
-    COMMIT_RECORDS_MAX, LANE_SUBMISSIONS_MAX, RECORD_BYTES_MAX, SEQ_BITS, SEQ_MAX,
-    WRITER_IDLE_PARK_MS,
-};
+use crate::limits::{COMMIT_RECORDS_MAX, RECORD_BYTES_MAX, SEQ_BITS, SEQ_MAX};
 use crate::metrics;
-
-/// Staged records from one connection, waiting to be committed.
-pub struct Submission {
-    /// Records in staged form ([`record::stage`]), back to back.
-    pub staged: Vec<u8>,
-    /// How many records `staged` holds.
-    pub count: u32,
-    /// Where the writer sends the outcome.
-    pub reply: may::sync::mpsc::Sender<Reply>,
-}
-
-/// The outcome of a submission; the buffer comes back for reuse.
-pub struct Reply {
-    /// The id of the submission's first record; the others follow in order.
-    pub first_id: Result<u64, CommitError>,
-    pub staged: Vec<u8>,
-}
-
-/// Why committed records could not be acknowledged. Both are 503s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CommitError {
-    #[error("the write-ahead log cannot be written")]
-    Write,
-    #[error("this node has used up its id space")]
-    IdsExhausted,
-}
-
-/// Why a submission was not even queued. Both are 503s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SubmitError {
-    #[error("the write-ahead log is saturated")]
-    LaneFull,
-    #[error("the server is shutting down")]
-    Stopping,
-}
 
 /// The writer's append position.
 pub struct Active {
@@ -71,157 +27,6 @@ pub struct Active {
     /// Bytes in the file, all of them synced.
     pub(super) len: u64,
     pub(super) next_seq: u64,
-}
-
-/// A reply on its way back through a lane's notifier.
-struct Completion {
-    reply_to: may::sync::mpsc::Sender<Reply>,
-    reply: Reply,
-}
-
-/// The per-core queues between connections and the writer.
-pub struct Lanes {
-    queues: Box<[ArrayQueue<Submission>]>,
-    /// One notifier coroutine per lane, on that lane's worker, forwards the
-    /// writer's replies. Waking a coroutine from the writer's OS thread costs
-    /// a syscall (may's eventfd) per coroutine; through the notifier it
-    /// costs one per lane per commit, and the notifier wakes the
-    /// connections on its own worker, from may's local run queue.
-    notifiers: OnceLock<Box<[may::sync::mpsc::Sender<Completion>]>>,
-    /// Set while the writer is about to park or parked.
-    writer_sleeping: AtomicBool,
-    writer: OnceLock<Thread>,
-    /// Set at shutdown: refuse new submissions, finish queued ones, exit.
-    stopping: AtomicBool,
-    /// The lane a drain starts with; it moves on at every drain.
-    first_lane: AtomicUsize,
-}
-
-impl Lanes {
-    pub fn new(count: usize) -> Arc<Lanes> {
-        Arc::new(Lanes {
-            queues: (0..count.max(1))
-                .map(|_| ArrayQueue::new(LANE_SUBMISSIONS_MAX))
-                .collect(),
-            notifiers: OnceLock::new(),
-            writer_sleeping: AtomicBool::new(false),
-            writer: OnceLock::new(),
-            stopping: AtomicBool::new(false),
-            first_lane: AtomicUsize::new(0),
-        })
-    }
-
-    pub fn count(&self) -> usize {
-        self.queues.len()
-    }
-
-    /// Starts the notifier coroutines, lane `i` on may worker `i`. Without
-    /// them (as in tests driving the WAL from plain threads) the writer
-    /// replies to each submitter directly.
-    pub fn start_notifiers(&self) -> std::io::Result<()> {
-        let mut senders = Vec::with_capacity(self.queues.len());
-        for lane in 0..self.queues.len() {
-            let (tx, rx) = may::sync::mpsc::channel::<Completion>();
-            let builder = may::coroutine::Builder::new()
-                .name(format!("lane-{lane}"))
-                .id(lane);
-            // SAFETY: may's spawn is unsafe because a coroutine must not hold
-            // a thread-local borrow across a yield; this loop touches none.
-            unsafe {
-                builder.spawn(move || {
-                    while let Ok(c) = rx.recv() {
-                        // A connection that went away dropped its receiver;
-                        // its records are durable all the same.
-                        let _ = c.reply_to.send(c.reply);
-                    }
-                })
-            }?;
-            senders.push(tx);
-        }
-        let _ = self.notifiers.set(senders.into_boxed_slice());
-        Ok(())
-    }
-
-    /// Hands a reply to the submitter on `lane`.
-    fn reply(&self, lane: usize, reply_to: may::sync::mpsc::Sender<Reply>, reply: Reply) {
-        match self.notifiers.get() {
-            Some(n) => {
-                if let Err(e) = n[lane].send(Completion { reply_to, reply }) {
-                    let c = e.0;
-                    let _ = c.reply_to.send(c.reply);
-                }
-            }
-            None => {
-                let _ = reply_to.send(reply);
-            }
-        }
-    }
-
-    /// Queues a submission on `lane` (taken modulo the lane count).
-    pub fn submit(&self, lane: usize, sub: Submission) -> Result<(), (SubmitError, Submission)> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Err((SubmitError::Stopping, sub));
-        }
-        self.queues[lane % self.queues.len()]
-            .push(sub)
-            .map_err(|s| (SubmitError::LaneFull, s))?;
-        // Pairs with the fence in `park_writer`: either the writer sees this
-        // submission before parking, or we see it asleep and wake it.
-        fence(Ordering::SeqCst);
-        if self.writer_sleeping.load(Ordering::Relaxed)
-            && let Some(t) = self.writer.get()
-        {
-            t.unpark();
-        }
-        Ok(())
-    }
-
-    /// Asks the writer to finish what is queued and exit.
-    pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        if let Some(t) = self.writer.get() {
-            t.unpark();
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.queues.iter().all(ArrayQueue::is_empty)
-    }
-
-    /// Moves queued submissions, with their lane, into `batch` until about
-    /// `max_records`: one submission from each lane in turn, starting from
-    /// a different lane each time, so a busy core cannot keep the others'
-    /// submissions out of every commit.
-    fn drain_into(&self, batch: &mut Vec<(usize, Submission)>, max_records: usize) -> usize {
-        let n = self.queues.len();
-        let first = self.first_lane.fetch_add(1, Ordering::Relaxed) % n;
-        let mut records = 0;
-        loop {
-            let mut took = false;
-            for lane in (first..n).chain(0..first) {
-                if records >= max_records {
-                    return records;
-                }
-                if let Some(sub) = self.queues[lane].pop() {
-                    records += sub.count as usize;
-                    batch.push((lane, sub));
-                    took = true;
-                }
-            }
-            if !took {
-                return records;
-            }
-        }
-    }
-
-    fn park_writer(&self) {
-        self.writer_sleeping.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        if self.is_empty() && !self.stopping.load(Ordering::Acquire) {
-            std::thread::park_timeout(Duration::from_millis(WRITER_IDLE_PARK_MS));
-        }
-        self.writer_sleeping.store(false, Ordering::Relaxed);
-    }
 }
 
 /// Starts the writer thread.
@@ -316,6 +121,7 @@ impl Writer {
                 lanes.reply(lane, sub.reply, reply);
             }
         }
+        lanes.writer_left();
         log::info!("WAL writer stopped; last id {}", self.shared.last_id());
     }
 
@@ -441,50 +247,4 @@ fn zero_range(file: &File, at: u64, len: u64) -> std::io::Result<()> {
     }
     let zeros = vec![0u8; len as usize];
     file.write_all_at(&zeros, at)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn submission(count: u32) -> Submission {
-        let (reply, _rx) = may::sync::mpsc::channel();
-        Submission {
-            staged: Vec::new(),
-            count,
-            reply,
-        }
-    }
-
-    #[test]
-    fn a_lane_with_more_than_a_commit_queued_does_not_keep_another_lane_out() {
-        let lanes = Lanes::new(2);
-        for _ in 0..8 {
-            assert!(lanes.submit(0, submission(1000)).is_ok());
-        }
-        assert!(lanes.submit(1, submission(1)).is_ok());
-        let mut batch = Vec::new();
-        let records = lanes.drain_into(&mut batch, COMMIT_RECORDS_MAX);
-        assert!(records >= COMMIT_RECORDS_MAX);
-        assert!(
-            batch.iter().any(|(lane, _)| *lane == 1),
-            "lane 1 was left out of a full commit"
-        );
-    }
-
-    #[test]
-    fn drains_start_from_each_lane_in_turn_and_take_everything_under_the_cap() {
-        let lanes = Lanes::new(3);
-        let mut firsts = Vec::new();
-        for _ in 0..3 {
-            for lane in 0..3 {
-                assert!(lanes.submit(lane, submission(1)).is_ok());
-            }
-            let mut batch = Vec::new();
-            assert_eq!(lanes.drain_into(&mut batch, COMMIT_RECORDS_MAX), 3);
-            firsts.push(batch[0].0);
-        }
-        assert_eq!(firsts, [0, 1, 2]);
-        assert!(lanes.is_empty());
-    }
 }

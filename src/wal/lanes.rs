@@ -1,0 +1,325 @@
+//! The lanes: per-core queues between connections and the WAL writer.
+//!
+//! Connections push [`Submission`]s (a buffer of staged records) onto their
+//! lane, a bounded lock-free queue; there is one lane per core, so two cores
+//! rarely touch the same queue. The writer drains them round robin, commits,
+//! and answers each submission with a [`Reply`] that travels back through
+//! the lane's notifier coroutine on may's own channel, so a connection
+//! waiting for its commit yields its worker thread instead of blocking it.
+//!
+//! # Invariants
+//! - Every submission that was queued gets exactly one reply: a commit's
+//!   outcome, or "stopping" once the writer has left.
+//! - The writer is woken whenever something is queued while it sleeps.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::limits::{LANE_SUBMISSIONS_MAX, WRITER_IDLE_PARK_MS};
+
+/// Staged records from one connection, waiting to be committed.
+pub struct Submission {
+    /// Records in staged form ([`super::record::stage`]), back to back.
+    pub staged: Vec<u8>,
+    /// How many records `staged` holds.
+    pub count: u32,
+    /// Where the writer sends the outcome.
+    pub reply: may::sync::mpsc::Sender<Reply>,
+}
+
+/// The outcome of a submission; the buffer comes back for reuse.
+pub struct Reply {
+    /// The id of the submission's first record; the others follow in order.
+    pub first_id: Result<u64, CommitError>,
+    pub staged: Vec<u8>,
+}
+
+/// Why committed records could not be acknowledged. All are 503s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    #[error("the write-ahead log cannot be written")]
+    Write,
+    #[error("this node has used up its id space")]
+    IdsExhausted,
+    #[error("the server is shutting down")]
+    Stopping,
+}
+
+/// Why a submission was not even queued. Both are 503s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the write-ahead log is saturated")]
+    LaneFull,
+    #[error("the server is shutting down")]
+    Stopping,
+}
+
+/// A reply on its way back through a lane's notifier.
+struct Completion {
+    reply_to: may::sync::mpsc::Sender<Reply>,
+    reply: Reply,
+}
+
+/// The per-core queues between connections and the writer.
+pub struct Lanes {
+    queues: Box<[ArrayQueue<Submission>]>,
+    /// One notifier coroutine per lane, on that lane's worker, forwards the
+    /// writer's replies. Waking a coroutine from the writer's OS thread costs
+    /// a syscall (may's eventfd) per coroutine; through the notifier it
+    /// costs one per lane per commit, and the notifier wakes the
+    /// connections on its own worker, from may's local run queue.
+    notifiers: OnceLock<Box<[may::sync::mpsc::Sender<Completion>]>>,
+    /// Set while the writer is about to park or parked.
+    writer_sleeping: AtomicBool,
+    pub(super) writer: OnceLock<Thread>,
+    /// Set at shutdown: refuse new submissions, finish queued ones, exit.
+    pub(super) stopping: AtomicBool,
+    /// Set when the writer has left: whatever is queued from then on is
+    /// answered "stopping" by whoever sees it (see [`Lanes::enqueue`]).
+    writer_gone: AtomicBool,
+    /// The lane a drain starts with; it moves on at every drain.
+    first_lane: AtomicUsize,
+}
+
+impl Lanes {
+    pub fn new(count: usize) -> Arc<Lanes> {
+        Arc::new(Lanes {
+            queues: (0..count.max(1))
+                .map(|_| ArrayQueue::new(LANE_SUBMISSIONS_MAX))
+                .collect(),
+            notifiers: OnceLock::new(),
+            writer_sleeping: AtomicBool::new(false),
+            writer: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+            writer_gone: AtomicBool::new(false),
+            first_lane: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Starts the notifier coroutines, lane `i` on may worker `i`. Without
+    /// them (as in tests driving the WAL from plain threads) the writer
+    /// replies to each submitter directly.
+    pub fn start_notifiers(&self) -> std::io::Result<()> {
+        let mut senders = Vec::with_capacity(self.queues.len());
+        for lane in 0..self.queues.len() {
+            let (tx, rx) = may::sync::mpsc::channel::<Completion>();
+            let builder = may::coroutine::Builder::new()
+                .name(format!("lane-{lane}"))
+                .id(lane);
+            // SAFETY: may's spawn is unsafe because a coroutine must not hold
+            // a thread-local borrow across a yield; this loop touches none.
+            unsafe {
+                builder.spawn(move || {
+                    while let Ok(c) = rx.recv() {
+                        // A connection that went away dropped its receiver;
+                        // its records are durable all the same.
+                        let _ = c.reply_to.send(c.reply);
+                    }
+                })
+            }?;
+            senders.push(tx);
+        }
+        let _ = self.notifiers.set(senders.into_boxed_slice());
+        Ok(())
+    }
+
+    /// Hands a reply to the submitter on `lane`.
+    pub(super) fn reply(
+        &self,
+        lane: usize,
+        reply_to: may::sync::mpsc::Sender<Reply>,
+        reply: Reply,
+    ) {
+        match self.notifiers.get() {
+            Some(n) => {
+                if let Err(e) = n[lane].send(Completion { reply_to, reply }) {
+                    let c = e.0;
+                    let _ = c.reply_to.send(c.reply);
+                }
+            }
+            None => {
+                let _ = reply_to.send(reply);
+            }
+        }
+    }
+
+    /// Queues a submission on `lane` (taken modulo the lane count).
+    pub fn submit(&self, lane: usize, sub: Submission) -> Result<(), (SubmitError, Submission)> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err((SubmitError::Stopping, sub));
+        }
+        self.enqueue(lane, sub)
+    }
+
+    /// Queues `sub` for the writer, or answers it if the writer has left
+    /// meanwhile: a submitter that passed the `stopping` check can push
+    /// after the writer's last look at the queues.
+    fn enqueue(&self, lane: usize, sub: Submission) -> Result<(), (SubmitError, Submission)> {
+        self.queues[lane % self.queues.len()]
+            .push(sub)
+            .map_err(|s| (SubmitError::LaneFull, s))?;
+        // Pairs with the fences in `park_writer` and `writer_left`: either
+        // the writer sees this submission, or we see it asleep (and wake
+        // it) or gone (and answer for it).
+        fence(Ordering::SeqCst);
+        if self.writer_gone.load(Ordering::Relaxed) {
+            self.refuse_queued();
+            return Ok(());
+        }
+        if self.writer_sleeping.load(Ordering::Relaxed)
+            && let Some(t) = self.writer.get()
+        {
+            t.unpark();
+        }
+        Ok(())
+    }
+
+    /// Asks the writer to finish what is queued and exit.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
+    }
+
+    /// Called by the writer as it leaves: from now on nothing queued is
+    /// committed, so every submission still queued, or queued later, is
+    /// answered "stopping" (a 503) rather than left waiting.
+    pub(super) fn writer_left(&self) {
+        self.writer_gone.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        self.refuse_queued();
+    }
+
+    fn refuse_queued(&self) {
+        for (lane, q) in self.queues.iter().enumerate() {
+            while let Some(sub) = q.pop() {
+                let reply = Reply {
+                    first_id: Err(CommitError::Stopping),
+                    staged: sub.staged,
+                };
+                self.reply(lane, sub.reply, reply);
+            }
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.queues.iter().all(ArrayQueue::is_empty)
+    }
+
+    /// Moves queued submissions, with their lane, into `batch` until about
+    /// `max_records`: one submission from each lane in turn, starting from
+    /// a different lane each time, so a busy core cannot keep the others'
+    /// submissions out of every commit.
+    pub(super) fn drain_into(
+        &self,
+        batch: &mut Vec<(usize, Submission)>,
+        max_records: usize,
+    ) -> usize {
+        let n = self.queues.len();
+        let first = self.first_lane.fetch_add(1, Ordering::Relaxed) % n;
+        let mut records = 0;
+        loop {
+            let mut took = false;
+            for lane in (first..n).chain(0..first) {
+                if records >= max_records {
+                    return records;
+                }
+                if let Some(sub) = self.queues[lane].pop() {
+                    records += sub.count as usize;
+                    batch.push((lane, sub));
+                    took = true;
+                }
+            }
+            if !took {
+                return records;
+            }
+        }
+    }
+
+    pub(super) fn park_writer(&self) {
+        self.writer_sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.is_empty() && !self.stopping.load(Ordering::Acquire) {
+            std::thread::park_timeout(Duration::from_millis(WRITER_IDLE_PARK_MS));
+        }
+        self.writer_sleeping.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(count: u32) -> Submission {
+        let (reply, _rx) = may::sync::mpsc::channel();
+        Submission {
+            staged: Vec::new(),
+            count,
+            reply,
+        }
+    }
+
+    #[test]
+    fn a_lane_with_more_than_a_commit_queued_does_not_keep_another_lane_out() {
+        let lanes = Lanes::new(2);
+        for _ in 0..8 {
+            assert!(lanes.submit(0, submission(1000)).is_ok());
+        }
+        assert!(lanes.submit(1, submission(1)).is_ok());
+        let mut batch = Vec::new();
+        let records = lanes.drain_into(&mut batch, crate::limits::COMMIT_RECORDS_MAX);
+        assert!(records >= crate::limits::COMMIT_RECORDS_MAX);
+        assert!(
+            batch.iter().any(|(lane, _)| *lane == 1),
+            "lane 1 was left out of a full commit"
+        );
+    }
+
+    #[test]
+    fn drains_start_from_each_lane_in_turn_and_take_everything_under_the_cap() {
+        let lanes = Lanes::new(3);
+        let mut firsts = Vec::new();
+        for _ in 0..3 {
+            for lane in 0..3 {
+                assert!(lanes.submit(lane, submission(1)).is_ok());
+            }
+            let mut batch = Vec::new();
+            assert_eq!(
+                lanes.drain_into(&mut batch, crate::limits::COMMIT_RECORDS_MAX),
+                3
+            );
+            firsts.push(batch[0].0);
+        }
+        assert_eq!(firsts, [0, 1, 2]);
+        assert!(lanes.is_empty());
+    }
+
+    #[test]
+    fn a_submission_queued_after_the_writer_left_is_answered_stopping_not_left_waiting() {
+        let lanes = Lanes::new(2);
+        lanes.stop();
+        lanes.writer_left();
+        // A submitter that passed the `stopping` check before the stop
+        // pushes only now.
+        let (reply, rx) = may::sync::mpsc::channel();
+        let sub = Submission {
+            staged: vec![1, 2, 3],
+            count: 1,
+            reply,
+        };
+        assert!(lanes.enqueue(1, sub).is_ok());
+        let answer = rx.try_recv().expect("an answer at once, not a wait");
+        assert_eq!(answer.first_id, Err(CommitError::Stopping));
+        assert_eq!(answer.staged, [1, 2, 3], "the staging buffer comes back");
+        assert!(lanes.is_empty());
+    }
+}
