@@ -95,8 +95,8 @@ start_node() {
   local i="$1" port=$((NODE_PORT + $1)) uri
   uri="$(cat "$WORK/mongodb-uri")"
   alive "$(pid_of "node$i")" && die "node $i is already running (pid $(pid_of "node$i"))"
-  # busyapi binds with SO_REUSEPORT: a second process on a taken port would
-  # silently share it instead of failing, so check first.
+  # busyapi refuses a taken port itself; checking first gives the clearer
+  # message when the port belongs to something else.
   listening "$port" && die "port $port is taken; set BUSYAPI_CLUSTER_NODE_PORT"
   mkdir -p "$WORK/node$i"
   setsid "$BIN" --node-id "$i" --listen "127.0.0.1:$port" --data-dir "$WORK/node$i" \

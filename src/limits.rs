@@ -46,6 +46,9 @@ pub const FD_RESERVE: u64 = 128;
 /// memory): long enough not to spin on a worker, short enough that a freed
 /// descriptor is used at once.
 pub const ACCEPT_RETRY_MS: u64 = 50;
+/// Pending connections the kernel queues before busyapi accepts them: a
+/// load balancer reconnecting its pool at once fits (may's own choice).
+pub const LISTEN_BACKLOG: i32 = 1024;
 /// Open connections. Each costs a coroutine stack and a read buffer (about
 /// 100 KiB); 10,000 of them is 1 GiB, a bound a 24 GiB host carries easily.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;

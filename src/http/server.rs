@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,7 +14,7 @@ use may::net::TcpListener;
 use super::conn;
 use super::response::{self, Conn};
 use crate::app::App;
-use crate::limits::{ACCEPT_RETRY_MS, COROUTINE_STACK_BYTES};
+use crate::limits::{ACCEPT_RETRY_MS, COROUTINE_STACK_BYTES, LISTEN_BACKLOG};
 use crate::metrics::GLOBAL;
 
 /// Decrements the open-connection gauge however the coroutine ends.
@@ -39,7 +39,7 @@ pub struct Server {
 impl Server {
     /// Binds `addr` and starts accepting.
     pub fn start(app: Arc<App>) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(app.config.listen)?;
+        let listener = bind_exclusive(app.config.listen)?;
         let local_addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let stop = stopping.clone();
@@ -71,6 +71,22 @@ impl Server {
         let _ = std::net::TcpStream::connect_timeout(&wake, std::time::Duration::from_secs(1));
         let _ = self.handle.join();
     }
+}
+
+/// Binds `addr` for this process alone. may's own `bind` sets
+/// `SO_REUSEPORT`, which lets a second busyapi bind the same port and take
+/// half of its connections; started by mistake on another data directory
+/// with the same node id, it would hand out the same ids, and MongoDB's
+/// duplicate `_id` would make one of each pair vanish. A plain bind fails
+/// with "address in use" instead.
+fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: listen(2) on a socket we own, to set the backlog std chose.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a listening TCP socket we own; may takes it over.
+    Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
 }
 
 fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBool) {

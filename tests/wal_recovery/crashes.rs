@@ -127,6 +127,45 @@ fn a_second_process_on_the_same_data_dir_refuses_to_start_and_the_first_keeps_se
 }
 
 #[test]
+fn a_second_process_on_the_same_port_refuses_to_start_even_with_its_own_data_dir() {
+    // Same node id, another data directory: sharing the port, it would hand
+    // out the first one's ids.
+    let (_tmp, dir) = data_dir();
+    let (_other_tmp, other_dir) = data_dir();
+    let first = Server::start(offline(&dir));
+    let before = post_many(&first, 3);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_busyapi"))
+        .args(["--listen", &first.addr.to_string()])
+        .args(["--mongodb-uri", "mongodb://127.0.0.1:9"])
+        .arg("--data-dir")
+        .arg(&other_dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run a second busyapi");
+    let exited = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        second.try_wait().expect("try_wait")
+    });
+    if exited.is_none() {
+        let _ = second.kill();
+    }
+    let out = second.wait_with_output().expect("its output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        exited.and_then(|s| s.code()),
+        Some(1),
+        "the second process ran: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("could not listen on {}", first.addr))
+            && stderr.contains("in use"),
+        "it says why: {stderr}"
+    );
+    let after = post_many(&first, 3);
+    assert_all_above(&after, before[2], "the first process is untouched");
+}
+
+#[test]
 fn records_of_an_append_that_failed_halfway_do_not_come_back_after_a_crash() {
     const BURST: usize = 12;
     let (_tmp, dir) = data_dir();
