@@ -48,8 +48,8 @@ const ROUTES: [(Route, &str); 7] = [
 ];
 
 /// Statuses busyapi sends; anything else would be counted as the last.
-const STATUSES: [u16; 13] = [
-    200, 201, 400, 404, 405, 408, 413, 415, 431, 500, 501, 503, 0,
+const STATUSES: [u16; 14] = [
+    200, 201, 400, 404, 405, 408, 413, 415, 431, 500, 501, 503, 505, 0,
 ];
 
 fn status_index(status: u16) -> usize {

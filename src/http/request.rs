@@ -121,10 +121,11 @@ fn version_error(buf: &[u8]) -> HttpError {
 }
 
 /// Strips the query and, for absolute-form targets, the scheme and host.
+/// A target that starts with `/` is origin-form, whatever its query holds.
 fn path_of(target: &str) -> &str {
     let target = match target.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => target,
+        Some((_, rest)) if !target.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+        _ => target,
     };
     target.split(['?', '#']).next().unwrap_or(target)
 }
@@ -491,5 +492,6 @@ mod tests {
         assert_eq!(path_of("http://example.com/api/usages?a=b"), "/api/usages");
         assert_eq!(path_of("http://example.com"), "/");
         assert_eq!(path_of("/healthz#frag"), "/healthz");
+        assert_eq!(path_of("/api/usages?cb=http://x/healthz"), "/api/usages");
     }
 }

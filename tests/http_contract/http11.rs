@@ -249,3 +249,25 @@ fn a_request_sent_byte_by_byte_is_accepted() {
         "the connection is unusable after a trickled request"
     );
 }
+
+#[test]
+fn the_route_comes_from_the_path_whatever_the_query_holds_and_absolute_form_is_understood() {
+    let s = start();
+    for target in [
+        "/api/usages?cb=http://x/healthz",
+        "/api/usages?next=https://example.com",
+        "http://busyapi.example/api/usages?a=b",
+    ] {
+        let mut c = s.connect();
+        c.send(
+            format!(
+                "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{USAGE}",
+                USAGE.len()
+            )
+            .as_bytes(),
+        );
+        let r = c.response();
+        assert_eq!(r.status, 201, "POST {target}: {}", r.text());
+    }
+    assert_eq!(s.written().0, 3);
+}

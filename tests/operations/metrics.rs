@@ -120,12 +120,16 @@ fn request_counters_move_by_route_and_status_with_each_response() {
     assert_eq!(s.get("/nowhere").status, 404);
     assert_eq!(s.get("/healthz").status, 200);
     assert_eq!(s.get("/readyz").status, 200);
+    let mut c = s.connect();
+    c.send(b"GET / HTTP/2.0\r\nHost: t\r\n\r\n");
+    assert_eq!(c.response().status, 505);
     let after = Scrape::of(&s);
     for (route, status, n) in [
         ("/api/usages", 201, 3.0),
         ("/api/usages", 400, 1.0),
         ("/api/usages", 405, 1.0),
         ("other", 404, 1.0),
+        ("other", 505, 1.0),
         ("/healthz", 200, 1.0),
         ("/readyz", 200, 1.0),
         // The first scrape was counted after it was rendered.
