@@ -49,7 +49,8 @@ fn run(mut config: Config) -> anyhow::Result<()> {
     may::config()
         .set_workers(config.workers)
         .set_stack_size(COROUTINE_STACK_BYTES / size_of::<usize>());
-    may::config().set_worker_pin(true);
+    let pinned = pin_workers(config.workers);
+    may::config().set_worker_pin(pinned);
 
     let opened = wal::open(&config.data_dir, config.node_id, config.wal_segment_bytes)
         .with_context(|| format!("could not open the WAL in {}", config.data_dir.display()))?;
@@ -71,11 +72,12 @@ fn run(mut config: Config) -> anyhow::Result<()> {
     let server = Server::start(app.clone())
         .with_context(|| format!("could not listen on {}", app.config.listen))?;
     log::info!(
-        "busyapi {} node {} listening on http://{} with {} pinned worker(s)",
+        "busyapi {} node {} listening on http://{} with {} {} worker(s)",
         env!("CARGO_PKG_VERSION"),
         app.config.node_id,
         server.local_addr,
-        app.config.workers
+        app.config.workers,
+        if pinned { "pinned" } else { "unpinned" }
     );
     shutdown::wait_and_stop(
         signals,
@@ -107,6 +109,21 @@ fn init_logging() {
 }
 
 /// Escapes a message for a logfmt quoted value: one line, whatever it holds.
+/// Whether to pin may's workers, one per CPU of the affinity mask: only
+/// when the process has exactly as many CPUs as workers (a machine or a
+/// container sized to it, `taskset`, Kubernetes' static CPU manager). On a
+/// shared host the mask holds every CPU, and pinning would put every
+/// busyapi on that host on the same first CPUs of it.
+fn pin_workers(workers: usize) -> bool {
+    let cpus = core_affinity::get_core_ids().map_or(0, |ids| ids.len());
+    if cpus != workers {
+        log::info!(
+            "not pinning the {workers} worker(s): this process may run on {cpus} CPU(s); give it exactly {workers} (taskset, a static CPU manager) to pin them"
+        );
+    }
+    cpus == workers
+}
+
 /// Raises the soft open-file limit to the hard one, then lowers
 /// `--max-connections` if connections could still run the process out of
 /// descriptors: past the cap a client gets a 503, while out of descriptors

@@ -16,6 +16,7 @@
 //! | [`shutdown`]     | SIGTERM: drain, deliver, exit 0; a second signal        |
 //! | [`limits`]       | slowloris, body trickle, idle keep-alive, connection cap|
 //! | [`logs_config`]  | logfmt, RUST_LOG, no patient data in logs, precedence   |
+//! | [`workers`]      | workers pinned only when the process owns that many CPUs|
 mod common;
 
 #[path = "operations/backpressure.rs"]
@@ -30,6 +31,8 @@ mod metrics;
 mod readiness;
 #[path = "operations/shutdown.rs"]
 mod shutdown;
+#[path = "operations/workers.rs"]
+mod workers;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
