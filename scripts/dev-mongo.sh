@@ -17,6 +17,16 @@ install() {
   if [[ -x "$VENV/bin/secantusd-py" ]] && "$VENV/bin/pip" show SecantusDB 2>/dev/null | grep -q "^Version: $SECANTUS_VERSION$"; then
     return 0
   fi
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    # Debian ships venv's pip bootstrap in its own package.
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+      apt-get install -y -qq python3-venv >/dev/null ||
+        { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+    else
+      echo "python3 cannot create a virtualenv here: install python3-venv" >&2
+      return 1
+    fi
+  fi
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION" "pymongo==$PYMONGO_VERSION"
 }
@@ -31,10 +41,22 @@ start() {
     echo "dev MongoDB already running on port $port"
     return 0
   fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    # Something else answers there (a system mongod?): busyapi would write
+    # into it. Say so rather than take it for the dev server.
+    echo "port $port is already in use by another process; set MONGODB_URI to use that server, or stop it" >&2
+    return 1
+  fi
   "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path "$dir" --log-level WARNING \
     >"$ROOT/data/secantusd-$port.log" 2>&1 &
-  echo $! >"$(pidfile "$port")"
+  local pid=$!
+  echo "$pid" >"$(pidfile "$port")"
   for _ in $(seq 1 150); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$(pidfile "$port")"
+      echo "dev MongoDB exited at start; see data/secantusd-$port.log" >&2
+      return 1
+    fi
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "dev MongoDB listening on mongodb://127.0.0.1:$port (log: data/secantusd-$port.log)"
       return 0

@@ -14,12 +14,15 @@
 //! | [`kubernetes`]     | manifests, StatefulSet, probes, grace, HPA, Secret  |
 //! | [`load_balancers`] | HAProxy and nginx: accepted, drain, retry on 503    |
 //! | [`systemd`]        | the unit's keys, its stop timeout, systemd's verify |
+//! | [`scripts`]        | run.sh defers to a config file; dev-mongo.sh's port |
 mod common;
 
 #[path = "deploy_kit/kubernetes.rs"]
 mod kubernetes;
 #[path = "deploy_kit/load_balancers.rs"]
 mod load_balancers;
+#[path = "deploy_kit/scripts.rs"]
+mod scripts;
 #[path = "deploy_kit/systemd.rs"]
 mod systemd;
 
