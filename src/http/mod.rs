@@ -14,7 +14,8 @@
 //! - [`server`]: the accept loop, the connection cap, and shutdown.
 //! - [`conn`]: one connection: reading with timeouts, pipelining, grouping
 //!   a read's usages into one WAL submission, writing responses in order.
-//! - [`request`] / [`response`]: framing, as pure functions.
+//! - [`request`] / [`response`]: framing, as pure functions; [`chunked`]:
+//!   chunked request bodies, strictly.
 //! - [`routes`]: what each path answers, and [`ApiError::status`], the one
 //!   place where errors become statuses.
 //!
@@ -25,6 +26,7 @@
 //!   fsynced; responses leave in request order.
 //! - No request body is ever logged.
 
+pub mod chunked;
 pub mod conn;
 pub mod request;
 pub mod response;

@@ -4,7 +4,7 @@
 
 use httparse::Status;
 
-use super::HttpError;
+use super::{HttpError, chunked};
 use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,64 +241,9 @@ pub fn parse_body(
         }
         Framing::Chunked => {
             scratch.clear();
-            dechunk(buf, head.len, body_bytes_max, scratch)
+            chunked::dechunk(buf, head.len, body_bytes_max, scratch)
                 .map(|done| done.map(|end| (Body::Scratch, end)))
         }
-    }
-}
-
-fn dechunk(
-    buf: &[u8],
-    mut pos: usize,
-    max: usize,
-    out: &mut Vec<u8>,
-) -> Result<Option<usize>, HttpError> {
-    loop {
-        let (skip, size) = match httparse::parse_chunk_size(&buf[pos..]) {
-            Ok(Status::Complete(found)) => found,
-            Ok(Status::Partial) if buf.len() - pos > CHUNK_LINE_BYTES_MAX => {
-                return Err(HttpError::BadChunk);
-            }
-            Ok(Status::Partial) => return Ok(None),
-            Err(_) => return Err(HttpError::BadChunk),
-        };
-        pos += skip;
-        if size == 0 {
-            return trailers(buf, pos);
-        }
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size > max - out.len() {
-            return Err(HttpError::BodyTooLarge { max_bytes: max });
-        }
-        let Some(data) = buf.get(pos..pos + size) else {
-            return Ok(None);
-        };
-        match buf.get(pos + size..pos + size + 2) {
-            None => return Ok(None),
-            Some(b"\r\n") => {}
-            Some(_) => return Err(HttpError::BadChunk),
-        }
-        out.extend_from_slice(data);
-        pos += size + 2;
-    }
-}
-
-/// A chunk-size line with extensions longer than this is refused.
-const CHUNK_LINE_BYTES_MAX: usize = 1024;
-
-/// Skips the trailer section after the last chunk; returns the request end.
-fn trailers(buf: &[u8], pos: usize) -> Result<Option<usize>, HttpError> {
-    let rest = &buf[pos..];
-    if rest.starts_with(b"\r\n") {
-        return Ok(Some(pos + 2));
-    }
-    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-    match httparse::parse_headers(rest, &mut headers) {
-        Ok(Status::Complete((n, _))) => Ok(Some(pos + n)),
-        Ok(Status::Partial) if rest.len() > HEADER_BYTES_MAX => Err(HttpError::HeadersTooLarge),
-        Ok(Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
-        Err(_) => Err(HttpError::BadChunk),
     }
 }
 
@@ -418,48 +363,6 @@ mod tests {
         assert_eq!(head(&big), Err(HttpError::HeadersTooLarge));
         let unfinished = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(HEADER_BYTES_MAX));
         assert_eq!(head(&unfinished), Err(HttpError::HeadersTooLarge));
-    }
-
-    #[test]
-    fn chunked_bodies_are_decoded_with_extensions_and_trailers() {
-        let raw = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\n{\"a\r\n2\r\n\":\r\n2\r\n1}\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
-        let h = head(raw).expect("ok").expect("complete");
-        let mut scratch = Vec::new();
-        let (body, end) = parse_body(raw.as_bytes(), &h, 100, &mut scratch)
-            .expect("ok")
-            .expect("complete");
-        assert_eq!(body, Body::Scratch);
-        assert_eq!(scratch, b"{\"a\":1}");
-        assert_eq!(&raw[end..], "NEXT");
-        for cut in h.len..end {
-            assert_eq!(
-                parse_body(&raw.as_bytes()[..cut], &h, 100, &mut scratch),
-                Ok(None),
-                "cut {cut}"
-            );
-        }
-    }
-
-    #[test]
-    fn chunked_bodies_are_bounded_and_validated() {
-        let big = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n";
-        let h = head(big).expect("ok").expect("complete");
-        assert_eq!(
-            parse_body(big.as_bytes(), &h, 100, &mut Vec::new()),
-            Err(HttpError::BodyTooLarge { max_bytes: 100 })
-        );
-        let bad = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-        let h = head(bad).expect("ok").expect("complete");
-        assert_eq!(
-            parse_body(bad.as_bytes(), &h, 100, &mut Vec::new()),
-            Err(HttpError::BadChunk)
-        );
-        let no_crlf = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc";
-        let h = head(no_crlf).expect("ok").expect("complete");
-        assert_eq!(
-            parse_body(no_crlf.as_bytes(), &h, 100, &mut Vec::new()),
-            Err(HttpError::BadChunk)
-        );
     }
 
     #[test]
