@@ -98,45 +98,49 @@ pub fn count_acknowledged(records: u64) {
     }
 }
 
-/// A fixed-bucket histogram written by one thread.
+/// A fixed-bucket histogram written by one thread. Its count is the sum of
+/// its buckets (one more holds what is above the last bound), so a scrape
+/// racing an observation still sees buckets that never exceed the count.
 pub struct Histogram {
     bounds: &'static [f64],
+    /// One per bound, then the overflow.
     buckets: Vec<AtomicU64>,
     /// Sum in millionths of the unit, so it stays an integer atomic.
     sum_micros: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Histogram {
         Histogram {
             bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
         }
     }
 
     pub fn observe(&self, v: f64) {
-        if let Some(i) = self.bounds.iter().position(|&b| v <= b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(self.bounds.len());
+        self.buckets[i].fetch_add(1, Relaxed);
         self.sum_micros.fetch_add((v * 1e6) as u64, Relaxed);
-        self.count.fetch_add(1, Relaxed);
     }
 
     /// `(sum, count, per-bucket counts)`; the encoder makes them cumulative
     /// and adds `+Inf` from the count.
     fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let counts: Vec<u64> = self.buckets.iter().map(|n| n.load(Relaxed)).collect();
         let buckets = self
             .bounds
             .iter()
-            .zip(&self.buckets)
-            .map(|(&b, n)| (b, n.load(Relaxed)))
+            .copied()
+            .zip(counts.iter().copied())
             .collect();
         (
             self.sum_micros.load(Relaxed) as f64 / 1e6,
-            self.count.load(Relaxed),
+            counts.iter().sum(),
             buckets,
         )
     }
@@ -303,5 +307,29 @@ mod tests {
             bucket("4") <= total && bucket("2") <= bucket("4") && bucket("4") >= 1,
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_snapshot_racing_observations_never_has_buckets_above_its_count() {
+        static H: LazyLock<Histogram> = LazyLock::new(|| Histogram::new(&[1.0, 2.0]));
+        const OBSERVATIONS: usize = 1_000_000;
+        let writer = std::thread::spawn(|| {
+            for i in 0..OBSERVATIONS {
+                H.observe((i % 3) as f64 * 0.9);
+            }
+        });
+        let mut checked = 0;
+        while !writer.is_finished() {
+            let (_, count, buckets) = H.snapshot();
+            let cumulative: u64 = buckets.iter().map(|&(_, n)| n).sum();
+            assert!(
+                cumulative <= count,
+                "{cumulative} in buckets, count {count}"
+            );
+            checked += 1;
+        }
+        writer.join().expect("writer");
+        assert!(checked > 0);
+        assert_eq!(H.snapshot().1, OBSERVATIONS as u64);
     }
 }
