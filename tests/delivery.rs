@@ -87,6 +87,17 @@ fn assert_exactly_once(coll: &Collection<Document>, acked: &[u64], in_wal: &BTre
     );
 }
 
+/// A server delivering into database `db` of the shared dev MongoDB, whose
+/// usages collection has a unique index on `patientId`: a second usage of
+/// one patient is a document MongoDB refuses (code 11000, not on `_id`).
+fn server_with_unique_patient_ids(db: &str) -> (Collection<Document>, Server) {
+    let mongo = common::shared_mongo();
+    let coll = common::fresh_usages(mongo, db);
+    common::unique_patient_ids(&coll);
+    let server = Server::start(common::Opts::default().mongo(mongo.uri(), db));
+    (coll, server)
+}
+
 fn stat(server: &Server, key: &str) -> serde_json::Value {
     server.stats()[key].clone()
 }

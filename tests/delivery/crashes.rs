@@ -9,10 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::*;
-use common::{
-    Opts, USAGE, fresh_usages, load, metric, shared_mongo, unique_patient_ids, wait_drained,
-    wait_for,
-};
+use common::{Opts, USAGE, fresh_usages, load, metric, shared_mongo, wait_drained, wait_for};
 
 /// xorshift64 for kill timings, seeded from the clock; the seed is printed.
 struct Rng(u64);
@@ -122,10 +119,7 @@ fn a_crash_right_after_a_confirmed_insert_is_replayed_without_duplicates() {
 fn a_duplicate_key_on_another_unique_index_is_not_mistaken_for_a_replay() {
     const DB: &str = "delivery_unique_index";
     const WRITE_ERRORS: &str = r#"busyapi_mongo_errors_total{kind="write"}"#;
-    let mongo = shared_mongo();
-    let coll = fresh_usages(mongo, DB);
-    unique_patient_ids(&coll);
-    let server = Server::start(Opts::default().mongo(mongo.uri(), DB));
+    let (coll, server) = server_with_unique_patient_ids(DB);
     let first = server.post(USAGE).id();
     let second = server.post(USAGE).id();
     wait_for(

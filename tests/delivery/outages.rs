@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use common::{
     DELIVERY, Mongo, Opts, Scrape, USAGE, app_commands, free_port, fresh_usages, load, metric,
-    recording_proxy_at, shared_mongo, unique_patient_ids, wait_drained, wait_for,
+    recording_proxy_at, shared_mongo, wait_drained, wait_for,
 };
 
 #[test]
@@ -110,10 +110,7 @@ fn mongodb_killed_mid_stream_under_load_loses_nothing_and_duplicates_nothing() {
 fn a_document_mongodb_refuses_is_not_an_outage_mongo_up_stays_1_and_nothing_logs_it_unreachable() {
     const DB: &str = "delivery_refusal_not_outage";
     const WRITE_ERRORS: &str = r#"busyapi_mongo_errors_total{kind="write"}"#;
-    let mongo = shared_mongo();
-    let coll = fresh_usages(mongo, DB);
-    unique_patient_ids(&coll);
-    let server = Server::start(Opts::default().mongo(mongo.uri(), DB));
+    let (coll, server) = server_with_unique_patient_ids(DB);
     let first = server.post(USAGE).id();
     wait_for(DELIVERY, "the first usage in MongoDB", || {
         stored_ids(&coll) == [first]
