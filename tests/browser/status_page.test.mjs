@@ -14,9 +14,12 @@ const consoleErrors = [];
 const foreignRequests = [];
 
 /** The raw number behind a value on the page, and the text it shows. */
+// Both read in one task of the page, so a poll landing in between cannot
+// pair one update's value with another's text.
 async function read(testid) {
-  const el = page.getByTestId(testid);
-  const [value, text] = await Promise.all([el.getAttribute("data-value"), el.textContent()]);
+  const [value, text] = await page
+    .getByTestId(testid)
+    .evaluate((el) => [el.getAttribute("data-value"), el.textContent]);
   return { value: Number(value), raw: value, text: text.trim() };
 }
 
