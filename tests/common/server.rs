@@ -144,15 +144,18 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
+                let addr = line.split("listening on http://").nth(1).map(|rest| {
+                    rest.split_whitespace()
                         .next()
                         .unwrap_or_default()
-                        .to_owned();
+                        .to_owned()
+                });
+                // The line is in `logs` before `start` returns, so a test
+                // that reads the logs right away sees the listening line.
+                logs.lock().expect("logs").push(line);
+                if let Some(addr) = addr {
                     let _ = tx.send(addr);
                 }
-                logs.lock().expect("logs").push(line);
             }
         });
         let addr = rx
