@@ -160,13 +160,16 @@ wait_http() {
 
 # start_busyapi NAME PORT MONGODB_URI [busyapi flags...]: a release busyapi
 # on a fresh data directory; sets STARTED_PID. The shutdown grace is 0:
-# what it would deliver at exit is of no interest here.
+# what it would deliver at exit is of no interest here. Ids start at 1
+# without asking MongoDB: every run has a MongoDB of its own (or none, or
+# one that is down at first), which holds no id of any earlier run.
 start_busyapi() {
   local name="$1" port="$2" uri="$3"
   shift 3
   local log="$RESULTS/$name.server.log"
   "$WORK/bin/busyapi" --listen "127.0.0.1:$port" --data-dir "$WORK/$name-data" \
-    --mongodb-uri "$uri" --database bench --shutdown-grace-secs 0 "$@" >"$log" 2>&1 &
+    --mongodb-uri "$uri" --database bench --shutdown-grace-secs 0 --fresh-dir-ids from-one \
+    "$@" >"$log" 2>&1 &
   STARTED_PID=$!
   PIDS+=("$STARTED_PID")
   wait_http "http://127.0.0.1:$port/healthz" "$STARTED_PID" "$log"

@@ -37,6 +37,22 @@ pub enum WriteConcernMode {
     Majority,
 }
 
+/// Where the ids of a data directory with no WAL and no checkpoint start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FreshDirIds {
+    /// Above the highest id of this node already in MongoDB, so a node id
+    /// that ran before on a lost or new disk does not hand out its old ids.
+    /// If MongoDB is unreachable at that first start, the node serves
+    /// anyway from 1 and says so (id collisions are then counted).
+    AskMongodb,
+    /// Like `ask-mongodb`, but a node that cannot ask waits for MongoDB
+    /// before it listens: it never risks an id MongoDB already holds.
+    WaitForMongodb,
+    /// At 1, without asking MongoDB: only for a node id that has never
+    /// stored anything (tests, a brand-new collection).
+    FromOne,
+}
+
 /// busyapi: durable ingestion of inhaler-usage events into MongoDB.
 #[derive(Debug, Parser)]
 #[command(name = "busyapi", version, about, max_term_width = 100)]
@@ -65,6 +81,16 @@ pub struct Args {
     /// behind a load balancer needs its own.
     #[arg(long, env = "BUSYAPI_NODE_ID", default_value_t = 0)]
     pub node_id: u32,
+    /// Where ids start on a data directory with no WAL and no checkpoint:
+    /// above this node's highest id in MongoDB (if MongoDB answers, or
+    /// waiting until it does), or at 1.
+    #[arg(
+        long,
+        env = "BUSYAPI_FRESH_DIR_IDS",
+        value_enum,
+        default_value = "ask-mongodb"
+    )]
+    pub fresh_dir_ids: FreshDirIds,
     /// Worker threads, each pinned to a core [default: the number of cores].
     #[arg(long, env = "BUSYAPI_WORKERS")]
     pub workers: Option<usize>,
@@ -129,6 +155,7 @@ pub struct Config {
     pub database: String,
     pub collection: String,
     pub node_id: u32,
+    pub fresh_dir_ids: FreshDirIds,
     pub workers: usize,
     pub wal_max_bytes: u64,
     pub wal_segment_bytes: u64,
@@ -255,6 +282,7 @@ impl Args {
             database: self.database,
             collection: self.collection,
             node_id: self.node_id,
+            fresh_dir_ids: self.fresh_dir_ids,
             workers,
             wal_max_bytes: self.wal_max_bytes,
             wal_segment_bytes: self.wal_segment_bytes,

@@ -19,12 +19,15 @@
 //! | [`ids`]     | ids increase within a run, across restarts, past delivery |
 //! | [`crashes`] | SIGKILLs under load; a second process on the same dir     |
 //! | [`damage`]  | torn tails, zeros, flipped bits, damaged and torn headers |
+//! | [`fresh_dir`] | a new data directory starts above the node's ids in MongoDB |
 mod common;
 
 #[path = "wal_recovery/crashes.rs"]
 mod crashes;
 #[path = "wal_recovery/damage.rs"]
 mod damage;
+#[path = "wal_recovery/fresh_dir.rs"]
+mod fresh_dir;
 #[path = "wal_recovery/ids.rs"]
 mod ids;
 

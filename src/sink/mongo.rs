@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use mongodb::IndexModel;
-use mongodb::bson::{Document, RawDocumentBuf, doc};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::{Error, ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
 use mongodb::sync::{Client, Collection, Database};
@@ -49,6 +49,39 @@ impl MongoSink {
         let db = client.database(database);
         let coll = db.collection(collection);
         Ok(MongoSink { db, coll })
+    }
+}
+
+impl MongoSink {
+    /// The highest `_id` in `[lo, hi)` in the collection, if any: the ids
+    /// one node has stored. A range query on `_id` with a sort and a limit
+    /// of one, which the `_id` index answers on a mongod and every shard.
+    pub fn highest_id(&self, lo: u64, hi: u64) -> Result<Option<u64>, SinkError> {
+        let (Ok(lo), Ok(hi)) = (i64::try_from(lo), i64::try_from(hi)) else {
+            return Err(SinkError::Other("id range beyond i64".into()));
+        };
+        let mut cursor = self
+            .coll
+            .find(doc! {"_id": {"$gte": lo, "$lt": hi}})
+            .sort(doc! {"_id": -1})
+            .limit(1)
+            .projection(doc! {"_id": 1})
+            .run()
+            .map_err(|e| classify(&e))?;
+        let Some(found) = cursor.next() else {
+            return Ok(None);
+        };
+        let found = found.map_err(|e| classify(&e))?;
+        // The filter matched it, so it is a number in `[lo, hi)`.
+        match found.get("_id") {
+            Some(Bson::Int64(n)) => Ok(Some(n.unsigned_abs())),
+            Some(Bson::Int32(n)) => Ok(Some(u64::from(n.unsigned_abs()))),
+            Some(Bson::Double(f)) => Ok(Some(f.ceil() as u64)),
+            other => Err(SinkError::Other(format!(
+                "an _id in this node's range is not an integer: {:?}",
+                other.map(Bson::element_type)
+            ))),
+        }
     }
 }
 

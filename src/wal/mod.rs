@@ -17,7 +17,11 @@
 //!    a data directory: recovery takes the highest of the checkpoint's
 //!    `last_seq`, every record's `seq`, and every segment header's
 //!    `base_seq`. The newest segment is never deleted, so its header keeps
-//!    the floor even when every record has been delivered.
+//!    the floor even when every record has been delivered. A directory
+//!    with none of these takes its floor from the caller (`open`'s
+//!    `fresh_floor`: this node's highest id already in MongoDB) before its
+//!    first segment exists, so a node id that ran before on a lost disk
+//!    does not hand out its old ids again.
 //! 3. A failed fsync ends the process (`sync_or_die`): after a failed
 //!    fsync the kernel may have dropped the dirty pages and a retry can
 //!    report success for data that is gone, so the only safe answer is to
@@ -95,6 +99,8 @@ pub enum WalError {
     },
     #[error("the id space of this node is exhausted")]
     IdsExhausted,
+    #[error("could not learn where this new data directory's ids start: {0}")]
+    FreshFloor(String),
     #[error(
         "{dir} is in use by another busyapi process{holder}; two writers on one WAL would hand out the same ids"
     )]

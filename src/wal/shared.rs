@@ -172,7 +172,17 @@ pub struct Opened {
 }
 
 /// Recovers `dir` (creating it if needed) and opens a fresh active segment.
-pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalError> {
+///
+/// A directory with no segment and no checkpoint has no history of its
+/// own: `fresh_floor` then says the highest seq this node may already have
+/// handed out (its ids in MongoDB, from an earlier life on another disk),
+/// and the first segment's header keeps that floor for every later start.
+pub fn open(
+    dir: &Path,
+    node_id: u32,
+    segment_bytes: u64,
+    fresh_floor: impl FnOnce() -> Result<u64, WalError>,
+) -> Result<Opened, WalError> {
     fs::create_dir_all(dir.join(QUARANTINE_DIR))
         .map_err(|e| WalError::io("create the data directory", e))?;
     let lock = lock_dir(dir)?;
@@ -181,10 +191,13 @@ pub fn open(dir: &Path, node_id: u32, segment_bytes: u64) -> Result<Opened, WalE
     let resume_no = ckpt.map_or(0, |c| c.segment_no);
     let Recovered {
         mut views,
-        seq_floor,
+        mut seq_floor,
         backlog_bytes,
         backlog_records,
     } = recover_all(dir, node_id, ckpt, &nos)?;
+    if ckpt.is_none() && nos.is_empty() {
+        seq_floor = fresh_floor()?;
+    }
     segment::sync_dir(dir);
     let next_seq = seq_floor + 1;
     if next_seq > SEQ_MAX {

@@ -92,6 +92,11 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| "busyapi_test".into()),
         ];
+        // Without a MongoDB nothing could tell a fresh data directory where
+        // its ids start; tests that give one get the production default.
+        if opts.mongo_uri.is_none() {
+            args.extend(["--fresh-dir-ids".to_owned(), "from-one".to_owned()]);
+        }
         args.extend(opts.args.iter().cloned());
         // Small segments: each start preallocates a segment and a spare, and
         // 64 MiB of zeros per test server is slow; tests that care say so.

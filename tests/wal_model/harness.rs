@@ -32,8 +32,8 @@ impl Wal {
     }
 
     pub fn open_with(dir: &Path, segment_bytes: u64) -> Wal {
-        let opened =
-            wal::open(dir, NODE_ID, segment_bytes).expect("recovery never refuses to start");
+        let opened = wal::open(dir, NODE_ID, segment_bytes, || Ok(0))
+            .expect("recovery never refuses to start");
         let lanes = Lanes::new(LANES);
         let writer =
             writer::spawn(lanes.clone(), opened.shared.clone(), opened.active).expect("writer");

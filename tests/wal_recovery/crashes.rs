@@ -137,6 +137,7 @@ fn a_second_process_on_the_same_port_refuses_to_start_even_with_its_own_data_dir
     let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_busyapi"))
         .args(["--listen", &first.addr.to_string()])
         .args(["--mongodb-uri", "mongodb://127.0.0.1:9"])
+        .args(["--fresh-dir-ids", "from-one"])
         .arg("--data-dir")
         .arg(&other_dir)
         .stderr(std::process::Stdio::piped())

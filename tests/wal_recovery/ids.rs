@@ -189,7 +189,7 @@ fn ids_of_a_last_record_destroyed_before_a_restart_are_never_handed_out_again() 
 }
 
 #[test]
-fn a_node_id_reused_on_an_empty_data_dir_is_reported_when_mongodb_holds_its_ids() {
+fn with_fresh_dir_ids_from_one_a_reused_node_id_is_reported_when_mongodb_holds_its_ids() {
     const DB: &str = "wal_recovery_reused_node_id";
     let _turn = mongo_turn();
     common::fresh_usages(shared_mongo(), DB);
@@ -201,9 +201,10 @@ fn a_node_id_reused_on_an_empty_data_dir_is_reported_when_mongodb_holds_its_ids(
         stored_ids(&client, DB) == first
     });
     stop(&mut server);
-    // The same node id on an empty data directory: the README's warning.
+    // The same node id on an empty data directory, told not to ask
+    // MongoDB where its ids start (see fresh_dir.rs for the default).
     let (_second_tmp, second_dir) = data_dir();
-    let server = Server::start(online(&second_dir, DB));
+    let server = Server::start(online(&second_dir, DB).arg("--fresh-dir-ids from-one"));
     let reused = post_many(&server, 5);
     assert_eq!(reused, first, "an empty data directory starts ids at 1");
     wait_for(DELIVERY, "the collisions to be counted", || {
