@@ -2,8 +2,9 @@
 //!
 //! The batch goes out as a raw `insert` command ([`super::InsertCommand`]) built
 //! from WAL bytes; the driver adds the session and cluster time. Only
-//! standard commands are used (`insert`, `createIndexes`, and the driver's
-//! own `hello`), so a standalone mongod, a replica set and a mongos behave
+//! standard commands are used (`insert`, `createIndexes`, the driver's own
+//! `hello`, and a `find` of the node's highest `_id` on a new data
+//! directory), so a standalone mongod, a replica set and a mongos behave
 //! the same.
 //!
 //! Server messages are not copied into logs or errors beyond their code and
