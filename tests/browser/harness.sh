@@ -67,27 +67,28 @@ harness_build() {
   BUSYAPI_BIN="${CARGO_TARGET_DIR:-$HARNESS_ROOT/target}/debug/busyapi"
 }
 
-# Starts busyapi on a port the kernel picks (no race with other processes),
-# with a fresh data dir and MongoDB pointed at a port nothing listens on
-# (port 9, discard), so MongoDB is down throughout; no shutdown grace, as
-# the backlog can never be delivered. Sets BUSYAPI_URL.
+# harness_start_busyapi NAME NODE_ID: starts busyapi on a port the kernel
+# picks (no race with other processes), with a fresh data dir and MongoDB
+# pointed at a port nothing listens on (port 9, discard), so MongoDB is down
+# throughout; no shutdown grace, as the backlog can never be delivered.
+# Sets HARNESS_URL.
 harness_start_busyapi() {
-  local log="$HARNESS_TMP/busyapi.log" i
-  "$BUSYAPI_BIN" --listen 127.0.0.1:0 --data-dir "$HARNESS_TMP/data" \
+  local name="$1" node="$2" log="$HARNESS_TMP/$1.log" i
+  "$BUSYAPI_BIN" --listen 127.0.0.1:0 --data-dir "$HARNESS_TMP/$name-data" --node-id "$node" \
     --mongodb-uri "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=1000" \
     --shutdown-grace-secs 0 >"$log" 2>&1 &
   HARNESS_PIDS+=($!)
+  HARNESS_URL=""
   for i in $(seq 100); do
-    BUSYAPI_URL="$(sed -nE 's#.*listening on (http://[0-9.]+:[0-9]+).*#\1#p' "$log" | head -n1)"
-    [[ -n "$BUSYAPI_URL" ]] && break
+    HARNESS_URL="$(sed -nE 's#.*listening on (http://[0-9.]+:[0-9]+).*#\1#p' "$log" | head -n1)"
+    [[ -n "$HARNESS_URL" ]] && break
     kill -0 "${HARNESS_PIDS[-1]}" 2>/dev/null || { cat "$log" >&2; echo "busyapi exited" >&2; return 1; }
     sleep 0.1
   done
-  [[ -n "$BUSYAPI_URL" ]] || { cat "$log" >&2; echo "busyapi did not start listening" >&2; return 1; }
-  export BUSYAPI_URL BUSYAPI_LOG="$log"
-  node -e 'fetch(process.argv[1] + "/readyz").then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$BUSYAPI_URL" ||
+  [[ -n "$HARNESS_URL" ]] || { cat "$log" >&2; echo "busyapi did not start listening" >&2; return 1; }
+  node -e 'fetch(process.argv[1] + "/readyz").then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$HARNESS_URL" ||
     { cat "$log" >&2; echo "busyapi is not ready" >&2; return 1; }
-  harness_log "busyapi at $BUSYAPI_URL (log $log)"
+  harness_log "busyapi node $node at $HARNESS_URL (log $log)"
 }
 
 harness_start_load() {
@@ -100,6 +101,11 @@ harness_setup() {
   harness_install_chromium
   harness_install_node_modules
   harness_build
-  harness_start_busyapi
+  # BUSYAPI_URL: node 0, under the load. BUSYAPI_URL_NODE1: node 1, idle,
+  # for the test of the page behind a round-robin balancer.
+  harness_start_busyapi busyapi 0
+  export BUSYAPI_URL="$HARNESS_URL"
+  harness_start_busyapi idle 1
+  export BUSYAPI_URL_NODE1="$HARNESS_URL"
   harness_start_load
 }

@@ -102,6 +102,37 @@ test("nothing overflows horizontally at phone widths", async () => {
   await page.setViewportSize({ width: 1280, height: 900 });
 });
 
+test("behind a round-robin balancer each node's rate comes from its own counters", async (t) => {
+  // The harness's node 1 takes no load. Every other poll is answered by it,
+  // as a balancer in front of both would; the page itself still only asks
+  // its own origin (the routing happens in this test process).
+  const idle = process.env.BUSYAPI_URL_NODE1;
+  assert.ok(idle, "BUSYAPI_URL_NODE1 is set by the harness");
+  let polls = 0;
+  await page.route("**/api/stats", async (route) => {
+    const res = await fetch((polls++ % 2 === 0 ? origin : idle) + "/api/stats", { cache: "no-store" });
+    await route.fulfill({ status: res.status, contentType: "application/json", body: await res.text() });
+  });
+  const seen = [];
+  for (const until = Date.now() + 12_000; Date.now() < until; await sleep(200)) {
+    // One task of the page: node id and rate of the same poll.
+    seen.push(await page.evaluate(() => {
+      const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+      return { node: q("node-id").textContent.trim(), rate: q("ingest-rate").dataset.value };
+    }));
+  }
+  await page.unroute("**/api/stats");
+  const rates = (node) => seen.filter((x) => x.node === node && x.rate !== "").map((x) => Number(x.rate));
+  const loaded = rates("0"), idleRates = rates("1");
+  t.diagnostic(`${polls} polls; node 0 rates ${[...new Set(loaded)].slice(0, 8)}; node 1 rates ${[...new Set(idleRates)]}`);
+  assert.ok(loaded.length > 0 && idleRates.length > 0, "both nodes answered with a rate");
+  assert.ok(idleRates.every((r) => r === 0), "the idle node shows 0/s, not the loaded node's rate");
+  const peak = Number(process.env.LOAD_RATE_MAX ?? 300);
+  assert.ok(loaded.some((r) => r > 0), "the loaded node shows its load");
+  assert.ok(loaded.every((r) => r >= 0 && r <= peak * 1.5),
+    `the loaded node's rate stays within its load (peak ${peak}/s), not a total divided by one poll`);
+});
+
 test("the page makes no request to any other origin", () => {
   assert.deepEqual(foreignRequests, []);
 });
