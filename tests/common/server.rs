@@ -163,14 +163,15 @@ impl Server {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "busyapi did not start; its log:\n{}",
-                    self.logs.lock().expect("logs").join("\n")
-                )
-            });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+            // Not left running after the test: nothing else would stop it.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "busyapi did not start; its log:\n{}",
+                self.logs.lock().expect("logs").join("\n")
+            )
+        };
         self.addr = addr.parse().expect("listen address");
         self.child = Some(child);
     }
