@@ -46,7 +46,7 @@ fn main() -> ExitCode {
 
 fn run(mut config: Config) -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
-    let signals = shutdown::install()?;
+    let mut signals = shutdown::install()?;
     fit_connections_to_fd_limit(&mut config);
     metrics::set_enabled(config.metrics);
     may::config()
@@ -55,7 +55,6 @@ fn run(mut config: Config) -> anyhow::Result<()> {
     let pinned = pin_workers(config.workers);
     may::config().set_worker_pin(pinned);
 
-    let mut signals = signals;
     let mut stopped = false;
     let opened = wal::open(
         &config.data_dir,

@@ -51,9 +51,7 @@ impl MongoSink {
         let coll = db.collection(collection);
         Ok(MongoSink { db, coll })
     }
-}
 
-impl MongoSink {
     /// The highest `_id` in `[lo, hi)` in the collection, if any: the ids
     /// one node has stored. A range query on `_id` with a sort and a limit
     /// of one, which the `_id` index answers on a mongod and every shard.
