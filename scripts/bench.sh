@@ -19,6 +19,11 @@
 #                              original's flaws measured: repeated ids, and
 #                              acknowledged records lost to kill -9 (busyapi
 #                              killed the same way, restarted, drained)
+#   scripts/bench.sh fsync-floor bare may_minihttp; the same beside a stream
+#                              of fdatasyncs nobody waits for; the same with
+#                              each 201 waiting for an fdatasync (the thinnest
+#                              durable server); busyapi. Alternating, medians
+#                              and ratios to bare: what fsync alone costs here
 #   scripts/bench.sh all       all of the above
 #
 # Settings (environment):
@@ -62,7 +67,7 @@ NODE_LOG_USAGES="${BENCH_NODE_LOG_USAGES:-1}"
 if [[ "$MODE" == node ]]; then CONNECTIONS="$NODE_CONNECTIONS"; fi
 
 case "$MODE" in
-  usages | ingest | mixed | metrics | e2e | open-loop | node | all) ;;
+  usages | ingest | mixed | metrics | e2e | open-loop | node | fsync-floor | all) ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
@@ -134,7 +139,7 @@ ensure_wrk() {
 # swap a binary under a running benchmark.
 build() {
   mkdir -p "$WORK/bin"
-  if [[ "$MODE" == "ingest" || "$MODE" == "all" ]]; then
+  if [[ "$MODE" == "ingest" || "$MODE" == "fsync-floor" || "$MODE" == "all" ]]; then
     # A crate of its own, so its may features never reach busyapi's builds.
     cargo build --release --locked --manifest-path bench/bare_minihttp/Cargo.toml
     cp bench/bare_minihttp/target/release/bare_minihttp "$WORK/bin/"
@@ -177,8 +182,9 @@ start_busyapi() {
 
 start_bare() {
   local name="$1" port="$2"
+  shift 2
   local log="$RESULTS/$name.server.log"
-  "$WORK/bin/bare_minihttp" "127.0.0.1:$port" >"$log" 2>&1 &
+  "$WORK/bin/bare_minihttp" "127.0.0.1:$port" "$@" >"$log" 2>&1 &
   STARTED_PID=$!
   PIDS+=("$STARTED_PID")
   wait_http "http://127.0.0.1:$port/" "$STARTED_PID" "$log"
@@ -292,6 +298,48 @@ mode_ingest() {
   printf 'median of %d  bare       %10s req/s   p50 %8s ms   p99 %8s ms\n' "$ROUNDS" "$b_rps" "$(median "${bare_p50[@]}")" "$b_p99"
   printf 'median of %d  busyapi    %10s req/s   p50 %8s ms   p99 %8s ms\n' "$ROUNDS" "$u_rps" "$(median "${busy_p50[@]}")" "$u_p99"
   echo "ratio busyapi/bare: requests/s $(ratio "$u_rps" "$b_rps"), p99 $(ratio "$u_p99" "$b_p99")"
+}
+
+# The floor under the 0.85x target, side by side: the bare handler; the
+# same with a back-to-back fdatasync stream beside it that nobody waits
+# for (what the fsyncs cost in CPU); the same with every 201 waiting for an
+# fdatasync that started after its request arrived (the thinnest durable
+# server on this stack, see bench/bare_minihttp); and busyapi.
+mode_fsync_floor() {
+  echo
+  echo "== fsync-floor: bare, bare + fsync stream, bare waiting for fsyncs, busyapi (MongoDB unreachable)"
+  local -A rps=() syncs=()
+  local kinds=(bare stream wait busyapi) r k port dead
+  dead="$(free_port)"
+  for r in $(seq 1 "$ROUNDS"); do
+    for k in "${kinds[@]}"; do
+      port="$(free_port)"
+      case "$k" in
+        bare) start_bare "$k-$r" "$port" ;;
+        stream | wait)
+          mkdir -p "$WORK/$k-$r"
+          start_bare "$k-$r" "$port" "--fsync-$k" "$WORK/$k-$r"
+          ;;
+        busyapi) start_busyapi "$k-$r" "$port" "mongodb://127.0.0.1:$dead" ;;
+      esac
+      run_wrk "$k-$r" bench/usages.lua "http://127.0.0.1:$port"
+      stop_started "$STARTED_PID"
+      rm -rf "${WORK:?}/$k-$r"
+      rps[$k]+=" $(bench_field "$LAST_BENCH" rps)"
+      # The stream's own count, a line a second; the middle one.
+      syncs[$k]="$(awk '/^fsync stream:/ { v[++n] = $3 } END { print (n ? v[int(n / 2) + 1] : "") }' \
+        "$RESULTS/$k-$r.server.log")"
+      print_run "round $r  $k" "$LAST_BENCH" "${syncs[$k]:+   ${syncs[$k]} fdatasyncs/s}"
+    done
+  done
+  local b
+  # shellcheck disable=SC2086 # the lists are space-separated numbers
+  b="$(median ${rps[bare]})"
+  for k in "${kinds[@]}"; do
+    # shellcheck disable=SC2086
+    printf 'median of %d  %-8s %10s req/s   ratio to bare %s\n' "$ROUNDS" "$k" \
+      "$(median ${rps[$k]})" "$(ratio "$(median ${rps[$k]})" "$b")"
+  done
 }
 
 mode_mixed() {
@@ -722,6 +770,7 @@ case "$MODE" in
   mixed) mode_mixed ;;
   metrics) mode_metrics ;;
   e2e) mode_e2e ;;
+  fsync-floor) mode_fsync_floor ;;
   open-loop) mode_open_loop ;;
   node) mode_node ;;
   all)
@@ -734,6 +783,7 @@ case "$MODE" in
     mode_open_loop
     mode_e2e
     mode_node
+    mode_fsync_floor
     ;;
 esac
 exit "$E2E_FAILED"
