@@ -14,6 +14,10 @@ use super::{free_port, wait_for};
 /// documents a second, and other suites may share the two cores.
 pub const DELIVERY: Duration = Duration::from_secs(120);
 
+/// Time for a line the server has written to reach the harness's copy of
+/// its log: the reader thread may wait for a core on a loaded machine.
+pub const LOG_LINE_MAX: Duration = Duration::from_secs(10);
+
 /// A busyapi process.
 pub struct Server {
     child: Option<Child>,
@@ -250,6 +254,22 @@ impl Server {
 
     pub fn logs(&self) -> String {
         self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// Waits until a log line contains `needle`. The harness reads stderr
+    /// on its own thread, so a line the server wrote before a response can
+    /// reach [`Server::logs`] after the test has read that response; only
+    /// lines before "listening" are there as soon as `start` returns.
+    pub fn wait_for_log(&self, needle: &str) {
+        let until = Instant::now() + LOG_LINE_MAX;
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < until,
+                "no log line with {needle:?} within {LOG_LINE_MAX:?}; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn connect(&self) -> Http {

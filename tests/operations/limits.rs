@@ -315,7 +315,7 @@ fn out_of_file_descriptors_the_accept_loop_pauses_and_open_connections_keep_bein
         200,
         "a queued connection after the limit rose"
     );
-    assert!(s.logs().contains("accepting connections again"));
+    s.wait_for_log("accepting connections again");
 }
 
 #[test]
