@@ -57,6 +57,7 @@ fn with_mongodb_down_at_start_usages_are_acknowledged_and_drain_once_it_is_up() 
     assert_eq!(stat(&server, "mongoUp"), true);
     acked.sort_unstable();
     assert_eq!(stored_ids(&coll), acked);
+    server.wait_for_log("MongoDB is reachable again");
     let logs = server.logs();
     assert_eq!(
         outage_warnings(&server),
