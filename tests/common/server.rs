@@ -261,15 +261,11 @@ impl Server {
     /// reach [`Server::logs`] after the test has read that response; only
     /// lines before "listening" are there as soon as `start` returns.
     pub fn wait_for_log(&self, needle: &str) {
-        let until = Instant::now() + LOG_LINE_MAX;
-        while !self.logs().contains(needle) {
-            assert!(
-                Instant::now() < until,
-                "no log line with {needle:?} within {LOG_LINE_MAX:?}; log:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        showing_log_on_timeout(self, || {
+            wait_for(LOG_LINE_MAX, &format!("a log line with {needle:?}"), || {
+                self.logs().contains(needle)
+            });
+        });
     }
 
     pub fn connect(&self) -> Http {
@@ -323,11 +319,16 @@ impl Drop for Server {
 
 /// Waits for the backlog to reach MongoDB; on a timeout, shows the log.
 pub fn wait_drained(s: &Server) {
-    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    showing_log_on_timeout(s, || {
         wait_for(DELIVERY, "the WAL backlog to reach MongoDB", || {
             s.stat("walBacklogRecords") == 0
-        })
-    }));
+        });
+    });
+}
+
+/// Runs `wait` (a [`wait_for`]); if it times out, prints `s`'s log first.
+fn showing_log_on_timeout(s: &Server, wait: impl FnOnce()) {
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wait));
     if let Err(e) = waited {
         eprintln!("busyapi's log:\n{}", s.logs());
         std::panic::resume_unwind(e);
