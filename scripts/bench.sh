@@ -308,8 +308,8 @@ mode_ingest() {
 mode_fsync_floor() {
   echo
   echo "== fsync-floor: bare, bare + fsync stream, bare waiting for fsyncs, busyapi (MongoDB unreachable)"
-  local -A rps=() syncs=()
-  local kinds=(bare stream wait busyapi) r k port dead
+  local -A rps=()
+  local kinds=(bare stream wait busyapi) r k port dead syncs
   dead="$(free_port)"
   for r in $(seq 1 "$ROUNDS"); do
     for k in "${kinds[@]}"; do
@@ -327,9 +327,9 @@ mode_fsync_floor() {
       rm -rf "${WORK:?}/$k-$r"
       rps[$k]+=" $(bench_field "$LAST_BENCH" rps)"
       # The stream's own count, a line a second; the middle one.
-      syncs[$k]="$(awk '/^fsync stream:/ { v[++n] = $3 } END { print (n ? v[int(n / 2) + 1] : "") }' \
+      syncs="$(awk '/^fsync stream:/ { v[++n] = $3 } END { print (n ? v[int(n / 2) + 1] : "") }' \
         "$RESULTS/$k-$r.server.log")"
-      print_run "round $r  $k" "$LAST_BENCH" "${syncs[$k]:+   ${syncs[$k]} fdatasyncs/s}"
+      print_run "round $r  $k" "$LAST_BENCH" "${syncs:+   $syncs fdatasyncs/s}"
     done
   done
   local b
