@@ -264,7 +264,7 @@ pub fn open(
 /// be made (a failure there is not fatal: the segment is then a plain file).
 fn start_active(dir: &Path, header: Header, segment_bytes: u64) -> Result<fs::File, WalError> {
     segment::discard_partial_spare(dir);
-    if let Err(e) = segment::prepare_spare(dir, segment_bytes) {
+    if let Err(e) = segment::prepare_spare(dir, segment_bytes, segment::SparePace::Full) {
         log::warn!(
             "could not preallocate a WAL segment ({e}); appends will also update file metadata"
         );

@@ -15,7 +15,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use super::lanes::{CommitError, Lanes, Reply, Submission};
-use super::segment::{self, HEADER_BYTES, Header};
+use super::segment::{self, HEADER_BYTES, Header, SparePace};
 use super::{WalShared, record};
 use crate::limits::{COMMIT_RECORDS_MAX, RECORD_BYTES_MAX, SEQ_BITS, SEQ_MAX};
 use crate::metrics;
@@ -78,7 +78,7 @@ struct Writer {
 /// then creates a plain file, and the spare is tried again later.
 fn keep_a_spare(lanes: &Lanes, shared: &WalShared) {
     while !lanes.stopping.load(Ordering::Acquire) {
-        if let Err(e) = segment::prepare_spare(&shared.dir, shared.segment_bytes) {
+        if let Err(e) = segment::prepare_spare(&shared.dir, shared.segment_bytes, SparePace::Paced) {
             log::warn!("could not preallocate the next WAL segment: {e}");
         }
         std::thread::park_timeout(Duration::from_millis(SPARE_RETRY_MS));
