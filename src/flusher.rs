@@ -96,7 +96,10 @@ impl Flusher {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("flusher".into())
-                .spawn(move || Coordinator::new(app, sinks, health, resume, stop).run())?
+                .spawn(move || {
+                    priority::lower_this_thread();
+                    Coordinator::new(app, sinks, health, resume, stop).run()
+                })?
         };
         Ok(Flusher {
             stop,
@@ -185,6 +188,7 @@ impl Backoff {
 
 mod coordinator;
 mod health;
+pub mod priority;
 mod sender;
 use coordinator::Coordinator;
 use health::{Health, Sinks};

@@ -62,7 +62,10 @@ impl Coordinator {
                 );
                 std::thread::Builder::new()
                     .name(format!("flush-send-{i}"))
-                    .spawn(move || sender::run(s, w, d, h, st))
+                    .spawn(move || {
+                        priority::lower_this_thread();
+                        sender::run(s, w, d, h, st)
+                    })
                     .ok()
             })
             .collect();
