@@ -105,6 +105,10 @@ pub struct Args {
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, env = "BUSYAPI_MAX_BODY_BYTES", default_value = "16KiB", value_parser = parse_bytes)]
     pub max_body_bytes: u64,
+    /// Longest a WAL commit is held back so that one fdatasync serves more
+    /// records; only while more records are expected (0: never hold).
+    #[arg(long, env = "BUSYAPI_COMMIT_DELAY_MAX_US", default_value_t = COMMIT_DELAY_MAX_US_DEFAULT)]
+    pub commit_delay_max_us: u64,
     /// Records per insert_many batch.
     #[arg(long, env = "BUSYAPI_FLUSH_MAX_RECORDS", default_value_t = FLUSH_MAX_RECORDS_DEFAULT)]
     pub flush_max_records: usize,
@@ -159,6 +163,7 @@ pub struct Config {
     pub workers: usize,
     pub wal_max_bytes: u64,
     pub wal_segment_bytes: u64,
+    pub commit_delay_max_us: u64,
     pub max_body_bytes: usize,
     pub flush_max_records: usize,
     pub flush_interval_ms: u64,
@@ -286,6 +291,7 @@ impl Args {
             workers,
             wal_max_bytes: self.wal_max_bytes,
             wal_segment_bytes: self.wal_segment_bytes,
+            commit_delay_max_us: self.commit_delay_max_us,
             max_body_bytes: self.max_body_bytes as usize,
             flush_max_records: self.flush_max_records,
             flush_interval_ms: self.flush_interval_ms,
@@ -338,6 +344,11 @@ impl Args {
 
     /// Intervals and timeouts.
     fn check_times(&self) -> Result<(), ConfigError> {
+        check(
+            self.commit_delay_max_us <= COMMIT_DELAY_MAX_US_LIMIT,
+            "commit-delay-max-us",
+            || format!("must be 0 to {COMMIT_DELAY_MAX_US_LIMIT}"),
+        )?;
         check(
             (1..=60_000).contains(&self.flush_interval_ms),
             "flush-interval-ms",

@@ -72,8 +72,13 @@ fn run(mut config: Config) -> anyhow::Result<()> {
     lanes
         .start_notifiers()
         .context("could not start the WAL lane notifiers")?;
-    let writer = wal::writer::spawn(lanes.clone(), opened.shared.clone(), opened.active)
-        .context("could not start the WAL writer")?;
+    let writer = wal::writer::spawn(
+        lanes.clone(),
+        opened.shared.clone(),
+        opened.active,
+        Duration::from_micros(config.commit_delay_max_us),
+    )
+    .context("could not start the WAL writer")?;
     let app = Arc::new(App::new(config, opened.shared, lanes));
 
     let c = app.config.clone();

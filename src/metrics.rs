@@ -168,6 +168,8 @@ pub const MONGO_ERROR_KINDS: [&str; 6] = [
 pub struct Global {
     pub fsync_seconds: Histogram,
     pub commit_records: Histogram,
+    /// How long commits were held back to share their fsync.
+    pub commit_hold_seconds: Histogram,
     pub flush_seconds: Histogram,
     pub flush_records: Histogram,
     pub records_flushed: AtomicU64,
@@ -185,6 +187,7 @@ pub struct Global {
 pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
     fsync_seconds: Histogram::new(LATENCY_BOUNDS_S),
     commit_records: Histogram::new(BATCH_BOUNDS),
+    commit_hold_seconds: Histogram::new(LATENCY_BOUNDS_S),
     flush_seconds: Histogram::new(LATENCY_BOUNDS_S),
     flush_records: Histogram::new(BATCH_BOUNDS),
     records_flushed: AtomicU64::new(0),
@@ -202,6 +205,11 @@ pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
 pub fn observe_fsync(took: Duration, records: u64) {
     GLOBAL.fsync_seconds.observe(took.as_secs_f64());
     GLOBAL.commit_records.observe(records as f64);
+}
+
+/// Records how long the writer held a commit back (see `wal::pacing`).
+pub fn observe_commit_hold(took: Duration) {
+    GLOBAL.commit_hold_seconds.observe(took.as_secs_f64());
 }
 
 /// Counts a MongoDB failure of `kind` (one of [`MONGO_ERROR_KINDS`]).

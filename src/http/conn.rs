@@ -25,7 +25,7 @@ use crate::ingest::UsageParser;
 use crate::limits::{HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX, READ_BUF_BYTES_INITIAL};
 use crate::metrics::{self, Route};
 use crate::wal::record;
-use crate::wal::{Reply, Submission};
+use crate::wal::{Attached, Reply, Submission};
 
 /// Serves `stream` until the client leaves, an error closes it, or shutdown.
 pub fn serve(stream: TcpStream, app: &App, lane: usize) {
@@ -80,6 +80,9 @@ struct Connection<'a> {
     idle_since: Instant,
     /// The read timeout last given to the socket.
     read_timeout: Option<Duration>,
+    /// Counts this connection among the WAL's submitters, which the
+    /// commit pacer reads: a commit every submitter waits on is not held.
+    _submitter: Attached<'a>,
     /// Counted in [`metrics::Global::requests_in_flight`]: bytes of a request
     /// are buffered or being handled. Shutdown waits for this to clear.
     busy: bool,
@@ -113,6 +116,7 @@ impl<'a> Connection<'a> {
             head_done: None,
             idle_since: Instant::now(),
             read_timeout: None,
+            _submitter: app.lanes.attach(),
             busy: false,
         }
     }

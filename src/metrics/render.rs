@@ -189,6 +189,11 @@ fn histograms(enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
             &g.commit_records,
         ),
         (
+            "busyapi_wal_commit_hold_seconds",
+            "Time a group commit was held back so that its fdatasync served more records.",
+            &g.commit_hold_seconds,
+        ),
+        (
             "busyapi_flush_batch_seconds",
             "Time of one insert batch.",
             &g.flush_seconds,

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
@@ -75,6 +75,13 @@ pub struct Lanes {
     notifiers: OnceLock<Box<[may::sync::mpsc::Sender<Completion>]>>,
     /// Set while the writer is about to park or parked.
     writer_sleeping: AtomicBool,
+    /// Set while the writer holds a commit back (see [`super::pacing`]).
+    writer_holding: AtomicBool,
+    /// Connections that can submit: the pacer holds a commit only while
+    /// some of them are not already waiting on it.
+    submitters: AtomicUsize,
+    /// Submissions queued or being committed, not yet answered.
+    waiting: AtomicUsize,
     pub(super) writer: OnceLock<Thread>,
     /// Set at shutdown: refuse new submissions, finish queued ones, exit.
     pub(super) stopping: AtomicBool,
@@ -93,6 +100,9 @@ impl Lanes {
                 .collect(),
             notifiers: OnceLock::new(),
             writer_sleeping: AtomicBool::new(false),
+            writer_holding: AtomicBool::new(false),
+            submitters: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             writer: OnceLock::new(),
             stopping: AtomicBool::new(false),
             writer_gone: AtomicBool::new(false),
@@ -102,6 +112,38 @@ impl Lanes {
 
     pub fn count(&self) -> usize {
         self.queues.len()
+    }
+
+    /// Counts a connection as a submitter until the guard drops.
+    pub fn attach(&self) -> Attached<'_> {
+        self.submitters.fetch_add(1, Ordering::Relaxed);
+        Attached(self)
+    }
+
+    /// Connections that can submit.
+    pub(super) fn submitters(&self) -> usize {
+        self.submitters.load(Ordering::Relaxed)
+    }
+
+    /// Submissions queued or being committed, not yet answered.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// `done` submissions were answered.
+    pub(super) fn answered(&self, done: usize) {
+        self.waiting.fetch_sub(done, Ordering::Relaxed);
+    }
+
+    /// Wakes a holding writer once every submitter waits on it: nobody is
+    /// left to add a record, so the hold only costs latency.
+    fn end_hold_if_all_wait(&self) {
+        if self.writer_holding.load(Ordering::Relaxed)
+            && self.waiting() >= self.submitters()
+            && let Some(t) = self.writer.get()
+        {
+            t.unpark();
+        }
     }
 
     /// Starts the notifier coroutines, lane `i` on may worker `i`. Without
@@ -166,6 +208,7 @@ impl Lanes {
         self.queues[lane % self.queues.len()]
             .push(sub)
             .map_err(|s| (SubmitError::LaneFull, s))?;
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         // Pairs with the fences in `park_writer` and `writer_left`: either
         // the writer sees this submission, or we see it asleep (and wake
         // it) or gone (and answer for it).
@@ -179,6 +222,7 @@ impl Lanes {
         {
             t.unpark();
         }
+        self.end_hold_if_all_wait();
         Ok(())
     }
 
@@ -206,6 +250,7 @@ impl Lanes {
                     first_id: Err(CommitError::Stopping),
                     staged: sub.staged,
                 };
+                self.answered(1);
                 self.reply(lane, sub.reply, reply);
             }
         }
@@ -252,6 +297,35 @@ impl Lanes {
             std::thread::park_timeout(Duration::from_millis(WRITER_IDLE_PARK_MS));
         }
         self.writer_sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// Holds the writer until `until`, or until every submitter waits on
+    /// the commit, or a stop. Submitters do not wake a holding writer for
+    /// each submission: that would cost the syscalls the hold saves.
+    pub(super) fn hold_writer(&self, until: Instant) {
+        self.writer_holding.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        loop {
+            let now = Instant::now();
+            if now >= until
+                || self.stopping.load(Ordering::Acquire)
+                || self.waiting() >= self.submitters()
+            {
+                break;
+            }
+            std::thread::park_timeout(until - now);
+        }
+        self.writer_holding.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A connection counted among the submitters; see [`Lanes::attach`].
+pub struct Attached<'a>(&'a Lanes);
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.0.submitters.fetch_sub(1, Ordering::Relaxed);
+        self.0.end_hold_if_all_wait();
     }
 }
 

@@ -76,6 +76,7 @@
 
 pub mod checkpoint;
 pub mod lanes;
+pub mod pacing;
 pub mod reader;
 pub mod record;
 pub mod segment;
@@ -84,7 +85,7 @@ pub mod writer;
 
 use std::fs::File;
 
-pub use lanes::{CommitError, Lanes, Reply, Submission, SubmitError};
+pub use lanes::{Attached, CommitError, Lanes, Reply, Submission, SubmitError};
 pub use shared::{Opened, SegmentView, WalShared, open};
 
 /// Errors of the WAL that callers handle. A failed fsync is not among them:

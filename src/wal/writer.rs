@@ -15,6 +15,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use super::lanes::{CommitError, Lanes, Reply, Submission};
+use super::pacing::{Batch, Pacer};
 use super::segment::{self, HEADER_BYTES, Header, SparePace};
 use super::{WalShared, record};
 use crate::limits::{COMMIT_RECORDS_MAX, RECORD_BYTES_MAX, SEQ_BITS, SEQ_MAX};
@@ -29,11 +30,13 @@ pub struct Active {
     pub(super) next_seq: u64,
 }
 
-/// Starts the writer thread.
+/// Starts the writer thread. `commit_delay_max` bounds how long a commit
+/// may be held back to share its fsync (see [`super::pacing`]).
 pub fn spawn(
     lanes: Arc<Lanes>,
     shared: Arc<WalShared>,
     active: Active,
+    commit_delay_max: Duration,
 ) -> std::io::Result<JoinHandle<()>> {
     let spare = {
         let (lanes, shared) = (lanes.clone(), shared.clone());
@@ -46,7 +49,7 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("wal-writer".into())
         .spawn(move || {
-            Writer::new(shared, active, spare_thread).run(&l);
+            Writer::new(shared, active, spare_thread, commit_delay_max).run(&l);
             // The spare thread stops with the writer.
             l.stop();
             spare.thread().unpark();
@@ -71,6 +74,8 @@ struct Writer {
     /// Bytes past the active segment's end that a failed append may have
     /// written and that are not zeroed yet (see [`Writer::wipe_tail`]).
     dirty_tail_bytes: u64,
+    /// When to hold a commit back so that its fsync serves more records.
+    pacer: Pacer,
 }
 
 /// Keeps a preallocated spare segment ready (see [`segment::prepare_spare`])
@@ -78,7 +83,8 @@ struct Writer {
 /// then creates a plain file, and the spare is tried again later.
 fn keep_a_spare(lanes: &Lanes, shared: &WalShared) {
     while !lanes.stopping.load(Ordering::Acquire) {
-        if let Err(e) = segment::prepare_spare(&shared.dir, shared.segment_bytes, SparePace::Paced) {
+        if let Err(e) = segment::prepare_spare(&shared.dir, shared.segment_bytes, SparePace::Paced)
+        {
             log::warn!("could not preallocate the next WAL segment: {e}");
         }
         std::thread::park_timeout(Duration::from_millis(SPARE_RETRY_MS));
@@ -89,8 +95,14 @@ fn keep_a_spare(lanes: &Lanes, shared: &WalShared) {
 const SPARE_RETRY_MS: u64 = 5_000;
 
 impl Writer {
-    fn new(shared: Arc<WalShared>, active: Active, spare: Thread) -> Writer {
+    fn new(
+        shared: Arc<WalShared>,
+        active: Active,
+        spare: Thread,
+        commit_delay_max: Duration,
+    ) -> Writer {
         Writer {
+            pacer: Pacer::new(commit_delay_max),
             spare,
             shared,
             active,
@@ -103,7 +115,7 @@ impl Writer {
     fn run(mut self, lanes: &Lanes) {
         let mut batch = Vec::with_capacity(COMMIT_RECORDS_MAX);
         loop {
-            let records = lanes.drain_into(&mut batch, COMMIT_RECORDS_MAX);
+            let mut records = lanes.drain_into(&mut batch, COMMIT_RECORDS_MAX);
             if batch.is_empty() {
                 if lanes.stopping.load(Ordering::Acquire) && lanes.is_empty() {
                     break;
@@ -111,7 +123,10 @@ impl Writer {
                 lanes.park_writer();
                 continue;
             }
+            records += self.hold(lanes, &mut batch, records);
+            self.pacer.started(Instant::now(), records as u64);
             let outcome = self.commit(&batch, records as u64);
+            lanes.answered(batch.len());
             for (i, (lane, sub)) in batch.drain(..).enumerate() {
                 let first_id = outcome.map(|()| self.first_ids[i]);
                 let reply = Reply {
@@ -123,6 +138,29 @@ impl Writer {
         }
         lanes.writer_left();
         log::info!("WAL writer stopped; last id {}", self.shared.last_id());
+    }
+
+    /// Holds the commit back while the pacer says more records are coming,
+    /// then drains what arrived meanwhile; returns how many records that
+    /// added.
+    fn hold(
+        &mut self,
+        lanes: &Lanes,
+        batch: &mut Vec<(usize, Submission)>,
+        records: usize,
+    ) -> usize {
+        let now = Instant::now();
+        let drained = Batch {
+            records: records as u64,
+            submissions_waiting: lanes.waiting(),
+            submitters: lanes.submitters(),
+        };
+        let Some(until) = self.pacer.hold_until(now, drained) else {
+            return 0;
+        };
+        lanes.hold_writer(until);
+        metrics::observe_commit_hold(until.min(Instant::now()) - now);
+        lanes.drain_into(batch, COMMIT_RECORDS_MAX.saturating_sub(records))
     }
 
     /// Frames, appends and syncs one batch. On success every record is

@@ -35,8 +35,13 @@ impl Wal {
         let opened = wal::open(dir, NODE_ID, segment_bytes, || Ok(0))
             .expect("recovery never refuses to start");
         let lanes = Lanes::new(LANES);
-        let writer =
-            writer::spawn(lanes.clone(), opened.shared.clone(), opened.active).expect("writer");
+        let writer = writer::spawn(
+            lanes.clone(),
+            opened.shared.clone(),
+            opened.active,
+            Duration::from_micros(busyapi::limits::COMMIT_DELAY_MAX_US_DEFAULT),
+        )
+        .expect("writer");
         Wal {
             dir: dir.to_path_buf(),
             shared: opened.shared,
