@@ -24,6 +24,19 @@
 #                              each 201 waiting for an fdatasync (the thinnest
 #                              durable server); busyapi. Alternating, medians
 #                              and ratios to bare: what fsync alone costs here
+#   scripts/bench.sh cpu       bare may_minihttp vs busyapi (MongoDB unreachable)
+#                              held at fixed open-loop rates by oha
+#                              (BENCH_CPU_RATES), alternating: server CPU per
+#                              request, p50/p99/p99.9, fsyncs/s, records per
+#                              commit, ratios to bare (bench/sidebyside.py)
+#   scripts/bench.sh closed-loop busyapi at BENCH_BASE_REV (built in a git
+#                              worktree under target/) vs this tree, wrk -t1 at
+#                              BENCH_CLOSED_CONNECTIONS, alternating: req/s and
+#                              CPU per request, ratios to the base
+#   scripts/bench.sh headline  the mission on this box: oha -q 18000 for
+#                              BENCH_HEADLINE_S against busyapi with the dev
+#                              MongoDB live at nice 19; every response must be
+#                              a 201, and after the drain every one a document
 #   scripts/bench.sh all       all of the above
 #
 # Settings (environment):
@@ -38,6 +51,11 @@
 #   BENCH_NODE_CONNECTIONS wrk connections in the node mode     default 50
 #   BENCH_KILL_AFTER_S    load before the kill -9 (node mode)   default 5
 #   BENCH_NODE_LOG_USAGES the original's console.log per POST   default 1
+#   BENCH_CPU_RATES       fixed rates of the cpu mode           default 8000,12000,18000
+#   BENCH_CPU_DURATION_S  seconds per fixed-rate run            default 10
+#   BENCH_BASE_REV        the closed-loop mode's baseline       default 4039c4b
+#   BENCH_CLOSED_CONNECTIONS wrk connections, closed-loop mode  default 4,16,64
+#   BENCH_HEADLINE_S      seconds of load in the headline mode  default 60
 #
 # Every run's raw output (wrk, oha, server logs) is kept in
 # bench/results/<date>-<mode>/. The numbers mean something only on an
@@ -67,7 +85,7 @@ NODE_LOG_USAGES="${BENCH_NODE_LOG_USAGES:-1}"
 if [[ "$MODE" == node ]]; then CONNECTIONS="$NODE_CONNECTIONS"; fi
 
 case "$MODE" in
-  usages | ingest | mixed | metrics | e2e | open-loop | node | fsync-floor | all) ;;
+  usages | ingest | mixed | metrics | e2e | open-loop | node | fsync-floor | cpu | closed-loop | headline | all) ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
@@ -139,7 +157,7 @@ ensure_wrk() {
 # swap a binary under a running benchmark.
 build() {
   mkdir -p "$WORK/bin"
-  if [[ "$MODE" == "ingest" || "$MODE" == "fsync-floor" || "$MODE" == "all" ]]; then
+  if [[ "$MODE" =~ ^(ingest|fsync-floor|cpu|all)$ ]]; then
     # A crate of its own, so its may features never reach busyapi's builds.
     cargo build --release --locked --manifest-path bench/bare_minihttp/Cargo.toml
     cp bench/bare_minihttp/target/release/bare_minihttp "$WORK/bin/"
@@ -585,6 +603,99 @@ mode_open_loop() {
   stop_started "$STARTED_PID"
 }
 
+# ---------------------------------------------------------------- cost at fixed rates
+
+# The command line sidebyside.py starts busyapi with ({port} and {data} are
+# its own); MongoDB is unreachable unless a URI is given.
+busyapi_command() {
+  local bin="$1" uri="${2:-mongodb://127.0.0.1:$(free_port)}"
+  echo "$bin --listen 127.0.0.1:{port} --data-dir {data} --mongodb-uri $uri --database bench --shutdown-grace-secs 0 --fresh-dir-ids from-one"
+}
+
+ensure_oha() {
+  command -v oha >/dev/null && return 0
+  echo "== installing oha (cargo install --locked oha; slow to build)"
+  cargo install --locked oha
+}
+
+mode_cpu() {
+  ensure_oha
+  echo
+  echo "== cpu: bare may_minihttp vs busyapi at fixed rates (oha -c $CONNECTIONS --latency-correction, MongoDB unreachable)"
+  python3 bench/sidebyside.py fixed-rate --results "$RESULTS" --rounds "$ROUNDS" \
+    --rates "${BENCH_CPU_RATES:-8000,12000,18000}" --duration-s "${BENCH_CPU_DURATION_S:-10}" \
+    --connections "$CONNECTIONS" \
+    --server "bare=$WORK/bin/bare_minihttp 127.0.0.1:{port}" \
+    --server "busyapi=$(busyapi_command "$WORK/bin/busyapi")"
+}
+
+# Builds busyapi at REV in a worktree of its own; prints the binary's path.
+build_rev() {
+  local rev="$1" tree="$ROOT/target/bench-base/src-$1"
+  if [[ ! -d "$tree" ]]; then
+    git worktree add --detach "$tree" "$rev" >&2
+  fi
+  CARGO_TARGET_DIR="$ROOT/target/bench-base/target" \
+    cargo build --release --locked --bin busyapi --manifest-path "$tree/Cargo.toml" >&2
+  cp "$ROOT/target/bench-base/target/release/busyapi" "$WORK/bin/busyapi-$rev"
+  echo "$WORK/bin/busyapi-$rev"
+}
+
+mode_closed_loop() {
+  ensure_wrk
+  local rev="${BENCH_BASE_REV:-4039c4b}" base
+  base="$(build_rev "$rev")"
+  echo
+  echo "== closed-loop: busyapi at $rev vs this tree, wrk -t1 (MongoDB unreachable)"
+  python3 bench/sidebyside.py closed-loop --results "$RESULTS" --rounds "$ROUNDS" \
+    --connections "${BENCH_CLOSED_CONNECTIONS:-4,16,64}" --duration-s "${DURATION%s}" \
+    --server "$rev=$(busyapi_command "$base")" \
+    --server "this-tree=$(busyapi_command "$WORK/bin/busyapi")"
+}
+
+# The mission's headline: 18,000 requests/s open loop for a minute, the dev
+# MongoDB live on the same box at the lowest CPU priority (standing in for
+# a database on hosts of its own). Progress is read from busyapi's own
+# /api/stats; MongoDB is counted once, at the end.
+mode_headline() {
+  ensure_oha
+  [[ -x "$PY" ]] || scripts/dev-mongo.sh install
+  local secs="${BENCH_HEADLINE_S:-60}" rate="$OHA_RATE" mport port uri out pid cpu0 cpu1 docs acked
+  echo
+  echo "== headline: oha -q $rate -c $CONNECTIONS --latency-correction -z ${secs}s, dev MongoDB live at nice 19"
+  mport="$(free_port)"
+  start_prepared_mongo "$mport" "$WORK/mongo-headline"
+  pid="$(cat "$ROOT/data/secantusd-$mport.pid")"
+  renice -n 19 -p "$pid" >/dev/null
+  uri="mongodb://127.0.0.1:$mport"
+  port="$(free_port)"
+  start_busyapi headline "$port" "$uri"
+  cpu0="$(awk '{ print $14 + $15 }' "/proc/$STARTED_PID/stat")"
+  out="$RESULTS/headline.oha.json"
+  oha --no-tui --output-format json -q "$rate" -c "$CONNECTIONS" --latency-correction -z "${secs}s" \
+    -m POST -T application/json -d "$OHA_BODY" "http://127.0.0.1:$port/api/usages" >"$out" ||
+    die "oha failed"
+  cpu1="$(awk '{ print $14 + $15 }' "/proc/$STARTED_PID/stat")"
+  python3 - "$out" "$cpu0" "$cpu1" "$(getconf CLK_TCK)" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+codes = r["statusCodeDistribution"]
+n = sum(codes.values())
+p = r["latencyPercentiles"]
+cpu = (float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4])
+print(f"responses {n}  statuses {codes}  errors {r.get('errorDistribution', {})}")
+print(f"p50 {p['p50']*1e3:.2f} ms  p99 {p['p99']*1e3:.2f} ms  p99.9 {p['p99.9']*1e3:.2f} ms"
+      f"  busyapi CPU per request {cpu / max(n, 1) * 1e6:.1f} us (delivery included)")
+PYEOF
+  acked="$(stat_field "$port" acknowledged)"
+  echo "acknowledged by busyapi: $acked; waiting for the backlog to drain"
+  wait_drained "$port" 0
+  docs="$("$PY" bench/mongo_bench.py count "$uri" bench usages)"
+  echo "documents in MongoDB: $docs (acknowledged $acked)"
+  [[ "$docs" == "$acked" ]] || die "MongoDB holds $docs documents for $acked acknowledged usages"
+  stop_started "$STARTED_PID"
+}
+
 # ---------------------------------------------------------------- node original
 
 # npm ci in bench/node-original when node_modules is missing (or older than
@@ -773,6 +884,9 @@ case "$MODE" in
   fsync-floor) mode_fsync_floor ;;
   open-loop) mode_open_loop ;;
   node) mode_node ;;
+  cpu) mode_cpu ;;
+  closed-loop) mode_closed_loop ;;
+  headline) mode_headline ;;
   all)
     # One per line: a function called as part of an && list runs with
     # `set -e` switched off.
@@ -784,6 +898,9 @@ case "$MODE" in
     mode_e2e
     mode_node
     mode_fsync_floor
+    mode_cpu
+    mode_closed_loop
+    mode_headline
     ;;
 esac
 exit "$E2E_FAILED"

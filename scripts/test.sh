@@ -45,6 +45,9 @@ if (( passed < MIN_TESTS )); then
   echo "only $passed tests ran; the suite holds at least $MIN_TESTS" >&2
   exit 1
 fi
+echo "== the benchmark tool's arithmetic (bench/sidebyside.py)"
+python3 -m unittest discover -s bench -p 'test_*.py'
+
 echo "== status page in headless Chromium"
 scripts/browser-test.sh
 
