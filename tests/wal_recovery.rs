@@ -19,7 +19,7 @@
 //! | [`ids`]     | ids increase within a run, across restarts, past delivery |
 //! | [`crashes`] | SIGKILLs under load; a second process on the same dir     |
 //! | [`damage`]  | torn tails, zeros, flipped bits, damaged and torn headers |
-//! | [`fresh_dir`] | a new data directory starts above the node's ids in MongoDB |
+//! | [`fresh_dir`] | a new data directory (or a torn first segment) starts above the node's ids in MongoDB |
 mod common;
 
 #[path = "wal_recovery/crashes.rs"]

@@ -18,10 +18,16 @@
 //!    `last_seq`, every record's `seq`, and every segment header's
 //!    `base_seq`. The newest segment is never deleted, so its header keeps
 //!    the floor even when every record has been delivered. A directory
-//!    with none of these takes its floor from the caller (`open`'s
-//!    `fresh_floor`: this node's highest id already in MongoDB) before its
-//!    first segment exists, so a node id that ran before on a lost disk
-//!    does not hand out its old ids again.
+//!    where recovery found none of these (no checkpoint, no valid segment
+//!    header, no record: which files exist does not decide it) takes its
+//!    floor from the caller (`open`'s `fresh_floor`: this node's highest id
+//!    already in MongoDB) before its first segment is created, so a node id
+//!    that ran before on a lost disk does not hand out its old ids again.
+//!    For this, a segment's name never exists without its durable header:
+//!    `segment::create` writes and fdatasyncs the header into the spare (or
+//!    a temporary file) before renaming it, then syncs the directory. A
+//!    power cut in between leaves an unnamed file, not a headerless segment
+//!    that would hide the floor.
 //! 3. A failed fsync ends the process (`sync_or_die`): after a failed
 //!    fsync the kernel may have dropped the dirty pages and a retry can
 //!    report success for data that is gone, so the only safe answer is to
@@ -37,6 +43,9 @@
 //!    damaged segment header in front of intact records, and copies every
 //!    cut, skipped or replaced byte to `quarantine/` for an operator. Ids
 //!    that cut bytes could have held are skipped, never handed out again.
+//!    A segment with neither a valid header nor an intact record never held
+//!    a record (torn at creation): it is deleted if all zeros, else moved
+//!    to `quarantine/`, and it is not history (invariant 2).
 //!
 //! # On-disk format (version 1, little-endian)
 //! A segment is `NNNNNNNNNNNNNNNNNNNN.wal` (the segment number, 20 digits):
