@@ -32,6 +32,12 @@
 //!    fsync the kernel may have dropped the dirty pages and a retry can
 //!    report success for data that is gone, so the only safe answer is to
 //!    stop acknowledging and let recovery read what is really on disk.
+//!    A failed append is answered 503 only once the bytes it wrote past the
+//!    log's end are zeroed and synced; if the zeroing fails, its frames may
+//!    still reach the disk and be recovered as records, so the process
+//!    ends the same way, before any reply: clients see a dropped
+//!    connection (outcome unknown), never a 503 for a usage that may yet
+//!    be delivered.
 //! 4. A segment is deleted only when it is sealed and the checkpoint,
 //!    already durable, lies past it: MongoDB has confirmed every record in it
 //!    with the configured write concern.
