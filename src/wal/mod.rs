@@ -47,7 +47,11 @@
 //! 6. Recovery never refuses to start: it keeps every intact record, cuts a
 //!    torn tail, skips damaged ranges between intact records, rebuilds a
 //!    damaged segment header in front of intact records, and copies every
-//!    cut, skipped or replaced byte to `quarantine/` for an operator. Ids
+//!    cut, skipped or replaced byte to `quarantine/` for an operator. Each
+//!    copy is fdatasynced, and then the quarantine directory, before the
+//!    original is truncated or its header rewritten; a segment moved there
+//!    whole has the quarantine directory synced before the data directory.
+//!    A power cut cannot keep the cut and lose the copy. Ids
 //!    that cut bytes could have held are skipped, never handed out again.
 //!    A segment with neither a valid header nor an intact record never held
 //!    a record (torn at creation): it is deleted if all zeros, else moved

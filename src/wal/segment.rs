@@ -186,6 +186,15 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// fsyncs the quarantine directory, so that the files recovery put there
+/// survive a power cut. Fatal on failure, as [`sync_dir`].
+fn sync_quarantine(dir: &Path) {
+    match File::open(dir.join(QUARANTINE_DIR)) {
+        Ok(d) => super::sync_or_die(&d, "the quarantine directory"),
+        Err(e) => super::fatal("open the quarantine directory for fsync", &e),
+    }
+}
+
 /// What recovery found in one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
@@ -373,6 +382,9 @@ fn quarantine_file(dir: &Path, path: &Path, no: u64) -> Result<(), WalError> {
         .join(QUARANTINE_DIR)
         .join(format!("{no:020}.bad-header"));
     fs::rename(path, &to).map_err(|e| WalError::io("quarantine a segment", e))?;
+    // The new name first: synced the other way round, a crash could keep
+    // the removal from the data directory and lose the file's only name.
+    sync_quarantine(dir);
     sync_dir(dir);
     log::error!(
         "WAL segment {no} was torn at creation (no complete header); moved to {} (it held no record: headers are synced before use)",
@@ -392,6 +404,10 @@ fn quarantine_bytes(dir: &Path, no: u64, offset: u64, bytes: &[u8]) -> Result<()
     f.write_all(bytes)
         .map_err(|e| WalError::io("write a quarantine file", e))?;
     super::sync_or_die(&f, "a quarantine file");
+    // The copy's name must be durable too before the caller cuts or
+    // overwrites the bytes it keeps: synced data without a directory entry
+    // is lost in a power cut, and with it the only copy.
+    sync_quarantine(dir);
     log::warn!(
         "WAL segment {no}: {} damaged bytes at offset {offset} copied to {}",
         bytes.len(),

@@ -4,7 +4,6 @@
 //! is stored. By default a node that cannot ask MongoDB serves anyway
 //! (from 1, saying so); `--fresh-dir-ids wait-for-mongodb` waits instead.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -123,13 +122,7 @@ fn sigterm_while_a_fresh_data_dir_waits_for_mongodb_exits_0_having_created_no_se
         .stderr(Stdio::piped())
         .spawn()
         .expect("start busyapi");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = common::stderr_lines(&mut child);
     let mut seen = Vec::new();
     while !seen
         .last()
