@@ -9,17 +9,19 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
 # The suite has at least this many tests; raise it when adding tests.
-MIN_TESTS=197
+MIN_TESTS=202
 
 echo "== installing the dev MongoDB (SecantusDB) into .venv"
 scripts/dev-mongo.sh install
 export BUSYAPI_SECANTUSD="$ROOT/.venv/bin/secantusd-py"
 
 # HAProxy and nginx: the deployment-kit tests validate their configurations
-# and the rolling-restart test runs HAProxy in front of busyapi.
+# and the rolling-restart test runs HAProxy in front of busyapi. strace:
+# wal_recovery reads the order of recovery's syncs and cuts.
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+command -v strace >/dev/null || need+=(strace)
 if (( ${#need[@]} )); then
   echo "== installing ${need[*]} from Debian's packages"
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"

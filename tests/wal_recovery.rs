@@ -19,7 +19,8 @@
 //! | [`ids`]     | ids increase within a run, across restarts, past delivery |
 //! | [`crashes`] | SIGKILLs under load; a second process on the same dir     |
 //! | [`damage`]  | torn tails, zeros, flipped bits, damaged and torn headers |
-//! | [`fresh_dir`] | a new data directory starts above the node's ids in MongoDB |
+//! | [`quarantine`] | copies are durable before the bytes they keep are cut |
+//! | [`fresh_dir`] | a new data directory (or a torn first segment) starts above the node's ids in MongoDB |
 mod common;
 
 #[path = "wal_recovery/crashes.rs"]
@@ -30,6 +31,8 @@ mod damage;
 mod fresh_dir;
 #[path = "wal_recovery/ids.rs"]
 mod ids;
+#[path = "wal_recovery/quarantine.rs"]
+mod quarantine;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -18,14 +18,26 @@
 //!    `last_seq`, every record's `seq`, and every segment header's
 //!    `base_seq`. The newest segment is never deleted, so its header keeps
 //!    the floor even when every record has been delivered. A directory
-//!    with none of these takes its floor from the caller (`open`'s
-//!    `fresh_floor`: this node's highest id already in MongoDB) before its
-//!    first segment exists, so a node id that ran before on a lost disk
-//!    does not hand out its old ids again.
+//!    where recovery found none of these (no checkpoint, no valid segment
+//!    header, no record: which files exist does not decide it) takes its
+//!    floor from the caller (`open`'s `fresh_floor`: this node's highest id
+//!    already in MongoDB) before its first segment is created, so a node id
+//!    that ran before on a lost disk does not hand out its old ids again.
+//!    For this, a segment's name never exists without its durable header:
+//!    `segment::create` writes and fdatasyncs the header into the spare (or
+//!    a temporary file) before renaming it, then syncs the directory. A
+//!    power cut in between leaves an unnamed file, not a headerless segment
+//!    that would hide the floor.
 //! 3. A failed fsync ends the process (`sync_or_die`): after a failed
 //!    fsync the kernel may have dropped the dirty pages and a retry can
 //!    report success for data that is gone, so the only safe answer is to
 //!    stop acknowledging and let recovery read what is really on disk.
+//!    A failed append is answered 503 only once the bytes it wrote past the
+//!    log's end are zeroed and synced; if the zeroing fails, its frames may
+//!    still reach the disk and be recovered as records, so the process
+//!    ends the same way, before any reply: clients see a dropped
+//!    connection (outcome unknown), never a 503 for a usage that may yet
+//!    be delivered.
 //! 4. A segment is deleted only when it is sealed and the checkpoint,
 //!    already durable, lies past it: MongoDB has confirmed every record in it
 //!    with the configured write concern.
@@ -35,8 +47,15 @@
 //! 6. Recovery never refuses to start: it keeps every intact record, cuts a
 //!    torn tail, skips damaged ranges between intact records, rebuilds a
 //!    damaged segment header in front of intact records, and copies every
-//!    cut, skipped or replaced byte to `quarantine/` for an operator. Ids
+//!    cut, skipped or replaced byte to `quarantine/` for an operator. Each
+//!    copy is fdatasynced, and then the quarantine directory, before the
+//!    original is truncated or its header rewritten; a segment moved there
+//!    whole has the quarantine directory synced before the data directory.
+//!    A power cut cannot keep the cut and lose the copy. Ids
 //!    that cut bytes could have held are skipped, never handed out again.
+//!    A segment with neither a valid header nor an intact record never held
+//!    a record (torn at creation): it is deleted if all zeros, else moved
+//!    to `quarantine/`, and it is not history (invariant 2).
 //!
 //! # On-disk format (version 1, little-endian)
 //! A segment is `NNNNNNNNNNNNNNNNNNNN.wal` (the segment number, 20 digits):

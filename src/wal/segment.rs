@@ -162,30 +162,49 @@ fn start_writeback(file: &File, at: u64, len: u64) {
     }
 }
 
+/// A segment being created without a spare: it gets its header, synced,
+/// before it gets its name. A crash leaves it half done, so it is discarded.
+const NEW_SEGMENT_NAME: &str = "segment.wal.partial";
+
 /// Creates segment `no`: from the spare when one of the right size is
-/// ready (preallocated), else as an empty file. Writes and syncs its header,
-/// and syncs the directory, so the file survives a crash before any record
-/// is acknowledged from it.
+/// ready (preallocated), else from an empty file. The header is written and
+/// synced before the file is renamed to the segment's name, and the
+/// directory is synced after: a segment's name never exists on disk
+/// without its durable header. Renamed first, a power cut could leave a
+/// zero-filled first segment that looks like history and hides the id
+/// floor this node already has in MongoDB (see `open`'s `fresh_floor`).
 pub fn create(dir: &Path, header: Header, segment_bytes: u64) -> Result<File, WalError> {
     let path = path_of(dir, header.segment_no);
+    // The writer is the only creator and numbers are never reused; a rename
+    // over an existing segment would destroy its records.
+    assert!(
+        fs::symlink_metadata(&path).is_err(),
+        "segment {} already exists",
+        header.segment_no
+    );
     let spare = dir.join(SPARE_NAME);
     let from_spare = fs::metadata(&spare).is_ok_and(|m| m.len() == segment_bytes);
-    if from_spare {
-        fs::rename(&spare, &path).map_err(|e| WalError::io("turn the spare into a segment", e))?;
-    }
+    let staged = if from_spare {
+        spare
+    } else {
+        dir.join(NEW_SEGMENT_NAME)
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(!from_spare)
-        .open(&path)
+        .create(!from_spare)
+        .truncate(!from_spare)
+        .open(&staged)
         .map_err(|e| WalError::io("create a segment", e))?;
     if let Err(e) = write_header(&file, &header) {
-        // Gone again, so the next roll can create it afresh; left behind,
-        // it would refuse every later attempt as already existing.
-        let _ = fs::remove_file(&path);
+        // A spare stays a spare: the next header overwrites these bytes.
+        if !from_spare {
+            let _ = fs::remove_file(&staged);
+        }
         return Err(WalError::io("write a segment header", e));
     }
     super::sync_or_die(&file, "a new segment's header");
+    fs::rename(&staged, &path).map_err(|e| WalError::io("name a new segment", e))?;
     sync_dir(dir);
     Ok(file)
 }
@@ -197,9 +216,11 @@ fn write_header(file: &File, header: &Header) -> std::io::Result<()> {
     file.write_all_at(&header.encode(), 0)
 }
 
-/// Removes a spare left half-filled by a crash.
-pub fn discard_partial_spare(dir: &Path) {
+/// Removes a spare left half-filled, or a segment left half-made, by a
+/// crash.
+pub fn discard_half_made(dir: &Path) {
     let _ = fs::remove_file(dir.join(SPARE_PARTIAL_NAME));
+    let _ = fs::remove_file(dir.join(NEW_SEGMENT_NAME));
 }
 
 /// fsyncs a directory so that creations, renames and deletions in it are
@@ -208,6 +229,15 @@ pub fn sync_dir(dir: &Path) {
     match File::open(dir) {
         Ok(d) => super::sync_or_die(&d, "the WAL directory"),
         Err(e) => super::fatal("open the WAL directory for fsync", &e),
+    }
+}
+
+/// fsyncs the quarantine directory, so that the files recovery put there
+/// survive a power cut. Fatal on failure, as [`sync_dir`].
+fn sync_quarantine(dir: &Path) {
+    match File::open(dir.join(QUARANTINE_DIR)) {
+        Ok(d) => super::sync_or_die(&d, "the quarantine directory"),
+        Err(e) => super::fatal("open the quarantine directory for fsync", &e),
     }
 }
 
@@ -249,13 +279,17 @@ pub fn recover(
         .map_err(|e| WalError::io("read a segment", e))?;
     let header = match Header::decode(&bytes).filter(|h| h.segment_no == no) {
         Some(h) => h,
-        // Headers are synced before any record is appended, so a file no
-        // longer than a header never held a record: a torn creation.
-        None if bytes.len() as u64 <= HEADER_BYTES => {
-            quarantine_file(dir, &path, no)?;
-            return Ok(None);
-        }
-        None => rebuild_header(dir, &path, no, node_id, &mut bytes)?,
+        None => match first_intact_seq(no, node_id, &bytes) {
+            // A header is synced before its segment gets its name (see
+            // `create`), and records follow it: with neither, the file
+            // never held a record. Written by a binary that named segments
+            // first, it is a creation torn by a power cut.
+            None => {
+                discard_torn_creation(dir, &path, no, &bytes)?;
+                return Ok(None);
+            }
+            Some(seq) => rebuild_header(dir, &path, no, node_id, seq, &mut bytes)?,
+        },
     };
     let scan = scan_records(header, &bytes, pending_from);
     for r in &scan.damaged {
@@ -328,6 +362,19 @@ fn next_intact(bytes: &[u8], pos: usize, after_id: u64) -> Option<usize> {
     )
 }
 
+/// The seq of the first intact record of a segment whose header is
+/// unreadable, or `None` if it holds no intact record.
+fn first_intact_seq(no: u64, node_id: u32, bytes: &[u8]) -> Option<u64> {
+    let probe = Header {
+        node_id,
+        segment_no: no,
+        base_seq: 0,
+    };
+    scan_records(probe, bytes, 0)
+        .first_id
+        .map(|id| id & crate::limits::SEQ_MAX)
+}
+
 /// A damaged header in front of records: keep the records (they may be
 /// acknowledged and undelivered), quarantine the old header bytes, and write
 /// a new header whose base seq is the first intact record's.
@@ -336,19 +383,13 @@ fn rebuild_header(
     path: &Path,
     no: u64,
     node_id: u32,
+    first_seq: u64,
     bytes: &mut [u8],
 ) -> Result<Header, WalError> {
-    let probe = Header {
+    let header = Header {
         node_id,
         segment_no: no,
-        base_seq: 0,
-    };
-    let first_seq = scan_records(probe, bytes, 0)
-        .first_id
-        .map_or(0, |id| id & crate::limits::SEQ_MAX);
-    let header = Header {
         base_seq: first_seq,
-        ..probe
     };
     quarantine_bytes(dir, no, 0, &bytes[..HEADER_BYTES as usize])?;
     let encoded = header.encode();
@@ -366,11 +407,30 @@ fn rebuild_header(
     Ok(header)
 }
 
+/// Removes a segment that has no header and no record, so that it is not
+/// taken for history: all zeros (a preallocated spare renamed before its
+/// header was durable) it is deleted, anything else is moved to the
+/// quarantine directory for an operator.
+fn discard_torn_creation(dir: &Path, path: &Path, no: u64, bytes: &[u8]) -> Result<(), WalError> {
+    if bytes.iter().any(|&b| b != 0) {
+        return quarantine_file(dir, path, no);
+    }
+    fs::remove_file(path).map_err(|e| WalError::io("delete a torn segment", e))?;
+    sync_dir(dir);
+    log::error!(
+        "WAL segment {no} was torn at creation (all zeros, no header); deleted it (it held no record: headers are synced before use)"
+    );
+    Ok(())
+}
+
 fn quarantine_file(dir: &Path, path: &Path, no: u64) -> Result<(), WalError> {
     let to = dir
         .join(QUARANTINE_DIR)
         .join(format!("{no:020}.bad-header"));
     fs::rename(path, &to).map_err(|e| WalError::io("quarantine a segment", e))?;
+    // The new name first: synced the other way round, a crash could keep
+    // the removal from the data directory and lose the file's only name.
+    sync_quarantine(dir);
     sync_dir(dir);
     log::error!(
         "WAL segment {no} was torn at creation (no complete header); moved to {} (it held no record: headers are synced before use)",
@@ -390,6 +450,10 @@ fn quarantine_bytes(dir: &Path, no: u64, offset: u64, bytes: &[u8]) -> Result<()
     f.write_all(bytes)
         .map_err(|e| WalError::io("write a quarantine file", e))?;
     super::sync_or_die(&f, "a quarantine file");
+    // The copy's name must be durable too before the caller cuts or
+    // overwrites the bytes it keeps: synced data without a directory entry
+    // is lost in a power cut, and with it the only copy.
+    sync_quarantine(dir);
     log::warn!(
         "WAL segment {no}: {} damaged bytes at offset {offset} copied to {}",
         bytes.len(),

@@ -173,10 +173,12 @@ pub struct Opened {
 
 /// Recovers `dir` (creating it if needed) and opens a fresh active segment.
 ///
-/// A directory with no segment and no checkpoint has no history of its
-/// own: `fresh_floor` then says the highest seq this node may already have
-/// handed out (its ids in MongoDB, from an earlier life on another disk),
-/// and the first segment's header keeps that floor for every later start.
+/// A directory whose recovery found no checkpoint and no segment with a
+/// header or a record (a segment torn at creation is not history) has no
+/// history of its own: `fresh_floor` then says the highest seq this node
+/// may already have handed out (its ids in MongoDB, from an earlier life on
+/// another disk), and the first segment's header keeps that floor for
+/// every later start.
 pub fn open(
     dir: &Path,
     node_id: u32,
@@ -195,7 +197,9 @@ pub fn open(
         backlog_bytes,
         backlog_records,
     } = recover_all(dir, node_id, ckpt, &nos)?;
-    if ckpt.is_none() && nos.is_empty() {
+    // Fresh is what recovery found, not which files exist: a first segment
+    // torn at creation (no header, no record) has no floor to give.
+    if ckpt.is_none() && views.is_empty() {
         seq_floor = fresh_floor()?;
     }
     segment::sync_dir(dir);
@@ -263,7 +267,7 @@ pub fn open(
 /// Creates the new active segment, preallocated from a spare when one can
 /// be made (a failure there is not fatal: the segment is then a plain file).
 fn start_active(dir: &Path, header: Header, segment_bytes: u64) -> Result<fs::File, WalError> {
-    segment::discard_partial_spare(dir);
+    segment::discard_half_made(dir);
     if let Err(e) = segment::prepare_spare(dir, segment_bytes, segment::SparePace::Full) {
         log::warn!(
             "could not preallocate a WAL segment ({e}); appends will also update file metadata"

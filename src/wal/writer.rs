@@ -71,9 +71,6 @@ struct Writer {
     first_ids: Vec<u64>,
     /// The thread that prepares the next segment; woken after each roll.
     spare: Thread,
-    /// Bytes past the active segment's end that a failed append may have
-    /// written and that are not zeroed yet (see [`Writer::wipe_tail`]).
-    dirty_tail_bytes: u64,
     /// When to hold a commit back so that its fsync serves more records.
     pacer: Pacer,
 }
@@ -108,7 +105,6 @@ impl Writer {
             active,
             buf: Vec::with_capacity(COMMIT_RECORDS_MAX * RECORD_BYTES_MAX),
             first_ids: Vec::with_capacity(COMMIT_RECORDS_MAX),
-            dirty_tail_bytes: 0,
         }
     }
 
@@ -183,15 +179,11 @@ impl Writer {
             seq += record::frame_staged(&sub.staged, node_bits | seq, &mut self.buf);
         }
         debug_assert_eq!(seq - first_seq, records);
-        self.wipe_tail().map_err(|e| self.write_failed(&e))?;
         if self.active.len + self.buf.len() as u64 > self.shared.segment_bytes {
             self.roll().map_err(|e| self.write_failed(&e))?;
         }
         if let Err(e) = append(&self.active.file, &self.buf, self.active.len) {
-            self.dirty_tail_bytes = self.dirty_tail_bytes.max(self.buf.len() as u64);
-            if let Err(wipe) = self.wipe_tail() {
-                log::error!("could not zero what a failed WAL append left: {wipe}");
-            }
+            self.wipe_tail_or_die(self.buf.len() as u64);
             return Err(self.write_failed(&e));
         }
         let started = Instant::now();
@@ -232,25 +224,26 @@ impl Writer {
         Ok(())
     }
 
-    /// Zeroes what a failed append may have left past the segment's end.
-    /// Its whole frames would otherwise look like records to recovery,
-    /// which keeps every intact frame, and the records of the refused
-    /// batch — answered 503, retried by their clients — would be delivered
-    /// after a restart. Until this succeeds no commit is made.
-    fn wipe_tail(&mut self) -> std::io::Result<()> {
-        if self.dirty_tail_bytes == 0 {
-            return Ok(());
+    /// Zeroes the `bytes` a failed append may have left past the segment's
+    /// end, or ends the process. Its whole frames would otherwise look like
+    /// records to recovery, which keeps every intact frame, and the records
+    /// of the refused batch — answered 503, retried by their clients —
+    /// would be delivered after a restart. If the zeroing fails too, those
+    /// frames may still reach the disk from the page cache, so no 503 may
+    /// go out: stopping leaves the batch's clients with a dropped
+    /// connection, an outcome they already treat as unknown, the same as a
+    /// failed fsync (see `super::fatal`).
+    fn wipe_tail_or_die(&self, bytes: u64) {
+        if let Err(e) = wipe(&self.active.file, self.active.len, bytes) {
+            super::fatal("zero what a failed WAL append left", &e);
         }
-        zero_range(&self.active.file, self.active.len, self.dirty_tail_bytes)?;
         // The zeros must be as durable as the log; same rule as a commit.
         super::sync_or_die(&self.active.file, "a WAL segment's zeroed tail");
-        self.dirty_tail_bytes = 0;
-        Ok(())
     }
 
     /// A failed append (not a failed fsync): refuse this batch. Whatever part
     /// of it reached the file lies past the log's end and is zeroed (see
-    /// [`Writer::wipe_tail`]); the next commit writes over it.
+    /// [`Writer::wipe_tail_or_die`]); the next commit writes over it.
     fn write_failed(&mut self, e: &dyn std::fmt::Display) -> CommitError {
         if self.shared.is_writable() {
             log::error!("WAL append failed: {e}; answering 503 until an append succeeds");
@@ -269,6 +262,13 @@ fn append(file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
         Err(std::io::Error::other("failpoint wal::write"))
     });
     file.write_all_at(bytes, at)
+}
+
+fn wipe(file: &File, at: u64, len: u64) -> std::io::Result<()> {
+    fail::fail_point!("wal::wipe", |_| Err(std::io::Error::other(
+        "failpoint wal::wipe"
+    )));
+    zero_range(file, at, len)
 }
 
 /// Makes `[at, at + len)` of `file` read as zeros. Punching a hole needs no

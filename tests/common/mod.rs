@@ -34,7 +34,7 @@ pub use metrics::{Scrape, metric};
 #[allow(unused_imports)]
 pub use mongo::{Mongo, fresh_usages, shared_mongo, unique_patient_ids};
 #[allow(unused_imports)]
-pub use server::{DELIVERY, Opts, Server, wait_drained};
+pub use server::{DELIVERY, Opts, Server, stderr_lines, wait_drained};
 #[allow(unused_imports)]
 pub use wal::{record_spans, segment_bytes, write_segment};
 #[allow(unused_imports)]

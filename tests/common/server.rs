@@ -311,6 +311,20 @@ impl Server {
     }
 }
 
+/// The lines `child` writes to its piped stderr, read to the end on a
+/// thread of their own: a full or closed pipe would block or fail the
+/// child's later log lines.
+pub fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    lines
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();

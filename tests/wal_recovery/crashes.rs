@@ -1,6 +1,9 @@
 //! SIGKILLs under load at random moments: every acknowledged id survives
 //! and reaches MongoDB once. And a second process on the same data
-//! directory, which would corrupt it, refuses to start.
+//! directory, which would corrupt it, refuses to start. And an append that
+//! failed halfway: what it wrote does not come back as records answered
+//! 503, whether the wipe after it succeeds or fails (then the process
+//! stops).
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -197,4 +200,61 @@ fn records_of_an_append_that_failed_halfway_do_not_come_back_after_a_crash() {
     );
     let after = post_many(&server, 1);
     assert_all_above(&after, acked[0], "after the restart");
+}
+
+#[test]
+fn when_a_torn_append_cannot_be_wiped_the_process_stops_and_no_usage_answered_503_comes_back() {
+    const BURST: usize = 12;
+    let (_tmp, dir) = data_dir();
+    let mut server = Server::start(
+        offline(&dir).env("FAILPOINTS", "wal::write=1*return(torn);wal::wipe=1*return"),
+    );
+    // One write, one WAL submission: the torn commit holds the whole burst,
+    // each usage told apart by its patient id.
+    let patient = |i: usize| format!("burst-{i}");
+    let burst: Vec<u8> = (0..BURST)
+        .flat_map(|i| {
+            common::post_request(&format!(
+                r#"{{"patientId": "{}", "timestamp": {i}, "medication": "Albuterol"}}"#,
+                patient(i)
+            ))
+        })
+        .collect();
+    let mut c = server.connect();
+    c.send(&burst);
+    let statuses: Vec<u16> = (0..BURST)
+        .map_while(|_| c.try_response().map(|r| r.status))
+        .collect();
+    let refused: BTreeSet<String> = (0..statuses.len())
+        .filter(|&i| statuses[i] == 503)
+        .map(patient)
+        .collect();
+    let until = std::time::Instant::now() + STOP;
+    while server.is_running() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped_by_itself = !server.is_running();
+    server.kill9();
+    server.drop_env("FAILPOINTS");
+    server.restart();
+    let in_wal: BTreeSet<String> = segment::list(&dir)
+        .expect("list segments")
+        .into_iter()
+        .flat_map(|no| record_spans(&segment_bytes(&dir, no), |r| r.patient_id.to_owned()))
+        .map(|(_, p)| p)
+        .collect();
+    let back: Vec<&String> = refused.intersection(&in_wal).collect();
+    assert!(
+        back.is_empty(),
+        "usages answered 503 are in the WAL after a restart, to be delivered: {back:?}"
+    );
+    assert!(
+        stopped_by_itself && statuses.is_empty(),
+        "the process kept serving after the failed wipe: {statuses:?}"
+    );
+    server.wait_for_log("FATAL: could not zero what a failed WAL append left");
+    // What the torn write left (never answered, so no one retries it on a
+    // 503) may come back from the page cache; new ids stay above it.
+    let floor = wal_ids(&dir).last().copied().unwrap_or(0);
+    assert_all_above(&post_many(&server, 1), floor, "after the restart");
 }

@@ -4,7 +4,6 @@
 //! is stored. By default a node that cannot ask MongoDB serves anyway
 //! (from 1, saying so); `--fresh-dir-ids wait-for-mongodb` waits instead.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -123,13 +122,7 @@ fn sigterm_while_a_fresh_data_dir_waits_for_mongodb_exits_0_having_created_no_se
         .stderr(Stdio::piped())
         .spawn()
         .expect("start busyapi");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = common::stderr_lines(&mut child);
     let mut seen = Vec::new();
     while !seen
         .last()
@@ -184,6 +177,78 @@ fn by_default_a_fresh_data_dir_serves_while_mongodb_is_unreachable_and_says_its_
         "{}",
         server.logs()
     );
+}
+
+/// Node 0's highest seq in MongoDB in the torn-creation tests below.
+const TORN_FLOOR_SEQ: i64 = 40;
+
+#[test]
+fn a_crash_while_the_first_segments_header_is_written_leaves_no_segment_file_behind() {
+    let (_tmp, dir) = data_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_busyapi"))
+        .args(["--listen", "127.0.0.1:0", "--fresh-dir-ids", "from-one"])
+        .args(["--wal-segment-bytes", "1MiB"])
+        .args([
+            "--mongodb-uri",
+            &format!("mongodb://127.0.0.1:{}", common::free_port()),
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        // A crash in the middle of the header write: what a power cut
+        // before the header is durable leaves of the file names.
+        .env("FAILPOINTS", "wal::segment_header=panic")
+        .output()
+        .expect("run busyapi");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("wal::segment_header"),
+        "the failpoint did not stop it: {stderr}"
+    );
+    assert_eq!(
+        segment::list(&dir).expect("list segments"),
+        [] as [u64; 0],
+        "a segment's name exists before its header is durable"
+    );
+}
+
+#[test]
+fn a_zero_filled_first_segment_is_no_history_and_ids_start_above_the_nodes_ids_in_mongodb() {
+    // A spare renamed to the first segment, its header lost by a power cut.
+    const SEGMENT_BYTES: usize = 1 << 20;
+    let id = first_id_after_torn_creation("wal_recovery_fresh_dir_zeros", &[0; SEGMENT_BYTES]);
+    assert!(id > TORN_FLOOR_SEQ as u64, "id {id} is held in MongoDB");
+}
+
+#[test]
+fn a_first_segment_with_a_torn_header_is_no_history_and_ids_start_above_the_nodes_ids_in_mongodb() {
+    let id = first_id_after_torn_creation("wal_recovery_fresh_dir_torn_header", b"BUSYWAL");
+    assert!(id > TORN_FLOOR_SEQ as u64, "id {id} is held in MongoDB");
+}
+
+/// A data directory holding only `first` as segment 1, MongoDB holding node
+/// 0's ids 1 ..= `TORN_FLOOR_SEQ`: the id of the first POST, after checking
+/// that its usage is stored (not refused as a duplicate `_id`).
+fn first_id_after_torn_creation(db: &str, first: &[u8]) -> u64 {
+    let _turn = mongo_turn();
+    let coll = common::fresh_usages(shared_mongo(), db);
+    let earlier: Vec<_> = (1..=TORN_FLOOR_SEQ)
+        .map(|id| doc! {"_id": id})
+        .chain([doc! {"_id": NODE_1_ID}])
+        .collect();
+    coll.insert_many(earlier)
+        .run()
+        .expect("an earlier life's documents");
+    let (_tmp, dir) = data_dir();
+    fs::create_dir_all(&dir).expect("create the data directory");
+    write_segment(&dir, 1, first);
+    let mut server = Server::start(online(&dir, db));
+    let id = post_many(&server, 1)[0];
+    if id > TORN_FLOOR_SEQ as u64 {
+        let earlier: Vec<u64> = (1..=TORN_FLOOR_SEQ as u64).collect();
+        wait_for_stored(&shared_mongo().client(), db, &[earlier, vec![id]].concat());
+    }
+    stop(&mut server);
+    id
 }
 
 fn wait_for_stored(client: &Client, db: &str, ids: &[u64]) {
