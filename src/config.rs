@@ -91,7 +91,8 @@ pub struct Args {
         default_value = "ask-mongodb"
     )]
     pub fresh_dir_ids: FreshDirIds,
-    /// Worker threads, each pinned to a core [default: the number of cores].
+    /// Worker threads [default: the number of cores]. They are pinned one per
+    /// CPU only when the process may run on exactly that many CPUs.
     #[arg(long, env = "BUSYAPI_WORKERS")]
     pub workers: Option<usize>,
     /// Quota of WAL bytes not yet in MongoDB; above it POSTs get 503 with

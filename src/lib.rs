@@ -23,10 +23,12 @@
 //! (every bound and why), [`metrics`] (per-core counters, `/metrics`),
 //! [`app`] (shared state and readiness) and [`shutdown`] (the ordered stop).
 //!
-//! Threads: one pinned may worker per core runs every connection coroutine;
-//! one `wal-writer` thread appends and syncs; the flusher runs its own
-//! threads for MongoDB. Connections never block a worker thread: they wait
-//! for their commit on may's channels.
+//! Threads: one may worker per core (`--workers`) runs every connection
+//! coroutine; the workers are pinned one per CPU only when the process may
+//! run on exactly as many CPUs as there are workers (`pin_workers` in
+//! `main.rs`). One `wal-writer` thread appends and syncs; the flusher runs
+//! its own threads for MongoDB. Connections never block a worker thread:
+//! they wait for their commit on may's channels.
 
 pub mod app;
 pub mod config;
