@@ -28,7 +28,7 @@ pub enum ConfigError {
     Invalid { flag: &'static str, reason: String },
 }
 
-/// The write concern for `insert_many`.
+/// The write concern of the `insert` commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WriteConcernMode {
     /// `w:1, j:true`: acknowledged once journaled on the primary.
@@ -106,13 +106,13 @@ pub struct Args {
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, env = "BUSYAPI_MAX_BODY_BYTES", default_value = "16KiB", value_parser = parse_bytes)]
     pub max_body_bytes: u64,
-    /// Records per insert_many batch.
+    /// Records per insert command (one batch).
     #[arg(long, env = "BUSYAPI_FLUSH_MAX_RECORDS", default_value_t = FLUSH_MAX_RECORDS_DEFAULT)]
     pub flush_max_records: usize,
     /// Longest wait for a batch to fill before it is sent anyway.
     #[arg(long, env = "BUSYAPI_FLUSH_INTERVAL_MS", default_value_t = FLUSH_INTERVAL_MS_DEFAULT)]
     pub flush_interval_ms: u64,
-    /// insert_many batches in flight at once.
+    /// Insert commands (batches) in flight at once.
     #[arg(long, env = "BUSYAPI_FLUSH_CONCURRENCY", default_value_t = FLUSH_CONCURRENCY_DEFAULT)]
     pub flush_concurrency: usize,
     /// Write concern of the inserts; a segment is deleted only after it.

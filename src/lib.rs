@@ -7,7 +7,7 @@
 //!  (keep-alive,    (one       (simd-json  (group commit,       │
 //!   pipelining)     coroutine  → Usage)    segment files)      ▼
 //!                   per conn)                          flusher ──▶ sink ──▶ MongoDB
-//!                                                      (batches,   (insert_many,
+//!                                                      (batches,   (insert, unordered,
 //!                                                       checkpoint) j:true)
 //! ```
 //!
@@ -17,7 +17,7 @@
 //! | request → usage        | [`ingest`]   | JSON validation, timestamp forms               |
 //! | usage → disk           | [`wal`]      | per-core lanes, group commit, fdatasync, ids   |
 //! | disk → batches         | [`flusher`]  | reads committed records, retries, checkpoints  |
-//! | batch → MongoDB        | [`sink`]     | BSON encoding, `insert_many`, error kinds      |
+//! | batch → MongoDB        | [`sink`]     | BSON encoding, `insert`, error kinds           |
 //!
 //! Around the flow: [`config`] (flags, environment, file), [`limits`]
 //! (every bound and why), [`metrics`] (per-core counters, `/metrics`),

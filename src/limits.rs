@@ -115,7 +115,7 @@ pub const WRITER_IDLE_PARK_MS: u64 = 100;
 
 // ---------------------------------------------------------------- flusher
 
-/// Default records per `insert_many`: the batch size at which the dev server
+/// Default records per `insert` command: the batch size at which the dev server
 /// and a real mongod both reach their throughput plateau.
 pub const FLUSH_MAX_RECORDS_DEFAULT: usize = 1000;
 /// Largest BSON document MongoDB takes, a command included
