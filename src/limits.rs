@@ -155,8 +155,12 @@ pub const SHUTDOWN_GRACE_SECS_DEFAULT: u64 = 25;
 pub const RECORD_BYTES_MAX: usize = 8 + 24 + 2 + PATIENT_ID_BYTES_MAX + MEDICATION_BYTES_MAX;
 
 const _: () = assert!(
-    PATIENT_ID_BYTES_MAX <= u8::MAX as usize && MEDICATION_BYTES_MAX <= u8::MAX as usize,
-    "patientId and medication are stored with a u8 length"
+    PATIENT_ID_BYTES_MAX <= u8::MAX as usize,
+    "patientId is stored with a u8 length"
+);
+const _: () = assert!(
+    MEDICATION_BYTES_MAX <= u8::MAX as usize,
+    "medication is stored with a u8 length"
 );
 const _: () = assert!(
     NODE_ID_BITS + SEQ_BITS == 53,
