@@ -28,7 +28,7 @@ pub enum ConfigError {
     Invalid { flag: &'static str, reason: String },
 }
 
-/// The write concern for `insert_many`.
+/// The write concern of the `insert` commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WriteConcernMode {
     /// `w:1, j:true`: acknowledged once journaled on the primary.
@@ -91,7 +91,8 @@ pub struct Args {
         default_value = "ask-mongodb"
     )]
     pub fresh_dir_ids: FreshDirIds,
-    /// Worker threads, each pinned to a core [default: the number of cores].
+    /// Worker threads [default: the number of cores]. They are pinned one per
+    /// CPU only when the process may run on exactly that many CPUs.
     #[arg(long, env = "BUSYAPI_WORKERS")]
     pub workers: Option<usize>,
     /// Quota of WAL bytes not yet in MongoDB; above it POSTs get 503 with
@@ -109,13 +110,13 @@ pub struct Args {
     /// records; only while more records are expected (0: never hold).
     #[arg(long, env = "BUSYAPI_COMMIT_DELAY_MAX_US", default_value_t = COMMIT_DELAY_MAX_US_DEFAULT)]
     pub commit_delay_max_us: u64,
-    /// Records per insert_many batch.
+    /// Records per insert command (one batch).
     #[arg(long, env = "BUSYAPI_FLUSH_MAX_RECORDS", default_value_t = FLUSH_MAX_RECORDS_DEFAULT)]
     pub flush_max_records: usize,
     /// Longest wait for a batch to fill before it is sent anyway.
     #[arg(long, env = "BUSYAPI_FLUSH_INTERVAL_MS", default_value_t = FLUSH_INTERVAL_MS_DEFAULT)]
     pub flush_interval_ms: u64,
-    /// insert_many batches in flight at once.
+    /// Insert commands (batches) in flight at once.
     #[arg(long, env = "BUSYAPI_FLUSH_CONCURRENCY", default_value_t = FLUSH_CONCURRENCY_DEFAULT)]
     pub flush_concurrency: usize,
     /// Write concern of the inserts; a segment is deleted only after it.

@@ -7,7 +7,7 @@
 //!  (keep-alive,    (one       (simd-json  (group commit,       │
 //!   pipelining)     coroutine  → Usage)    segment files)      ▼
 //!                   per conn)                          flusher ──▶ sink ──▶ MongoDB
-//!                                                      (batches,   (insert_many,
+//!                                                      (batches,   (insert, unordered,
 //!                                                       checkpoint) j:true)
 //! ```
 //!
@@ -17,16 +17,18 @@
 //! | request → usage        | [`ingest`]   | JSON validation, timestamp forms               |
 //! | usage → disk           | [`wal`]      | per-core lanes, group commit, fdatasync, ids   |
 //! | disk → batches         | [`flusher`]  | reads committed records, retries, checkpoints  |
-//! | batch → MongoDB        | [`sink`]     | BSON encoding, `insert_many`, error kinds      |
+//! | batch → MongoDB        | [`sink`]     | BSON encoding, `insert`, error kinds           |
 //!
 //! Around the flow: [`config`] (flags, environment, file), [`limits`]
 //! (every bound and why), [`metrics`] (per-core counters, `/metrics`),
 //! [`app`] (shared state and readiness) and [`shutdown`] (the ordered stop).
 //!
-//! Threads: one pinned may worker per core runs every connection coroutine;
-//! one `wal-writer` thread appends and syncs; the flusher runs its own
-//! threads for MongoDB. Connections never block a worker thread: they wait
-//! for their commit on may's channels.
+//! Threads: one may worker per core (`--workers`) runs every connection
+//! coroutine; the workers are pinned one per CPU only when the process may
+//! run on exactly as many CPUs as there are workers (`pin_workers` in
+//! `main.rs`). One `wal-writer` thread appends and syncs; the flusher runs
+//! its own threads for MongoDB. Connections never block a worker thread:
+//! they wait for their commit on may's channels.
 
 pub mod app;
 pub mod config;

@@ -129,7 +129,7 @@ pub const WRITER_IDLE_PARK_MS: u64 = 100;
 
 // ---------------------------------------------------------------- flusher
 
-/// Default records per `insert_many`: the batch size at which the dev server
+/// Default records per `insert` command: the batch size at which the dev server
 /// and a real mongod both reach their throughput plateau.
 pub const FLUSH_MAX_RECORDS_DEFAULT: usize = 1000;
 /// Largest BSON document MongoDB takes, a command included
@@ -175,11 +175,11 @@ pub const RECORD_BYTES_MAX: usize = 8 + 24 + 2 + PATIENT_ID_BYTES_MAX + MEDICATI
 
 const _: () = assert!(
     PATIENT_ID_BYTES_MAX <= u8::MAX as usize,
-    "stored with a u8 length"
+    "patientId is stored with a u8 length"
 );
 const _: () = assert!(
     MEDICATION_BYTES_MAX <= u8::MAX as usize,
-    "stored with a u8 length"
+    "medication is stored with a u8 length"
 );
 const _: () = assert!(
     NODE_ID_BITS + SEQ_BITS == 53,

@@ -180,7 +180,6 @@ fn init_logging() {
         .init();
 }
 
-/// Escapes a message for a logfmt quoted value: one line, whatever it holds.
 /// Whether to pin may's workers, one per CPU of the affinity mask: only
 /// when the process has exactly as many CPUs as workers (a machine or a
 /// container sized to it, `taskset`, Kubernetes' static CPU manager). On a
@@ -232,6 +231,7 @@ fn fit_connections_to_fd_limit(config: &mut Config) {
     }
 }
 
+/// Escapes a message for a logfmt quoted value: one line, whatever it holds.
 fn logfmt_quoted(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     for c in msg.chars() {

@@ -2,11 +2,13 @@
 //!
 //! # Cost on the hot path
 //! Request counters live in one cache-padded block per OS thread
-//! ([`Core`]). may's workers are pinned one per core and coroutines do not
-//! migrate (work stealing is off), so each block is written by one core only:
-//! a relaxed `fetch_add` on a line no other core touches. Blocks are summed
-//! only when `/metrics` or `/api/stats` is read. Nothing here logs or
-//! allocates on the hot path.
+//! ([`Core`]). Coroutines do not migrate between may's workers (work
+//! stealing is off), so each block is written by one worker thread only: a
+//! relaxed `fetch_add` on a line no other thread writes. That holds whether
+//! or not the workers are pinned (they are, one per CPU, only when the
+//! process may run on exactly as many CPUs as there are workers). Blocks
+//! are summed only when `/metrics` or `/api/stats` is read. Nothing here
+//! logs or allocates on the hot path.
 //!
 //! The WAL writer and the flusher are single threads; their histograms and
 //! counters are plain atomics they alone write ([`Global`]).
