@@ -18,9 +18,14 @@
 //!    keeps a smoothed arrival rate; a trickle commits at once.
 //! 3. **Otherwise hold**, until [`COMMIT_RECORDS_TARGET`] records are
 //!    expected, but never later than `--commit-delay-max-us` after the
-//!    previous commit started. The bound is the cap on what pacing adds to
-//!    any request's latency, and at a steady load it caps the fsync rate at
-//!    one per bound.
+//!    previous commit started, scaled by the share of submitters that are
+//!    not waiting yet. The bound is the cap on what pacing adds to any
+//!    request's latency, and at a steady load from many devices it caps the
+//!    fsync rate at one per bound. The scaling keeps a bounded pool of
+//!    connections (a balancer, a load generator) from being slowed into a
+//!    closed loop: as more of its connections wait, the holds shrink to
+//!    nothing, where otherwise the longer round trips would leave even more
+//!    of them waiting.
 //!
 //! A hold ends early when the last connection that could submit does (see
 //! [`super::lanes::Lanes::hold_writer`]), so rule 1 also holds mid-wait.
@@ -86,7 +91,13 @@ impl Pacer {
         {
             return None;
         }
-        let cap = last_start + self.delay_max;
+        // The more submitters already wait on this commit, the shorter the
+        // hold: a client with a bounded pool (a balancer, a load generator
+        // with 64 connections) whose requests all sit in the WAL cannot
+        // send more, and a full hold would only stretch its round trips
+        // until its pool, not the server, sets the rate.
+        let free = 1.0 - batch.submissions_waiting as f64 / batch.submitters as f64;
+        let cap = last_start + self.delay_max.mul_f64(free);
         if cap <= now || self.rate_per_s <= 0.0 {
             return None;
         }
@@ -156,6 +167,16 @@ mod tests {
         let (p, last) = warmed(Duration::from_micros(300), 4);
         let now = last + Duration::from_micros(250);
         assert_eq!(p.hold_until(now, batch(4, 4, 4)), None);
+    }
+
+    #[test]
+    fn the_hold_shrinks_as_more_of_the_submitters_wait() {
+        let (p, last) = warmed(Duration::from_micros(500), 20);
+        let now = last + Duration::from_micros(100);
+        let few = p.hold_until(now, batch(4, 8, 64)).expect("a hold");
+        let most = p.hold_until(now, batch(4, 56, 64)).expect("a hold");
+        assert!(most < few, "{most:?} is not shorter than {few:?}");
+        assert!(most <= last + BOUND.mul_f64(8.0 / 64.0));
     }
 
     #[test]
