@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
 # The suite has at least this many tests; raise it when adding tests.
-MIN_TESTS=211
+MIN_TESTS=217
 
 echo "== installing the dev MongoDB (SecantusDB) into .venv"
 scripts/dev-mongo.sh install
@@ -17,11 +17,13 @@ export BUSYAPI_SECANTUSD="$ROOT/.venv/bin/secantusd-py"
 
 # HAProxy and nginx: the deployment-kit tests validate their configurations
 # and the rolling-restart test runs HAProxy in front of busyapi. strace:
-# wal_recovery reads the order of recovery's syncs and cuts.
+# wal_recovery reads the order of recovery's syncs and cuts. promtool (in
+# Debian's prometheus package) checks and unit-tests the alerting rules.
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v strace >/dev/null || need+=(strace)
+command -v promtool >/dev/null || need+=(prometheus)
 if (( ${#need[@]} )); then
   echo "== installing ${need[*]} from Debian's packages"
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -74,6 +74,7 @@ impl App {
         metrics::Gauges {
             wal_backlog_records: self.wal.backlog_records(),
             wal_backlog_bytes: self.wal.backlog_bytes(),
+            wal_max_bytes: self.config.wal_max_bytes,
             wal_segments: self.wal.segment_count() as u64,
             wal_writable: self.wal.is_writable(),
             mongo_up: self.mongo_up.load(Ordering::Relaxed),

@@ -274,6 +274,7 @@ mod tests {
         count_request(Route::Usages, 201);
         let text = render(Gauges {
             wal_backlog_records: 7,
+            wal_max_bytes: 1 << 20,
             ..Default::default()
         });
         assert!(
@@ -285,6 +286,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("busyapi_wal_backlog_records 7"), "{text}");
+        assert!(text.contains("busyapi_wal_max_bytes 1048576"), "{text}");
         assert!(
             text.contains("# TYPE busyapi_wal_fsync_seconds histogram"),
             "{text}"

@@ -5,6 +5,8 @@
 //! rather than skip when they are missing), nginx with the kit's settings
 //! really retries a refused POST on another node, and the systemd unit has
 //! its required keys (and passes `systemd-analyze verify` where systemd is).
+//! The Prometheus alerting rules pass `promtool check` and their unit tests,
+//! and they and the Grafana dashboard name only metrics busyapi exports.
 //!
 //! Numbers that must agree across files (drain, grace, ports, names) are
 //! read from the files themselves and compared, so the kit cannot drift.
@@ -15,12 +17,15 @@
 //! | [`load_balancers`] | HAProxy and nginx: accepted, drain, retry on 503    |
 //! | [`systemd`]        | the unit's keys, its stop timeout, systemd's verify |
 //! | [`scripts`]        | run.sh defers to a config file; dev-mongo.sh's port |
+//! | [`monitoring`]     | alert rules, scrape config, Grafana dashboard       |
 mod common;
 
 #[path = "deploy_kit/kubernetes.rs"]
 mod kubernetes;
 #[path = "deploy_kit/load_balancers.rs"]
 mod load_balancers;
+#[path = "deploy_kit/monitoring.rs"]
+mod monitoring;
 #[path = "deploy_kit/scripts.rs"]
 mod scripts;
 #[path = "deploy_kit/systemd.rs"]

@@ -7,6 +7,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+// Shared with the deployment-kit tests, which check the alerts' runbook
+// links; the rest of the harness is not needed here.
+#[path = "common/docs.rs"]
+mod docs;
+use docs::anchors_of;
+
 /// The heading the configuration table sits under.
 const CONFIG_HEADING: &str = "## Configuration";
 
@@ -121,34 +127,6 @@ fn link_targets(text: &str) -> Vec<&str> {
         }
     }
     targets
-}
-
-/// GitHub's anchor for a heading: lower case, spaces to hyphens, and
-/// everything but letters, digits, `-` and `_` dropped.
-fn anchor(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
-fn anchors_of(markdown: &str) -> BTreeSet<String> {
-    let mut in_code = false;
-    let mut anchors = BTreeSet::new();
-    for line in markdown.lines() {
-        if line.starts_with("```") {
-            in_code = !in_code;
-        } else if !in_code && line.starts_with('#') {
-            anchors.insert(anchor(line.trim_start_matches('#')));
-        }
-    }
-    anchors
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 pub struct Gauges {
     pub wal_backlog_records: u64,
     pub wal_backlog_bytes: u64,
+    /// `--wal-max-bytes`: exported so an alert can compare the backlog
+    /// with the quota at which POSTs start to get 503.
+    pub wal_max_bytes: u64,
     pub wal_segments: u64,
     pub wal_writable: bool,
     pub mongo_up: bool,
@@ -135,6 +138,11 @@ impl Scrape {
                 "busyapi_wal_backlog_bytes",
                 "WAL bytes not yet in MongoDB.",
                 gg.wal_backlog_bytes as i64,
+            ),
+            (
+                "busyapi_wal_max_bytes",
+                "The quota of undelivered WAL bytes (--wal-max-bytes); at it POSTs get 503.",
+                gg.wal_max_bytes as i64,
             ),
             (
                 "busyapi_wal_segments",

@@ -13,8 +13,10 @@
 //! | [`metrics`] | `/metrics` scraped and read                              |
 //! | [`wal`]     | segment files read with busyapi's decoder, and rewritten |
 //! | [`wire`]    | a proxy recording the MongoDB commands a client sends    |
+//! | [`docs`]    | Markdown headings as link anchors                        |
 #![allow(dead_code)]
 
+pub mod docs;
 pub mod http;
 pub mod metrics;
 pub mod mongo;
@@ -27,6 +29,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 // Each suite uses some of these: the rest would be "unused" in its crate.
+#[allow(unused_imports)]
+pub use docs::anchors_of;
 #[allow(unused_imports)]
 pub use http::{Http, Response, assert_error, load, post_request};
 #[allow(unused_imports)]

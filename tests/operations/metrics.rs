@@ -6,7 +6,7 @@ use super::*;
 use common::{Opts, USAGE};
 
 /// Every family an operator's dashboards and alerts rely on, and its type.
-const FAMILIES: [(&str, &str); 18] = [
+const FAMILIES: [(&str, &str); 19] = [
     ("busyapi_http_requests_total", "counter"),
     ("busyapi_records_acknowledged_total", "counter"),
     ("busyapi_records_flushed_total", "counter"),
@@ -20,6 +20,7 @@ const FAMILIES: [(&str, &str); 18] = [
     ("busyapi_flush_batch_records", "histogram"),
     ("busyapi_wal_backlog_records", "gauge"),
     ("busyapi_wal_backlog_bytes", "gauge"),
+    ("busyapi_wal_max_bytes", "gauge"),
     ("busyapi_wal_segments", "gauge"),
     ("busyapi_wal_writable", "gauge"),
     ("busyapi_mongo_up", "gauge"),
@@ -206,6 +207,33 @@ fn the_wal_histograms_count_every_group_commit_and_their_buckets_are_cumulative(
     ] {
         assert_cumulative(&grouped, family);
     }
+}
+
+#[test]
+fn the_wal_quota_is_exported_and_the_backlog_reaches_it_when_posts_start_to_get_503() {
+    let default = Server::start(Opts::default());
+    assert_eq!(
+        metric(&default, "busyapi_wal_max_bytes"),
+        busyapi::limits::WAL_MAX_BYTES_DEFAULT as f64,
+        "without --wal-max-bytes the gauge is the default quota"
+    );
+    drop(default);
+
+    // The near-quota alert divides the backlog by this gauge: at the moment
+    // busyapi refuses POSTs, that ratio must have reached 1.
+    let s = Server::start(Opts::default().arg(&format!("--wal-max-bytes {QUOTA_BYTES}")));
+    let empty = Scrape::of(&s);
+    assert_eq!(empty.value("busyapi_wal_max_bytes"), QUOTA_BYTES as f64);
+    assert_eq!(empty.value("busyapi_wal_backlog_bytes"), 0.0);
+    fill_to_quota(&s);
+    let full = Scrape::of(&s);
+    assert_eq!(full.value("busyapi_wal_max_bytes"), QUOTA_BYTES as f64);
+    assert!(
+        full.value("busyapi_wal_backlog_bytes") >= full.value("busyapi_wal_max_bytes"),
+        "refusing at the quota, yet the backlog is below the exported quota:\n{}",
+        full.text
+    );
+    assert_eq!(full.value("busyapi_ready"), 0.0);
 }
 
 #[test]
