@@ -97,7 +97,7 @@ impl Flusher {
             std::thread::Builder::new()
                 .name("flusher".into())
                 .spawn(move || {
-                    priority::lower_this_thread();
+                    crate::sched::lower_this_thread();
                     Coordinator::new(app, sinks, health, resume, stop).run()
                 })?
         };
@@ -188,7 +188,6 @@ impl Backoff {
 
 mod coordinator;
 mod health;
-pub mod priority;
 mod sender;
 use coordinator::Coordinator;
 use health::{Health, Sinks};

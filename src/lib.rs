@@ -37,6 +37,7 @@ pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod sched;
 pub mod shutdown;
 pub mod sink;
 pub mod wal;

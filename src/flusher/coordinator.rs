@@ -63,7 +63,7 @@ impl Coordinator {
                 std::thread::Builder::new()
                     .name(format!("flush-send-{i}"))
                     .spawn(move || {
-                        priority::lower_this_thread();
+                        crate::sched::lower_this_thread();
                         sender::run(s, w, d, h, st)
                     })
                     .ok()

@@ -35,7 +35,7 @@ impl Sinks {
         let s = (self.factory)()?;
         // The driver's threads exist now, perhaps started at full priority
         // by the main thread's fresh-directory question.
-        priority::lower_driver_threads();
+        crate::sched::lower_driver_threads();
         *cur = Some(s.clone());
         Ok(s)
     }
@@ -143,7 +143,7 @@ impl Health {
 /// Creates the index as soon as MongoDB answers, then pings it every
 /// [`PROBE_INTERVAL_MS`] so reachability is known while idle.
 pub(super) fn probe(sinks: &Sinks, health: &Health, stop: &Stop) {
-    priority::lower_this_thread();
+    crate::sched::lower_this_thread();
     while stop.deadline().is_none() {
         match sinks.ready() {
             Ok(Some(s)) => match s.ping() {
