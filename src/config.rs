@@ -77,6 +77,11 @@ pub struct Args {
     /// Collection that receives the usages.
     #[arg(long, env = "BUSYAPI_COLLECTION", default_value = "usages")]
     pub collection: String,
+    /// Collection that receives each usage MongoDB refuses for good (a
+    /// validator, a duplicate on another unique index), with its error, so
+    /// that delivery goes on; see the README on replaying them.
+    #[arg(long, env = "BUSYAPI_DEAD_LETTER_COLLECTION", default_value = DEAD_LETTER_COLLECTION_DEFAULT)]
+    pub dead_letter_collection: String,
     /// This node's id, 0 to 1023; part of every id it hands out, so each node
     /// behind a load balancer needs its own.
     #[arg(long, env = "BUSYAPI_NODE_ID", default_value_t = 0)]
@@ -159,6 +164,7 @@ pub struct Config {
     pub mongodb_uri: String,
     pub database: String,
     pub collection: String,
+    pub dead_letter_collection: String,
     pub node_id: u32,
     pub fresh_dir_ids: FreshDirIds,
     pub workers: usize,
@@ -287,6 +293,7 @@ impl Args {
             mongodb_uri: self.mongodb_uri,
             database: self.database,
             collection: self.collection,
+            dead_letter_collection: self.dead_letter_collection,
             node_id: self.node_id,
             fresh_dir_ids: self.fresh_dir_ids,
             workers,
@@ -389,6 +396,7 @@ impl Args {
         for (flag, name) in [
             ("database", &self.database),
             ("collection", &self.collection),
+            ("dead-letter-collection", &self.dead_letter_collection),
         ] {
             check(
                 !name.is_empty() && !name.contains(['$', '\0', '/', ' ']),
@@ -396,7 +404,12 @@ impl Args {
                 || "must be non-empty, without '$', '/', spaces or NUL".into(),
             )?;
         }
-        Ok(())
+        // In one collection a dead letter would meet the refusal it fled.
+        check(
+            self.dead_letter_collection != self.collection,
+            "dead-letter-collection",
+            || "must differ from --collection".into(),
+        )
     }
 }
 
@@ -434,6 +447,14 @@ mod tests {
             (&["--idle-timeout-ms", "1"][..], "idle-timeout-ms"),
             (&["--mongodb-uri", "http://x"][..], "mongodb-uri"),
             (&["--collection", "a$b"][..], "collection"),
+            (
+                &["--dead-letter-collection", "a b"][..],
+                "dead-letter-collection",
+            ),
+            (
+                &["--collection", "c", "--dead-letter-collection", "c"][..],
+                "dead-letter-collection",
+            ),
             (&["--wal-segment-bytes", "1KiB"][..], "wal-segment-bytes"),
             (&["--mongodb-uri", "mongodb://"][..], "mongodb-uri"),
         ] {

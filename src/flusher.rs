@@ -8,10 +8,25 @@
 //! own sender thread, which retries its batch with capped exponential
 //! backoff until MongoDB confirms it.
 //!
+//! # A document MongoDB refuses for good
+//! Inserts are unordered, so MongoDB stores the rest of a batch and names
+//! each document it refuses (a schema validator's 121, a duplicate on a
+//! unique index other than `_id`'s). Only those documents are tried again,
+//! and one refused [`REFUSED_ATTEMPTS_MAX`] answers in a row goes to the
+//! dead-letter collection (`--dead-letter-collection`) with its error
+//! ([`crate::sink::deadletter`]), so one poison record cannot stop delivery
+//! behind it. The batch is done, and the checkpoint may pass it, only once
+//! MongoDB has confirmed every dead letter. Everything else (network,
+//! server selection, timeouts, write-concern errors, "not primary") is
+//! retried for as long as it lasts, as before.
+//!
 //! # Exactly once
 //! Every document's `_id` is its WAL id, so a batch sent twice is stored
 //! once: the second attempt gets duplicate-key errors, which count as
-//! delivered. The checkpoint moves only over a contiguous prefix of
+//! delivered. A dead letter keeps that `_id`, so a crash between its
+//! confirmation and the checkpoint leaves one dead letter, not two: the
+//! replay refuses the document again, and its second dead letter is a
+//! duplicate `_id` in the dead-letter collection. The checkpoint moves only over a contiguous prefix of
 //! confirmed batches, is stored (fsync, rename) before any segment it passes
 //! is deleted, and is where delivery resumes after a crash.
 //!
@@ -31,7 +46,10 @@ use parking_lot::Mutex;
 
 use crate::app::App;
 use crate::config::WriteConcernMode;
-use crate::limits::{CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX, FLUSH_BACKOFF_MS_MIN, SEQ_MAX};
+use crate::limits::{
+    CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX, FLUSH_BACKOFF_MS_MIN, REFUSED_ATTEMPTS_MAX,
+    SEQ_MAX,
+};
 use crate::metrics::{self, GLOBAL};
 use crate::sink::{Concern, Delivered, InsertCommand, Sink, SinkError};
 use crate::wal::checkpoint::{self, Checkpoint};
@@ -155,10 +173,20 @@ struct Slot {
     abandoned: bool,
 }
 
+/// How a batch's records were settled, beyond being stored.
+#[derive(Debug, Default, Clone, Copy)]
+struct Settled {
+    /// Already in MongoDB, or already dead-lettered, from an earlier attempt.
+    duplicates: u64,
+    /// Stored in the dead-letter collection by this process.
+    dead_lettered: u64,
+}
+
 /// A sender's report.
 struct Done {
     id: u64,
-    delivered: Option<Delivered>,
+    /// `None`: abandoned at the stop deadline.
+    settled: Option<Settled>,
     /// The batch's command buffer, returned for reuse.
     command: Vec<u8>,
 }
@@ -187,6 +215,7 @@ impl Backoff {
 }
 
 mod coordinator;
+mod dead_letters;
 mod health;
 mod sender;
 use coordinator::Coordinator;

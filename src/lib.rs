@@ -16,8 +16,8 @@
 //! | socket → request       | [`http`]     | HTTP/1.1 framing, routing, statuses            |
 //! | request → usage        | [`ingest`]   | JSON validation, timestamp forms               |
 //! | usage → disk           | [`wal`]      | per-core lanes, group commit, fdatasync, ids   |
-//! | disk → batches         | [`flusher`]  | reads committed records, retries, checkpoints  |
-//! | batch → MongoDB        | [`sink`]     | BSON encoding, `insert`, error kinds           |
+//! | disk → batches         | [`flusher`]  | reads committed records, retries, dead letters, checkpoints |
+//! | batch → MongoDB        | [`sink`]     | BSON encoding, `insert`, error kinds, refusals |
 //!
 //! Around the flow: [`config`] (flags, environment, file), [`limits`]
 //! (every bound and why), [`metrics`] (per-core counters, `/metrics`),

@@ -156,6 +156,31 @@ pub const FLUSH_BACKOFF_MS_MIN: u64 = 50;
 /// ...doubles, and stops growing here, so a recovered MongoDB is noticed
 /// within a few seconds.
 pub const FLUSH_BACKOFF_MS_MAX: u64 = 5_000;
+/// Answers in a row in which MongoDB refuses a document (a per-document
+/// write error that is not about the server's state, e.g. a validator's 121)
+/// before that document goes to the dead-letter collection. Such refusals do
+/// not pass by themselves, but a validator or index being changed, or
+/// undone, at that very moment can: five answers with backoff take under a
+/// second, which is as long as one poison record holds its batch.
+pub const REFUSED_ATTEMPTS_MAX: u32 = 5;
+/// Default `--dead-letter-collection`: next to `usages`, named after it.
+pub const DEAD_LETTER_COLLECTION_DEFAULT: &str = "usages_deadletter";
+/// The server's message kept in a dead letter, in bytes. Validator and
+/// duplicate-key messages are a line; the cap keeps a dead letter small
+/// enough for [`DEAD_LETTERS_PER_COMMAND_MAX`] of them to fit a command.
+pub const DEAD_LETTER_MESSAGE_BYTES_MAX: usize = 512;
+/// Most bytes a dead letter takes in an `insert` command: the usage
+/// ([`DOCUMENT_BYTES_MAX`]), its message, and 128 for the `error` and
+/// `deadLetteredAt` fields' framing (about 60; `sink::deadletter` tests it).
+pub const DEAD_LETTER_BYTES_MAX: usize = DOCUMENT_BYTES_MAX + DEAD_LETTER_MESSAGE_BYTES_MAX + 128;
+/// Dead letters per `insert` command, so that one of the largest fits in
+/// [`BSON_COMMAND_BYTES_MAX`] even when a whole maximal batch is refused.
+pub const DEAD_LETTERS_PER_COMMAND_MAX: usize =
+    (BSON_COMMAND_BYTES_MAX - COMMAND_OVERHEAD_BYTES) / DEAD_LETTER_BYTES_MAX;
+/// Ids one log line about dead letters names; the rest are counted. A
+/// validator that refuses everything would otherwise log a thousand ids a
+/// batch.
+pub const DEAD_LETTER_IDS_LOGGED_MAX: usize = 10;
 /// The checkpoint is rewritten at most this often (and always before a
 /// segment is deleted); after a crash at most this much is replayed.
 pub const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
@@ -201,3 +226,8 @@ const _: () = assert!(
 );
 const _: () = assert!(FLUSH_MAX_RECORDS_DEFAULT <= FLUSH_MAX_RECORDS_LIMIT);
 const _: () = assert!(FLUSH_BACKOFF_MS_MIN <= FLUSH_BACKOFF_MS_MAX);
+const _: () = assert!(
+    REFUSED_ATTEMPTS_MAX >= 1,
+    "a document is tried at least once"
+);
+const _: () = assert!(DEAD_LETTERS_PER_COMMAND_MAX >= 1);

@@ -12,19 +12,23 @@
 //! Each test has its own database (or its own MongoDB when it stops it) and
 //! its own data directory.
 //!
-//! | module        | what it covers                                          |
-//! |---------------|---------------------------------------------------------|
-//! | [`documents`] | the stored document: its id, fields and BSON dates      |
-//! | [`crashes`]   | SIGKILLs, a crash after an insert, segments left behind |
-//! | [`outages`]   | MongoDB unreachable, down at start, killed mid-stream;  |
-//! |               | index before inserts; a refusal is no outage            |
-//! | [`batching`]  | a lone request goes at once, a burst in capped batches  |
+//! | module           | what it covers                                          |
+//! |------------------|---------------------------------------------------------|
+//! | [`documents`]    | the stored document: its id, fields and BSON dates      |
+//! | [`crashes`]      | SIGKILLs, a crash after an insert, segments left behind |
+//! | [`outages`]      | MongoDB unreachable, down at start, killed mid-stream;  |
+//! |                  | index before inserts; a refusal is no outage            |
+//! | [`batching`]     | a lone request goes at once, a burst in capped batches  |
+//! | [`dead_letters`] | a usage MongoDB refuses for good (a validator, another  |
+//! |                  | unique index) is dead-lettered once; delivery goes on   |
 mod common;
 
 #[path = "delivery/batching.rs"]
 mod batching;
 #[path = "delivery/crashes.rs"]
 mod crashes;
+#[path = "delivery/dead_letters.rs"]
+mod dead_letters;
 #[path = "delivery/documents.rs"]
 mod documents;
 #[path = "delivery/outages.rs"]

@@ -51,20 +51,22 @@ impl Coordinator {
     ) -> Coordinator {
         let (work_tx, work_rx) = bounded::<Batch>(app.config.flush_concurrency);
         let (done_tx, done_rx) = unbounded::<Done>();
+        let delivery = Arc::new(sender::Delivery {
+            sinks,
+            health,
+            stop: stop.clone(),
+            collection: app.config.collection.clone(),
+            dead_letter_collection: app.config.dead_letter_collection.clone(),
+            concern: concern(app.config.write_concern),
+        });
         let senders = (0..app.config.flush_concurrency)
             .filter_map(|i| {
-                let (s, w, d, h, st) = (
-                    sinks.clone(),
-                    work_rx.clone(),
-                    done_tx.clone(),
-                    health.clone(),
-                    stop.clone(),
-                );
+                let (c, w, d) = (delivery.clone(), work_rx.clone(), done_tx.clone());
                 std::thread::Builder::new()
                     .name(format!("flush-send-{i}"))
                     .spawn(move || {
                         crate::sched::lower_this_thread();
-                        sender::run(s, w, d, h, st)
+                        sender::run(&c, &w, &d)
                     })
                     .ok()
             })
@@ -269,7 +271,7 @@ impl Coordinator {
         let Some(slot) = self.window.iter_mut().find(|s| s.id == d.id) else {
             return;
         };
-        let Some(delivered) = d.delivered else {
+        let Some(settled) = d.settled else {
             // Abandoned at the stop deadline; it stays in the WAL.
             slot.abandoned = true;
             return;
@@ -279,6 +281,9 @@ impl Coordinator {
         GLOBAL.records_flushed.fetch_add(slot.records, Relaxed);
         GLOBAL
             .records_replayed_duplicate
-            .fetch_add(delivered.duplicates, Relaxed);
+            .fetch_add(settled.duplicates, Relaxed);
+        GLOBAL
+            .dead_letters
+            .fetch_add(settled.dead_lettered, Relaxed);
     }
 }

@@ -116,7 +116,9 @@ impl Health {
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(OUTAGE_REMINDER_SECS)) {
             *last = Some(Instant::now());
             log::error!(
-                "MongoDB refuses a batch ({e}); it stays in the WAL and is retried with backoff, so delivery behind it waits; {} record(s) are kept in the WAL",
+                "MongoDB refuses a batch ({e}); retrying with backoff, and a document refused {} times in a row goes to the dead-letter collection {}; {} record(s) are kept in the WAL",
+                REFUSED_ATTEMPTS_MAX,
+                self.app.config.dead_letter_collection,
                 self.app.wal.backlog_records()
             );
         }

@@ -1,30 +1,80 @@
 //! A sender thread: takes batches and delivers each until MongoDB confirms
-//! it or the stop deadline passes.
+//! it or the stop deadline passes. What MongoDB refuses for good goes on to
+//! [`super::dead_letters`].
 
 use super::*;
 
-pub(super) fn run(
-    sinks: Arc<Sinks>,
-    work: Receiver<Batch>,
-    done: Sender<Done>,
-    health: Arc<Health>,
-    stop: Arc<Stop>,
-) {
+/// What every sender shares.
+pub(super) struct Delivery {
+    pub(super) sinks: Arc<Sinks>,
+    pub(super) health: Arc<Health>,
+    pub(super) stop: Arc<Stop>,
+    /// `--collection`: where refused documents are tried again.
+    pub(super) collection: String,
+    /// `--dead-letter-collection`.
+    pub(super) dead_letter_collection: String,
+    pub(super) concern: Concern,
+}
+
+pub(super) fn run(delivery: &Delivery, work: &Receiver<Batch>, done: &Sender<Done>) {
     while let Ok(batch) = work.recv() {
+        let settled = delivery.deliver(&batch);
+        if done
+            .send(Done {
+                id: batch.id,
+                settled,
+                command: batch.command,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl Delivery {
+    /// Delivers one batch: its documents stored, already stored, or
+    /// dead-lettered. `None` once the stop deadline has passed.
+    fn deliver(&self, batch: &Batch) -> Option<Settled> {
+        let started = Instant::now();
+        let (answer, calls) = self.answered(&batch.command, batch.records)?;
+        after_insert_hook();
+        if batch.fresh && calls == 1 && answer.duplicates > 0 {
+            id_collision(answer.duplicates);
+        }
+        let mut settled = Settled {
+            duplicates: answer.duplicates,
+            dead_lettered: 0,
+        };
+        if !answer.refused.is_empty() {
+            let refused = self.refused_for_good(&batch.command, answer.refused, &mut settled)?;
+            self.dead_letter(refused, &mut settled)?;
+        }
+        GLOBAL
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        GLOBAL.flush_records.observe(batch.records as f64);
+        Some(settled)
+    }
+
+    /// Sends `command` until MongoDB answers it, retrying every failure with
+    /// backoff for as long as it lasts. An answer may refuse documents.
+    /// Returns it and the number of insert calls made; `None` once the stop
+    /// deadline has passed.
+    pub(super) fn answered(&self, command: &[u8], records: u64) -> Option<(Delivered, u32)> {
         let mut backoff = Backoff::new();
-        let mut inserts = 0;
-        let delivered = loop {
-            let started = Instant::now();
-            let attempt = match sinks.ready() {
+        let mut calls = 0;
+        loop {
+            let attempt = match self.sinks.ready() {
                 Ok(Some(s)) => {
-                    inserts += 1;
-                    s.insert(batch.command.clone(), batch.records)
+                    calls += 1;
+                    s.insert(command.to_vec(), records)
                 }
                 Ok(None) => {
                     // The index step is under way on another thread; inserting
                     // now would race it. Not a MongoDB error.
-                    if stop.expired() {
-                        break None;
+                    if self.stop.expired() {
+                        return None;
                     }
                     std::thread::sleep(Duration::from_millis(FLUSH_BACKOFF_MS_MIN));
                     continue;
@@ -32,36 +82,18 @@ pub(super) fn run(
                 Err(e) => Err(e),
             };
             match attempt {
-                Ok(d) => {
-                    after_insert_hook();
-                    if batch.fresh && inserts == 1 && d.duplicates > 0 {
-                        id_collision(d.duplicates);
-                    }
-                    GLOBAL
-                        .flush_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    GLOBAL.flush_records.observe(batch.records as f64);
-                    health.ok();
-                    break Some(d);
+                Ok(answer) => {
+                    self.health.ok();
+                    return Some((answer, calls));
                 }
                 Err(e) => {
-                    health.failed(&e);
-                    if stop.expired() {
-                        break None;
+                    self.health.failed(&e);
+                    if self.stop.expired() {
+                        return None;
                     }
-                    backoff.sleep_until(|| stop.expired());
+                    backoff.sleep_until(|| self.stop.expired());
                 }
             }
-        };
-        if done
-            .send(Done {
-                id: batch.id,
-                delivered,
-                command: batch.command,
-            })
-            .is_err()
-        {
-            return;
         }
     }
 }

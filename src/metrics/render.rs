@@ -91,13 +91,18 @@ impl Scrape {
             ),
             (
                 "busyapi_records_flushed",
-                "Records confirmed by MongoDB.",
+                "Records confirmed by MongoDB, dead letters included.",
                 g.records_flushed.load(Relaxed),
             ),
             (
                 "busyapi_records_replayed_duplicate",
                 "Replayed records MongoDB already had (duplicate key).",
                 g.records_replayed_duplicate.load(Relaxed),
+            ),
+            (
+                "busyapi_dead_letters",
+                "Records MongoDB refused for good, stored in the dead-letter collection instead.",
+                g.dead_letters.load(Relaxed),
             ),
             (
                 "busyapi_connections_refused",

@@ -73,9 +73,8 @@ impl InsertCommand {
 
     /// Appends one record as the next document.
     pub fn push(&mut self, r: &Record<'_>) {
+        self.next_key();
         let buf = &mut self.buf;
-        let mut index = itoa::Buffer::new();
-        element(buf, BSON_DOCUMENT, index.format(self.records));
         let doc_at = buf.len();
         buf.extend_from_slice(&[0; 4]);
         element(buf, BSON_INT64, "_id");
@@ -88,6 +87,20 @@ impl InsertCommand {
         buf.extend_from_slice(&r.received_at_ms.to_le_bytes());
         close(buf, doc_at);
         self.records += 1;
+    }
+
+    /// Appends a BSON document as it is (a refused document tried again,
+    /// or its dead letter).
+    pub fn push_document(&mut self, document: &[u8]) {
+        self.next_key();
+        self.buf.extend_from_slice(document);
+        self.records += 1;
+    }
+
+    /// The key of the next element of `documents`: its index.
+    fn next_key(&mut self) {
+        let mut index = itoa::Buffer::new();
+        element(&mut self.buf, BSON_DOCUMENT, index.format(self.records));
     }
 
     pub fn records(&self) -> u32 {

@@ -2,24 +2,62 @@
 //!
 //! [`Sink`] is the seam between the flusher and MongoDB. The one
 //! implementation, [`mongo::MongoSink`], sends a standard `insert` command
-//! (unordered, with a journaled write concern) and classifies the outcome:
-//! a batch whose only errors are duplicate `_id`s (code 11000 on the `_id`
-//! index) was already stored by an earlier attempt and counts as delivered;
-//! any other failure, a duplicate key on another unique index included, is
-//! an error of a [`SinkError::kind`] the flusher retries.
+//! (unordered, with a journaled write concern) and sorts the outcome three
+//! ways:
+//! - a document stored, or already stored: a duplicate `_id` (code 11000
+//!   on the `_id` index) is an earlier attempt's document, so it counts as
+//!   delivered;
+//! - a document refused for good: any other per-document write error
+//!   (`writeErrors`), such as a schema validator's 121 or an 11000 on
+//!   another unique index, comes back as a [`Refusal`] with its index in
+//!   the batch, while the batch's other documents are stored;
+//! - a batch not (known to be) stored: no answer, a write-concern error,
+//!   a per-document error that names the server's state rather than the
+//!   document ("not primary", interrupted, timed out), or a command error.
+//!   That is a [`SinkError`], and the flusher retries the batch for as long
+//!   as it lasts.
+//!
+//! [`deadletter`] takes refused documents out of a command, for another
+//! attempt or for the dead-letter collection.
 
+pub mod deadletter;
 pub mod encode;
 pub mod mongo;
 
 pub use encode::{Concern, InsertCommand};
 
-/// A batch MongoDB has confirmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A batch MongoDB has answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Delivered {
     /// Documents stored by this attempt.
     pub inserted: u64,
     /// Documents MongoDB already had from an earlier attempt.
     pub duplicates: u64,
+    /// Documents MongoDB refused; retrying the same document cannot help.
+    pub refused: Vec<Refusal>,
+}
+
+/// One document MongoDB refused for good (a per-document write error that
+/// is not about the server's state).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The document's position in the command's `documents`.
+    pub index: u32,
+    /// The server's error code (121 a validator, 11000 a unique index).
+    pub code: i32,
+    /// The server's `errmsg`. It may quote the document's values, so it goes
+    /// into the dead-letter document only: `Debug` leaves it out, and no log
+    /// line carries it.
+    pub message: String,
+}
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refusal")
+            .field("index", &self.index)
+            .field("code", &self.code)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a batch is not (known to be) stored. Every kind is retried.
@@ -63,7 +101,9 @@ impl SinkError {
 
 /// The flusher's view of MongoDB.
 pub trait Sink: Send + Sync {
-    /// Stores a finished [`InsertCommand`] of `records` documents.
+    /// Stores a finished [`InsertCommand`] of `records` documents. `Ok`
+    /// means every document is accounted for: stored, already there, or
+    /// refused.
     fn insert(&self, command: Vec<u8>, records: u64) -> Result<Delivered, SinkError>;
     /// Creates `{patientId: 1, timestamp: 1}` if it is missing.
     fn ensure_index(&self) -> Result<(), SinkError>;

@@ -8,7 +8,9 @@
 //! the same.
 //!
 //! Server messages are not copied into logs or errors beyond their code and
-//! code name: a server may quote a document's values in `errmsg`.
+//! code name: a server may quote a document's values in `errmsg`. A refused
+//! document's `errmsg` is kept, in its [`super::Refusal`], for its dead
+//! letter alone.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use mongodb::error::{Error, ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
 use mongodb::sync::{Client, Collection, Database};
 
-use super::{Delivered, Sink, SinkError};
+use super::{Delivered, Refusal, Sink, SinkError};
 
 /// How long the driver looks for a usable server before an attempt fails.
 /// Short, so the flusher notices an outage, backs off and logs it promptly.
@@ -30,8 +32,16 @@ const DUPLICATE_KEY: i32 = 11000;
 /// How a duplicate-key message names the `_id` index, for servers whose
 /// write errors carry no `keyPattern`.
 const ID_INDEX_IN_ERRMSG: &str = "index: _id_ ";
-/// Server error codes that mean "not now, try again" rather than a bad request.
-const TRANSIENT_CODES: [i32; 8] = [6, 7, 89, 91, 189, 10107, 11600, 13435];
+/// Server error codes that mean "not now, try again" rather than a bad
+/// request or a bad document: a host unreachable or not found (6, 7), a
+/// network timeout (89), shutting down or interrupted by it (91, 11600), a
+/// write conflict (112), no longer or not primary (189, 10107, 13435,
+/// 13436), interrupted by a replica-set state change (11602). A document
+/// refused with one of these is tried again, for as long as it lasts.
+const TRANSIENT_CODES: [i32; 11] = [6, 7, 89, 91, 112, 189, 10107, 11600, 11602, 13435, 13436];
+/// Server error codes of a time limit: `maxTimeMS` expired (50), a time
+/// limit exceeded (262). Retried like a timeout of the driver's own.
+const TIMEOUT_CODES: [i32; 2] = [50, 262];
 
 pub struct MongoSink {
     db: Database,
@@ -122,15 +132,17 @@ pub fn read_reply(reply: &Document, records: u64) -> Result<Delivered, SinkError
         return Err(SinkError::WriteConcern(code_of(wce)));
     }
     let mut duplicates = 0;
+    let mut refused = Vec::new();
     if let Ok(errors) = reply.get_array("writeErrors") {
         for e in errors {
             let e = e
                 .as_document()
                 .ok_or_else(|| SinkError::Other("malformed writeErrors".into()))?;
-            if !is_duplicate_id(e) {
-                return Err(SinkError::Write(code_of(e)));
+            if is_duplicate_id(e) {
+                duplicates += 1;
+            } else {
+                refused.push(refusal(e, records)?);
             }
-            duplicates += 1;
         }
     }
     let inserted = match reply.get("n") {
@@ -142,15 +154,57 @@ pub fn read_reply(reply: &Document, records: u64) -> Result<Delivered, SinkError
     };
     let inserted =
         u64::try_from(inserted).map_err(|_| SinkError::Other("insert reply without n".into()))?;
-    if inserted + duplicates != records {
+    if inserted + duplicates + refused.len() as u64 != records {
         return Err(SinkError::Other(format!(
-            "MongoDB confirmed {inserted} inserted and {duplicates} duplicates of {records} documents"
+            "MongoDB confirmed {inserted} inserted, {duplicates} duplicates and {} refused of {records} documents",
+            refused.len()
         )));
     }
     Ok(Delivered {
         inserted,
         duplicates,
+        refused,
     })
+}
+
+/// A write error that is not a replay: a [`Refusal`] of that one document,
+/// unless its code is about the server's state, which makes the whole batch
+/// an error to retry.
+fn refusal(e: &Document, records: u64) -> Result<Refusal, SinkError> {
+    let code = e
+        .get_i32("code")
+        .map_err(|_| SinkError::Other("a write error without a code".into()))?;
+    if let Some(transient) = transient(code, code_of(e)) {
+        return Err(transient);
+    }
+    let index = e
+        .get_i32("index")
+        .ok()
+        .and_then(|i| u32::try_from(i).ok())
+        .filter(|&i| u64::from(i) < records)
+        .ok_or_else(|| {
+            SinkError::Other(format!(
+                "a write error ({}) names no document of the batch",
+                code_of(e)
+            ))
+        })?;
+    Ok(Refusal {
+        index,
+        code,
+        message: e.get_str("errmsg").unwrap_or_default().to_owned(),
+    })
+}
+
+/// The error kind of a server code that means "not now" rather than "not
+/// this document": `None` for every other code.
+fn transient(code: i32, what: String) -> Option<SinkError> {
+    if TIMEOUT_CODES.contains(&code) {
+        Some(SinkError::Timeout(what))
+    } else if TRANSIENT_CODES.contains(&code) {
+        Some(SinkError::Network(what))
+    } else {
+        None
+    }
 }
 
 /// Whether a write error says MongoDB already has a document with this
@@ -189,13 +243,10 @@ pub fn classify(e: &Error) -> SinkError {
         ErrorKind::ConnectionPoolCleared { .. }
         | ErrorKind::DnsResolve { .. }
         | ErrorKind::Shutdown => SinkError::Network(e.to_string()),
-        ErrorKind::Command(c) if c.code == 50 => {
-            SinkError::Timeout(format!("code {} {}", c.code, c.code_name))
+        ErrorKind::Command(c) => {
+            let what = format!("code {} {}", c.code, c.code_name);
+            transient(c.code, what.clone()).unwrap_or(SinkError::Other(what))
         }
-        ErrorKind::Command(c) if TRANSIENT_CODES.contains(&c.code) => {
-            SinkError::Network(format!("code {} {}", c.code, c.code_name))
-        }
-        ErrorKind::Command(c) => SinkError::Other(format!("code {} {}", c.code, c.code_name)),
         ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
             SinkError::WriteConcern(format!("code {} {}", w.code, w.code_name))
         }
@@ -217,7 +268,7 @@ mod tests {
             read_reply(&doc! {"n": 3, "ok": 1.0}, 3),
             Ok(Delivered {
                 inserted: 3,
-                duplicates: 0
+                ..Delivered::default()
             })
         );
     }
@@ -232,21 +283,28 @@ mod tests {
             read_reply(&reply, 3),
             Ok(Delivered {
                 inserted: 1,
-                duplicates: 2
+                duplicates: 2,
+                refused: Vec::new(),
             })
         );
     }
 
     #[test]
-    fn any_other_write_error_is_an_error() {
-        let reply = doc! {"n": 2, "ok": 1.0, "writeErrors": [
+    fn a_validator_refusal_is_a_refused_document_and_the_others_count() {
+        let reply = doc! {"n": 1, "ok": 1.0, "writeErrors": [
             {"index": 0, "code": 11000, "keyPattern": {"_id": 1}, "errmsg": "dup"},
-            {"index": 1, "code": 121, "codeName": "DocumentValidationFailure", "errmsg": "secret value"},
+            {"index": 2, "code": 121, "codeName": "DocumentValidationFailure", "errmsg": "secret value"},
         ]};
-        match read_reply(&reply, 3) {
-            Err(SinkError::Write(m)) => assert!(m.contains("121") && !m.contains("secret")),
-            other => panic!("{other:?}"),
-        }
+        let d = read_reply(&reply, 3).expect("answered");
+        assert_eq!((d.inserted, d.duplicates), (1, 1));
+        let [r] = &d.refused[..] else {
+            panic!("{:?}", d.refused)
+        };
+        assert_eq!(
+            (r.index, r.code, r.message.as_str()),
+            (2, 121, "secret value")
+        );
+        assert!(!format!("{r:?}").contains("secret"), "{r:?}");
     }
 
     #[test]
@@ -258,10 +316,38 @@ mod tests {
             doc! {"index": 0, "code": 11000},
         ] {
             let reply = doc! {"n": 0, "ok": 1.0, "writeErrors": [e]};
-            match read_reply(&reply, 1) {
-                Err(SinkError::Write(m)) => assert!(m.contains("11000") && !m.contains("secret")),
-                other => panic!("{other:?}"),
+            let d = read_reply(&reply, 1).expect("answered");
+            assert_eq!(d.refused.len(), 1, "{d:?}");
+            assert_eq!((d.inserted, d.duplicates, d.refused[0].code), (0, 0, 11000));
+        }
+    }
+
+    #[test]
+    fn a_document_refused_for_the_servers_state_makes_the_batch_an_error_to_retry() {
+        for code in [10107, 11602, 112, 50, 262] {
+            let reply = doc! {"n": 1, "ok": 1.0, "writeErrors": [
+                {"index": 1, "code": code, "errmsg": "secret value"},
+            ]};
+            match read_reply(&reply, 2) {
+                Err(e) => assert!(e.is_unreachable(), "{code}: {e}"),
+                Ok(d) => panic!("code {code} taken for a refusal: {d:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_write_error_naming_no_document_of_the_batch_is_an_error() {
+        for e in [
+            doc! {"index": 5, "code": 121},
+            doc! {"index": -1, "code": 121},
+            doc! {"code": 121},
+            doc! {"index": 0},
+        ] {
+            let reply = doc! {"n": 1, "ok": 1.0, "writeErrors": [e.clone()]};
+            assert!(
+                matches!(read_reply(&reply, 2), Err(SinkError::Other(_))),
+                "{e}"
+            );
         }
     }
 

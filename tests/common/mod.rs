@@ -36,7 +36,10 @@ pub use http::{Http, Response, assert_error, load, post_request};
 #[allow(unused_imports)]
 pub use metrics::{Scrape, metric};
 #[allow(unused_imports)]
-pub use mongo::{Mongo, fresh_usages, shared_mongo, unique_patient_ids};
+pub use mongo::{
+    Mongo, POISON, dead_letters, fresh_usages, shared_mongo, unique_patient_ids,
+    usages_refusing_poison,
+};
 #[allow(unused_imports)]
 pub use server::{DELIVERY, Opts, Server, stderr_lines, wait_drained};
 #[allow(unused_imports)]

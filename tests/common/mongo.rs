@@ -184,3 +184,26 @@ pub fn unique_patient_ids(coll: &Collection<Document>) {
     .run()
     .expect("a unique index on patientId");
 }
+
+/// The medication [`usages_refusing_poison`]'s validator refuses.
+pub const POISON: &str = "Poison";
+
+/// Creates `db.usages` with a `$jsonSchema` validator that refuses every
+/// usage of medication [`POISON`]: MongoDB refuses that document for good,
+/// with code 121, as it would after a DBA added a validator.
+pub fn usages_refusing_poison(mongo: &Mongo, db: &str) -> Collection<Document> {
+    let database = mongo.client().database(db);
+    database
+        .create_collection("usages")
+        .validator(
+            doc! {"$jsonSchema": {"properties": {"medication": {"not": {"enum": [POISON]}}}}},
+        )
+        .run()
+        .expect("create the collection with a validator");
+    database.collection("usages")
+}
+
+/// `db`'s dead-letter collection, under busyapi's default name.
+pub fn dead_letters(mongo: &Mongo, db: &str) -> Collection<Document> {
+    mongo.client().database(db).collection("usages_deadletter")
+}

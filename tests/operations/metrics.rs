@@ -6,16 +6,18 @@ use super::*;
 use common::{Opts, USAGE};
 
 /// Every family an operator's dashboards and alerts rely on, and its type.
-const FAMILIES: [(&str, &str); 19] = [
+const FAMILIES: [(&str, &str); 21] = [
     ("busyapi_http_requests_total", "counter"),
     ("busyapi_records_acknowledged_total", "counter"),
     ("busyapi_records_flushed_total", "counter"),
     ("busyapi_records_replayed_duplicate_total", "counter"),
+    ("busyapi_dead_letters_total", "counter"),
     ("busyapi_mongo_errors_total", "counter"),
     ("busyapi_connections_refused_total", "counter"),
     ("busyapi_connections_timed_out_total", "counter"),
     ("busyapi_wal_fsync_seconds", "histogram"),
     ("busyapi_wal_commit_records", "histogram"),
+    ("busyapi_wal_commit_hold_seconds", "histogram"),
     ("busyapi_flush_batch_seconds", "histogram"),
     ("busyapi_flush_batch_records", "histogram"),
     ("busyapi_wal_backlog_records", "gauge"),
