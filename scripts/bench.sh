@@ -24,8 +24,10 @@
 #                              each 201 waiting for an fdatasync (the thinnest
 #                              durable server); busyapi. Alternating, medians
 #                              and ratios to bare: what fsync alone costs here
-#   scripts/bench.sh cpu       bare may_minihttp vs busyapi (MongoDB unreachable)
-#                              held at fixed open-loop rates by oha
+#   scripts/bench.sh cpu       bare may_minihttp, the same waiting for an
+#                              fdatasync per 201 (the thinnest durable server),
+#                              and busyapi (MongoDB unreachable), held at fixed
+#                              open-loop rates by oha
 #                              (BENCH_CPU_RATES), alternating: server CPU per
 #                              request, p50/p99/p99.9, fsyncs/s, records per
 #                              commit, ratios to bare (bench/sidebyside.py)
@@ -626,6 +628,7 @@ mode_cpu() {
     --rates "${BENCH_CPU_RATES:-8000,12000,18000}" --duration-s "${BENCH_CPU_DURATION_S:-10}" \
     --connections "$CONNECTIONS" \
     --server "bare=$WORK/bin/bare_minihttp 127.0.0.1:{port}" \
+    --server "bare-fsync-wait=$WORK/bin/bare_minihttp 127.0.0.1:{port} --fsync-wait {data}" \
     --server "busyapi=$(busyapi_command "$WORK/bin/busyapi")"
 }
 

@@ -24,6 +24,7 @@ use crate::app::App;
 use crate::ingest::UsageParser;
 use crate::limits::{HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX, READ_BUF_BYTES_INITIAL};
 use crate::metrics::{self, Route};
+use crate::wal::lanes::PROMPT_THINK_US;
 use crate::wal::record;
 use crate::wal::{Attached, Reply, Submission};
 
@@ -83,6 +84,8 @@ struct Connection<'a> {
     /// Counts this connection among the WAL's submitters, which the
     /// commit pacer reads: a commit every submitter waits on is not held.
     _submitter: Attached<'a>,
+    /// When the WAL last answered this connection's submission.
+    last_reply: Option<Instant>,
     /// Counted in [`metrics::Global::requests_in_flight`]: bytes of a request
     /// are buffered or being handled. Shutdown waits for this to clear.
     busy: bool,
@@ -117,6 +120,7 @@ impl<'a> Connection<'a> {
             idle_since: Instant::now(),
             read_timeout: None,
             _submitter: app.lanes.attach(),
+            last_reply: None,
             busy: false,
         }
     }
@@ -303,10 +307,14 @@ impl<'a> Connection<'a> {
             return;
         }
         let count = self.staged_conns.len();
+        let prompt = self
+            .last_reply
+            .is_some_and(|t| t.elapsed() < Duration::from_micros(PROMPT_THINK_US));
         let sub = Submission {
             staged: mem::take(&mut self.staged),
             count: count as u32,
             reply: self.reply_tx.clone(),
+            prompt,
         };
         let outcome: Result<u64, ApiError> = match self.app.lanes.submit(self.lane, sub) {
             Err((e, sub)) => {
@@ -315,6 +323,7 @@ impl<'a> Connection<'a> {
             }
             Ok(()) => match self.reply_rx.recv() {
                 Ok(reply) => {
+                    self.last_reply = Some(Instant::now());
                     self.staged = reply.staged;
                     reply.first_id.map_err(ApiError::from)
                 }

@@ -150,6 +150,8 @@ impl Writer {
             records: records as u64,
             submissions_waiting: lanes.waiting(),
             submitters: lanes.submitters(),
+            prompt_submissions: batch.iter().filter(|(_, s)| s.prompt).count(),
+            submissions: batch.len(),
         };
         let Some(until) = self.pacer.hold_until(now, drained) else {
             return 0;

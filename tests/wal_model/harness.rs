@@ -72,6 +72,7 @@ impl Wal {
                 staged,
                 count,
                 reply,
+                prompt: false,
             };
             if self.lanes.submit(lane, sub).is_err() {
                 panic!("a lane of {} refused a submission", LANES);
