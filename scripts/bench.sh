@@ -44,7 +44,7 @@
 # Settings (environment):
 #   BENCH_DURATION        wrk duration per run                  default 15s
 #   BENCH_CONNECTIONS     wrk connections                       default 64
-#   BENCH_ROUNDS          rounds in ingest/metrics/fsync-floor  default 3
+#   BENCH_ROUNDS          rounds in ingest/metrics/fsync-floor/cpu/closed-loop  default 3
 #   BENCH_DRAIN_RECORDS   backlog size for the drain test       default 200000
 #   BENCH_DRAIN_TIMEOUT_S longest wait for a backlog to drain   default 600
 #   BENCH_STALL_S         a drain stuck this long is an error   default 60
