@@ -11,7 +11,10 @@
 //! # Invariants
 //! 1. A 201 is sent only after the record's bytes were written and
 //!    `fdatasync`ed. One write and one fdatasync serve every record that
-//!    arrived while the previous commit was on disk (group commit).
+//!    arrived while the previous commit was on disk (group commit); while
+//!    more records are known to be coming, a commit may be held back up to
+//!    `--commit-delay-max-us` to serve more ([`pacing`]), never to answer
+//!    sooner.
 //! 2. Ids are assigned by the single writer in log order, so ids grow along
 //!    the log. An id is `node_id << SEQ_BITS | seq`; `seq` never repeats for
 //!    a data directory: recovery takes the highest of the checkpoint's
