@@ -35,7 +35,7 @@
 //!    of them waiting.
 //!
 //! A hold ends early when the last connection that could submit does (see
-//! [`super::lanes::Lanes::hold_writer`]), so rule 1 also holds mid-wait.
+//! `Lanes::hold_writer`), so rule 1 also holds mid-wait.
 //!
 //! # Invariants
 //! - Pacing only ever delays a commit; it never acknowledges anything
