@@ -99,6 +99,7 @@
 pub mod checkpoint;
 pub mod lanes;
 pub mod pacing;
+mod quarantine;
 pub mod reader;
 pub mod record;
 pub mod segment;

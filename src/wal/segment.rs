@@ -8,8 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::WalError;
 use super::record::{self, Decoded};
+use super::{WalError, quarantine};
 use crate::limits::{PREALLOC_CHUNK_BYTES, SPARE_FILL_BYTES_PER_S};
 
 /// Identifies a busyapi WAL segment.
@@ -20,8 +20,7 @@ const FORMAT_VERSION: u32 = 1;
 pub const HEADER_BYTES: u64 = 40;
 /// Extension of segment files; the stem is the zero-padded segment number.
 const SEGMENT_EXT: &str = "wal";
-/// Damaged byte ranges and torn tails are copied here before they are cut.
-pub const QUARANTINE_DIR: &str = "quarantine";
+pub use super::quarantine::QUARANTINE_DIR;
 
 /// The decoded header of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,15 +231,6 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
-/// fsyncs the quarantine directory, so that the files recovery put there
-/// survive a power cut. Fatal on failure, as [`sync_dir`].
-fn sync_quarantine(dir: &Path) {
-    match File::open(dir.join(QUARANTINE_DIR)) {
-        Ok(d) => super::sync_or_die(&d, "the quarantine directory"),
-        Err(e) => super::fatal("open the quarantine directory for fsync", &e),
-    }
-}
-
 /// What recovery found in one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
@@ -285,7 +275,7 @@ pub fn recover(
             // never held a record. Written by a binary that named segments
             // first, it is a creation torn by a power cut.
             None => {
-                discard_torn_creation(dir, &path, no, &bytes)?;
+                quarantine::discard_torn_creation(dir, &path, no, &bytes)?;
                 return Ok(None);
             }
             Some(seq) => rebuild_header(dir, &path, no, node_id, seq, &mut bytes)?,
@@ -293,11 +283,11 @@ pub fn recover(
     };
     let scan = scan_records(header, &bytes, pending_from);
     for r in &scan.damaged {
-        quarantine_bytes(dir, no, r.start, &bytes[r.start as usize..r.end as usize])?;
+        quarantine::bytes(dir, no, r.start, &bytes[r.start as usize..r.end as usize])?;
     }
     if scan.torn_tail_bytes > 0 {
         let cut = &bytes[scan.end as usize..(scan.end + scan.torn_tail_bytes) as usize];
-        quarantine_bytes(dir, no, scan.end, cut)?;
+        quarantine::bytes(dir, no, scan.end, cut)?;
     }
     if (bytes.len() as u64) > scan.end {
         let f = OpenOptions::new()
@@ -391,7 +381,7 @@ fn rebuild_header(
         segment_no: no,
         base_seq: first_seq,
     };
-    quarantine_bytes(dir, no, 0, &bytes[..HEADER_BYTES as usize])?;
+    quarantine::bytes(dir, no, 0, &bytes[..HEADER_BYTES as usize])?;
     let encoded = header.encode();
     let f = OpenOptions::new()
         .write(true)
@@ -405,61 +395,6 @@ fn rebuild_header(
         "WAL segment {no} had a damaged header; rebuilt it and kept the records after it (old header in quarantine)"
     );
     Ok(header)
-}
-
-/// Removes a segment that has no header and no record, so that it is not
-/// taken for history: all zeros (a preallocated spare renamed before its
-/// header was durable) it is deleted, anything else is moved to the
-/// quarantine directory for an operator.
-fn discard_torn_creation(dir: &Path, path: &Path, no: u64, bytes: &[u8]) -> Result<(), WalError> {
-    if bytes.iter().any(|&b| b != 0) {
-        return quarantine_file(dir, path, no);
-    }
-    fs::remove_file(path).map_err(|e| WalError::io("delete a torn segment", e))?;
-    sync_dir(dir);
-    log::error!(
-        "WAL segment {no} was torn at creation (all zeros, no header); deleted it (it held no record: headers are synced before use)"
-    );
-    Ok(())
-}
-
-fn quarantine_file(dir: &Path, path: &Path, no: u64) -> Result<(), WalError> {
-    let to = dir
-        .join(QUARANTINE_DIR)
-        .join(format!("{no:020}.bad-header"));
-    fs::rename(path, &to).map_err(|e| WalError::io("quarantine a segment", e))?;
-    // The new name first: synced the other way round, a crash could keep
-    // the removal from the data directory and lose the file's only name.
-    sync_quarantine(dir);
-    sync_dir(dir);
-    log::error!(
-        "WAL segment {no} was torn at creation (no complete header); moved to {} (it held no record: headers are synced before use)",
-        to.display()
-    );
-    Ok(())
-}
-
-fn quarantine_bytes(dir: &Path, no: u64, offset: u64, bytes: &[u8]) -> Result<(), WalError> {
-    if bytes.iter().all(|&b| b == 0) {
-        return Ok(());
-    }
-    let to = dir
-        .join(QUARANTINE_DIR)
-        .join(format!("{no:020}-{offset}.bin"));
-    let mut f = File::create(&to).map_err(|e| WalError::io("write a quarantine file", e))?;
-    f.write_all(bytes)
-        .map_err(|e| WalError::io("write a quarantine file", e))?;
-    super::sync_or_die(&f, "a quarantine file");
-    // The copy's name must be durable too before the caller cuts or
-    // overwrites the bytes it keeps: synced data without a directory entry
-    // is lost in a power cut, and with it the only copy.
-    sync_quarantine(dir);
-    log::warn!(
-        "WAL segment {no}: {} damaged bytes at offset {offset} copied to {}",
-        bytes.len(),
-        to.display()
-    );
-    Ok(())
 }
 
 #[cfg(test)]
