@@ -49,7 +49,7 @@ if (( passed < MIN_TESTS )); then
   echo "only $passed tests ran; the suite holds at least $MIN_TESTS" >&2
   exit 1
 fi
-echo "== the benchmark tool's arithmetic (bench/sidebyside.py)"
+echo "== the benchmark tool's arithmetic and parsing (bench/test_*.py)"
 python3 -m unittest discover -s bench -p 'test_*.py'
 
 echo "== status page in headless Chromium"

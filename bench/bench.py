@@ -1,0 +1,270 @@
+"""The benchmark kit behind scripts/bench.sh: builds busyapi (release), runs
+it on fresh temporary data directories and drives it with wrk (-t1,
+closed loop) or oha (open loop, at fixed rates).
+
+    bench.py [MODE]
+
+  usages       busyapi alone, bench/usages.lua, MongoDB unreachable
+  ingest       bare may_minihttp baseline vs busyapi (MongoDB unreachable,
+               fsync before every 201), alternating, medians and the ratio
+               busyapi/bare; then open-loop
+  mixed        busyapi with bench/mixed.lua (non-2xx expected)
+  metrics      busyapi --metrics true vs false, alternating, ratio
+  e2e          with the dev MongoDB live: every 201 ends up as a document;
+               then drain throughput of a backlog vs a bare pymongo
+               insert_many client
+  open-loop    oha -q 18000 against busyapi
+  node         the Node/Express original (bench/node-original) vs busyapi,
+               each with a fresh dev MongoDB live, wrk -t1 -c50, ratio
+               busyapi/node; then the original's flaws measured: repeated
+               ids, and acknowledged records lost to kill -9 (busyapi killed
+               the same way, restarted, drained)
+  fsync-floor  bare may_minihttp; the same beside a stream of fdatasyncs
+               nobody waits for; the same with each 201 waiting for an
+               fdatasync (the thinnest durable server); busyapi.
+               Alternating, medians and ratios to bare: what fsync alone
+               costs here
+  cpu          bare may_minihttp, the same waiting for an fdatasync per 201,
+               and busyapi (MongoDB unreachable), held at fixed open-loop
+               rates by oha (BENCH_CPU_RATES), alternating: server CPU per
+               request, p50/p99/p99.9, fsyncs/s, records per commit, ratios
+               to bare (bench/sidebyside.py)
+  closed-loop  busyapi at BENCH_BASE_REV (built in a git worktree under
+               target/) vs this tree, wrk -t1 at BENCH_CLOSED_CONNECTIONS,
+               alternating: req/s and CPU per request, ratios to the base
+  headline     the mission on this box: oha -q 18000 for BENCH_HEADLINE_S
+               against busyapi with the dev MongoDB live at nice 19; every
+               response must be a 201, and after the drain every one a
+               document
+  all          all of the above
+
+Settings (environment):
+  BENCH_DURATION         wrk duration per run                  default 15s
+  BENCH_CONNECTIONS      wrk and oha connections               default 64
+  BENCH_ROUNDS           rounds of the alternating modes       default 3
+  BENCH_DRAIN_RECORDS    backlog size for the drain test       default 200000
+  BENCH_DRAIN_TIMEOUT_S  longest wait for a backlog to drain   default 600
+  BENCH_STALL_S          a drain stuck this long is an error   default 60
+  BENCH_OHA_RATE         oha's fixed request rate              default 18000
+  BENCH_TMPDIR           where data directories go             default target/bench-tmp
+  BENCH_NODE_CONNECTIONS wrk connections in the node mode      default 50
+  BENCH_KILL_AFTER_S     load before the kill -9 (node mode)   default 5
+  BENCH_NODE_LOG_USAGES  the original's console.log per POST   default 1
+  BENCH_CPU_RATES        fixed rates of the cpu mode           default 8000,12000,18000
+  BENCH_CPU_DURATION_S   seconds per fixed-rate run            default 10
+  BENCH_BASE_REV         the closed-loop mode's baseline       default 4039c4b
+  BENCH_CLOSED_CONNECTIONS wrk connections, closed-loop mode   default 4,16,64
+  BENCH_HEADLINE_S       seconds of load in the headline mode  default 60
+
+Every run's raw output (wrk, oha, server logs) is kept in
+bench/results/<date>-<mode>/. The numbers mean something only on an
+otherwise idle machine: the load generator itself takes about one core.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import kit
+import live_modes
+import modes
+import node_mode
+import sidebyside
+from kit import BenchError, ROOT
+
+
+class Context:
+    """One run of the tool: its settings, directories and binaries."""
+
+    def __init__(self, mode, env):
+        self.mode = mode
+        self.duration = env.get("BENCH_DURATION", "15s")
+        self.duration_s = int(self.duration.rstrip("s"))
+        self.connections = int(env.get("BENCH_CONNECTIONS", "64"))
+        # The node mode measures with -c50, as the original was measured.
+        self.node_connections = int(env.get("BENCH_NODE_CONNECTIONS", "50"))
+        if mode == "node":
+            self.connections = self.node_connections
+        self.rounds = int(env.get("BENCH_ROUNDS", "3"))
+        self.drain_records = int(env.get("BENCH_DRAIN_RECORDS", "200000"))
+        self.drain_timeout_s = float(env.get("BENCH_DRAIN_TIMEOUT_S", "600"))
+        self.stall_s = float(env.get("BENCH_STALL_S", "60"))
+        self.oha_rate = int(env.get("BENCH_OHA_RATE", "18000"))
+        self.kill_after_s = float(env.get("BENCH_KILL_AFTER_S", "5"))
+        self.node_log_usages = env.get("BENCH_NODE_LOG_USAGES", "1")
+        self.cpu_rates = env.get("BENCH_CPU_RATES", "8000,12000,18000")
+        self.cpu_duration_s = env.get("BENCH_CPU_DURATION_S", "10")
+        self.base_rev = env.get("BENCH_BASE_REV", "4039c4b")
+        self.closed_connections = env.get("BENCH_CLOSED_CONNECTIONS", "4,16,64")
+        self.headline_s = int(env.get("BENCH_HEADLINE_S", "60"))
+        tmp = env.get("BENCH_TMPDIR", os.path.join(ROOT, "target", "bench-tmp"))
+        os.makedirs(tmp, exist_ok=True)
+        self.work = tempfile.mkdtemp(prefix="run.", dir=tmp)
+        self.results = os.path.join(ROOT, "bench", "results", time.strftime("%Y%m%d-%H%M%S") + f"-{mode}")
+        os.makedirs(self.results, exist_ok=True)
+        self.bin = os.path.join(self.work, "bin")
+        self.failed = False
+
+    def binary(self, name):
+        return os.path.join(self.bin, name)
+
+    def result(self, name):
+        return os.path.join(self.results, name)
+
+    def log(self, name):
+        return self.result(f"{name}.server.log")
+
+    @staticmethod
+    def have(tool):
+        return shutil.which(tool) is not None
+
+
+def run(*argv, **kw):
+    subprocess.run(argv, check=True, **kw)
+
+
+def git(*args):
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def print_machine(ctx):
+    with open("/proc/cpuinfo") as f:
+        model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    dirty = "" if subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=ROOT).returncode == 0 \
+        else " (dirty tree)"
+    fs = subprocess.run(["stat", "-f", "-c", "%T", ctx.work], capture_output=True, text=True).stdout.strip()
+    lines = [
+        f"== machine: {socket.gethostname()}, {os.cpu_count()} cores, {model}",
+        f"== date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average {load},"
+        f" commit {git('rev-parse', '--short', 'HEAD') or '?'}{dirty}",
+        f"== wrk -t1 -c{ctx.connections} -d{ctx.duration}; data in {ctx.work} ({fs})",
+    ]
+    print("\n".join(lines))
+    with open(ctx.result("machine.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    if fs == "tmpfs":
+        print(f"!! {ctx.work} is on tmpfs: fdatasync costs nothing there; set BENCH_TMPDIR to a disk",
+              file=sys.stderr)
+
+
+def ensure_tools(ctx):
+    """wrk from Debian's packages; oha for the open-loop modes; the dev
+    MongoDB's venv for the modes that run it."""
+    if not ctx.have("wrk"):
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        print("== installing wrk", flush=True)
+        run(*sudo, "apt-get", "update")
+        run(*sudo, "apt-get", "install", "-y", "wrk")
+    if ctx.mode in ("cpu", "headline", "all") and not ctx.have("oha"):
+        print("== installing oha (cargo install --locked oha; slow to build)", flush=True)
+        run("cargo", "install", "--locked", "oha")
+    if ctx.mode in ("e2e", "node", "headline", "all") and not os.access(kit.VENV_PY, os.X_OK):
+        run(os.path.join(ROOT, "scripts", "dev-mongo.sh"), "install")
+
+
+def build(ctx):
+    """Release builds, copied out of target/ so a concurrent cargo build
+    cannot swap a binary under a running benchmark."""
+    os.makedirs(ctx.bin)
+    if ctx.mode in ("ingest", "fsync-floor", "cpu", "all"):
+        # A crate of its own, so its may features never reach busyapi's builds.
+        run("cargo", "build", "--release", "--locked", "--manifest-path",
+            os.path.join(ROOT, "bench", "bare_minihttp", "Cargo.toml"), cwd=ROOT)
+        shutil.copy(os.path.join(ROOT, "bench", "bare_minihttp", "target", "release", "bare_minihttp"), ctx.bin)
+    run("cargo", "build", "--release", "--locked", "--bin", "busyapi", cwd=ROOT)
+    shutil.copy(os.path.join(ROOT, "target", "release", "busyapi"), ctx.bin)
+
+
+def build_rev(ctx, rev):
+    """Builds busyapi at `rev` in a worktree of its own; returns its path."""
+    tree = os.path.join(ROOT, "target", "bench-base", f"src-{rev}")
+    if not os.path.isdir(tree):
+        run("git", "worktree", "add", "--detach", tree, rev, cwd=ROOT)
+    target = os.path.join(ROOT, "target", "bench-base", "target")
+    run("cargo", "build", "--release", "--locked", "--bin", "busyapi", "--manifest-path",
+        os.path.join(tree, "Cargo.toml"), env={**os.environ, "CARGO_TARGET_DIR": target})
+    path = ctx.binary(f"busyapi-{rev}")
+    shutil.copy(os.path.join(target, "release", "busyapi"), path)
+    return path
+
+
+def cpu(ctx):
+    print(f"\n== cpu: bare may_minihttp vs busyapi at fixed rates (oha -c {ctx.connections}"
+          " --latency-correction, MongoDB unreachable)", flush=True)
+    sidebyside.run([
+        "fixed-rate", "--results", ctx.results, "--rounds", str(ctx.rounds),
+        "--rates", ctx.cpu_rates, "--duration-s", ctx.cpu_duration_s,
+        "--connections", str(ctx.connections),
+        "--server", f"bare={ctx.binary('bare_minihttp')} 127.0.0.1:{{port}}",
+        "--server", f"bare-fsync-wait={ctx.binary('bare_minihttp')} 127.0.0.1:{{port}} --fsync-wait {{data}}",
+        "--server", f"busyapi={kit.busyapi_command(ctx.binary('busyapi'))}",
+    ])
+
+
+def closed_loop(ctx):
+    base = build_rev(ctx, ctx.base_rev)
+    print(f"\n== closed-loop: busyapi at {ctx.base_rev} vs this tree, wrk -t1 (MongoDB unreachable)", flush=True)
+    sidebyside.run([
+        "closed-loop", "--results", ctx.results, "--rounds", str(ctx.rounds),
+        "--connections", ctx.closed_connections, "--duration-s", str(ctx.duration_s),
+        "--server", f"{ctx.base_rev}={kit.busyapi_command(base)}",
+        "--server", f"this-tree={kit.busyapi_command(ctx.binary('busyapi'))}",
+    ])
+
+
+def ingest_then_open_loop(ctx):
+    modes.ingest(ctx)
+    modes.open_loop(ctx)
+
+
+MODES = {
+    "usages": [modes.usages],
+    "ingest": [ingest_then_open_loop],
+    "mixed": [modes.mixed],
+    "metrics": [modes.metrics],
+    "e2e": [live_modes.e2e],
+    "open-loop": [modes.open_loop],
+    "node": [node_mode.node],
+    "fsync-floor": [modes.fsync_floor],
+    "cpu": [cpu],
+    "closed-loop": [closed_loop],
+    "headline": [live_modes.headline],
+}
+MODES["all"] = [modes.usages, modes.ingest, modes.mixed, modes.metrics, modes.open_loop,
+                live_modes.e2e, node_mode.node, modes.fsync_floor, cpu, closed_loop,
+                live_modes.headline]
+
+
+def main(argv):
+    mode = argv[1] if len(argv) > 1 else "usages"
+    if mode not in MODES or len(argv) > 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    ctx = Context(mode, os.environ)
+    try:
+        print_machine(ctx)
+        ensure_tools(ctx)
+        build(ctx)
+        for step in MODES[mode]:
+            step(ctx)
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        ctx.failed = True
+    except KeyboardInterrupt:
+        ctx.failed = True
+    finally:
+        kit.stop_all()
+        shutil.rmtree(ctx.work, ignore_errors=True)
+        print(f"raw output kept in {os.path.relpath(ctx.results, ROOT)}")
+    return 1 if ctx.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
