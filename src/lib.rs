@@ -19,9 +19,14 @@
 //! | disk → batches         | [`flusher`]  | reads committed records, retries, dead letters, checkpoints |
 //! | batch → MongoDB        | [`sink`]     | BSON encoding, `insert`, error kinds, refusals |
 //!
-//! Around the flow: [`config`] (flags, environment, file), [`limits`]
-//! (every bound and why), [`metrics`] (per-core counters, `/metrics`),
-//! [`app`] (shared state and readiness) and [`shutdown`] (the ordered stop).
+//! `http` drives the steps after it; `ingest` and `wal` know nothing of
+//! each other nor of `http`. What two steps share sits below them all, in
+//! leaf modules: [`usage`] (the validated `Usage` that ingest makes and
+//! the WAL stages) and [`limits`] (every bound and why).
+//!
+//! Around the flow: [`config`] (flags, environment, file), [`metrics`]
+//! (per-core counters, `/metrics`), [`app`] (shared state and readiness)
+//! and [`shutdown`] (the ordered stop).
 //!
 //! Threads: one may worker per core (`--workers`) runs every connection
 //! coroutine; the workers are pinned one per CPU only when the process may
@@ -40,4 +45,5 @@ pub mod metrics;
 pub mod sched;
 pub mod shutdown;
 pub mod sink;
+pub mod usage;
 pub mod wal;

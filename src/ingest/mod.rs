@@ -9,7 +9,10 @@
 //!
 //! Parsing uses simd-json's tape API with buffers that live as long as the
 //! connection ([`UsageParser`]), so a request costs no allocation here. The
-//! returned [`Usage`] borrows the parser's scratch copy of the body.
+//! returned [`Usage`] borrows the parser's scratch copy of the body. The
+//! type itself lives in the leaf module [`crate::usage`], which the WAL
+//! uses too, so the WAL does not depend on this module; it is re-exported
+//! here for callers that parse.
 //!
 //! Error texts name fields, never echo values: they may carry health data.
 
@@ -18,6 +21,7 @@ pub mod timestamp;
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
 use crate::limits::{MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, TIMESTAMP_BYTES_MAX};
+pub use crate::usage::{PatientId, Usage};
 pub use timestamp::TimestampError;
 
 /// Why a body was refused. Every variant is a 400.
@@ -47,33 +51,6 @@ pub enum IngestError {
     },
     #[error("{0}")]
     Timestamp(#[from] TimestampError),
-}
-
-/// `patientId` as sent: a string, or a non-negative integer stored as its
-/// decimal string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatientId<'a> {
-    Text(&'a str),
-    Number(u64),
-}
-
-impl PatientId<'_> {
-    /// The stored string form; `scratch` holds the digits of a number.
-    pub fn as_bytes<'s>(&'s self, scratch: &'s mut itoa::Buffer) -> &'s [u8] {
-        match self {
-            PatientId::Text(s) => s.as_bytes(),
-            PatientId::Number(n) => scratch.format(*n).as_bytes(),
-        }
-    }
-}
-
-/// One validated usage event, borrowing the parser's copy of the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage<'a> {
-    pub patient_id: PatientId<'a>,
-    /// The event's instant, UTC epoch milliseconds.
-    pub timestamp_ms: i64,
-    pub medication: &'a str,
 }
 
 /// Reusable simd-json state for one connection.

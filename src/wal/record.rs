@@ -2,8 +2,8 @@
 //! decoding (with resynchronisation past damage) on the recovery and flusher
 //! side. The byte layout is documented in [`crate::wal`].
 
-use crate::ingest::Usage;
 use crate::limits::{MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, RECORD_BYTES_MAX};
+use crate::usage::Usage;
 
 /// `len: u32` then `crc: u32`.
 pub const FRAME_HEADER_BYTES: usize = 8;
@@ -159,7 +159,7 @@ pub fn resync(buf: &[u8], after_id: u64) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::PatientId;
+    use crate::usage::PatientId;
 
     fn staged(pid: &str, med: &str, ts: i64) -> Vec<u8> {
         let mut out = Vec::new();

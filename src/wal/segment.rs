@@ -400,7 +400,7 @@ fn rebuild_header(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::{PatientId, Usage};
+    use crate::usage::{PatientId, Usage};
 
     const HEADER: Header = Header {
         node_id: 3,
