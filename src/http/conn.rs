@@ -25,7 +25,6 @@ use crate::ingest::UsageParser;
 use crate::limits::{HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX, READ_BUF_BYTES_INITIAL};
 use crate::metrics::{self, Route};
 use crate::wal::lanes::PROMPT_THINK_US;
-use crate::wal::record;
 use crate::wal::{Attached, Reply, Submission};
 
 /// Serves `stream` until the client leaves, an error closes it, or shutdown.
@@ -244,7 +243,7 @@ impl<'a> Connection<'a> {
         match outcome {
             Ok(Action::Ingest) => match self.parser.parse(body) {
                 Ok(usage) => {
-                    record::stage(&usage, now_ms(), &mut self.staged);
+                    Submission::stage(&mut self.staged, &usage, now_ms());
                     self.staged_conns.push(conn);
                 }
                 Err(e) => self.respond_error(route, &e.into(), conn, false),

@@ -1,6 +1,7 @@
 //! The lanes: per-core queues between connections and the WAL writer.
 //!
-//! Connections push [`Submission`]s (a buffer of staged records) onto their
+//! Connections stage validated usages into a buffer of their own
+//! ([`Submission::stage`]) and push it as a [`Submission`] onto their
 //! lane, a bounded lock-free queue; there is one lane per core, so two cores
 //! rarely touch the same queue. The writer drains them round robin, commits,
 //! and answers each submission with a [`Reply`] that travels back through
@@ -19,11 +20,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
+use super::record;
 use crate::limits::{LANE_SUBMISSIONS_MAX, WRITER_IDLE_PARK_MS};
+use crate::usage::Usage;
 
 /// Staged records from one connection, waiting to be committed.
 pub struct Submission {
-    /// Records in staged form ([`super::record::stage`]), back to back.
+    /// Records in staged form ([`Submission::stage`]), back to back.
     pub staged: Vec<u8>,
     /// How many records `staged` holds.
     pub count: u32,
@@ -34,6 +37,18 @@ pub struct Submission {
     /// one, so holding the commit for more would only slow it down (see
     /// [`super::pacing`]).
     pub prompt: bool,
+}
+
+impl Submission {
+    /// Stages a validated usage, received at `received_at_ms`, at the end
+    /// of `staged`: the buffer a connection fills between two submissions
+    /// and then hands over as [`Submission::staged`]. The record format
+    /// stays the WAL's business. It only appends, and the buffer comes
+    /// back in the [`Reply`], so a connection stages into one allocation
+    /// for its whole life.
+    pub fn stage(staged: &mut Vec<u8>, usage: &Usage<'_>, received_at_ms: i64) {
+        record::stage(usage, received_at_ms, staged);
+    }
 }
 
 /// A submitter back within this of its previous reply counts as prompt. A
@@ -351,6 +366,30 @@ mod tests {
             count,
             reply,
             prompt: false,
+        }
+    }
+
+    #[test]
+    fn staging_appends_to_the_connections_buffer_without_reallocating_it() {
+        let mut staged = Vec::with_capacity(4096);
+        let at = staged.as_ptr();
+        for n in 0..64 {
+            let usage = Usage {
+                patient_id: crate::usage::PatientId::Number(n),
+                timestamp_ms: 5,
+                medication: "Albuterol",
+            };
+            Submission::stage(&mut staged, &usage, 9);
+        }
+        assert_eq!(staged.as_ptr(), at, "the buffer was reallocated");
+        let mut framed = Vec::new();
+        assert_eq!(record::frame_staged(&staged, 1, &mut framed), 64);
+        match record::decode(&framed) {
+            record::Decoded::Record(r, _) => {
+                assert_eq!((r.patient_id, r.medication), ("0", "Albuterol"));
+                assert_eq!((r.timestamp_ms, r.received_at_ms), (5, 9));
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -88,8 +88,9 @@
 //! | 34+p   | m    | medication, UTF-8                                     |
 //!
 //! # Lifecycle of a record
-//! A connection stages validated usages into its own buffer and pushes the
-//! buffer onto its lane, a lock-free queue; the writer drains every lane,
+//! A connection stages validated usages into its own buffer
+//! ([`Submission::stage`]; only the WAL knows the staged form) and pushes
+//! the buffer onto its lane, a lock-free queue; the writer drains every lane,
 //! numbers and frames the records, appends them to the active segment,
 //! fdatasyncs, publishes the new committed end, and hands each connection
 //! its first id back. The flusher reads committed bytes from the files,

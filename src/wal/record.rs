@@ -1,6 +1,8 @@
-//! Record framing: staging on the ingest side, framing in the WAL writer,
-//! decoding (with resynchronisation past damage) on the recovery and flusher
-//! side. The byte layout is documented in [`crate::wal`].
+//! Record framing: staging on the connection's side (through
+//! [`super::Submission::stage`], so no caller outside the WAL knows this
+//! format), framing in the WAL writer, decoding (with resynchronisation
+//! past damage) on the recovery and flusher side. The byte layout is
+//! documented in [`crate::wal`].
 
 use crate::limits::{MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, RECORD_BYTES_MAX};
 use crate::usage::Usage;
