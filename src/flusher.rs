@@ -137,9 +137,9 @@ impl Flusher {
         // process must still stop within its grace, so it is waited for
         // only briefly and otherwise left to end with the process.
         let until = deadline.max(Instant::now()) + Duration::from_millis(PROBE_STOP_WAIT_MS);
-        while !self.probe.is_finished() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(IDLE_WAIT_MS));
-        }
+        crate::wait::until(until, Duration::from_millis(IDLE_WAIT_MS), || {
+            self.probe.is_finished()
+        });
         if self.probe.is_finished() {
             let _ = self.probe.join();
         } else {
@@ -207,9 +207,7 @@ impl Backoff {
     /// then doubles it.
     fn sleep_until(&mut self, cancel: impl Fn() -> bool) {
         let until = Instant::now() + Duration::from_millis(self.next_ms);
-        while Instant::now() < until && !cancel() {
-            std::thread::sleep(Duration::from_millis(FLUSH_BACKOFF_MS_MIN));
-        }
+        crate::wait::until(until, Duration::from_millis(FLUSH_BACKOFF_MS_MIN), cancel);
         self.next_ms = (self.next_ms * 2).min(FLUSH_BACKOFF_MS_MAX);
     }
 }

@@ -20,9 +20,10 @@
 //! | batch → MongoDB        | [`sink`]     | BSON encoding, `insert`, error kinds, refusals |
 //!
 //! `http` drives the steps after it; `ingest` and `wal` know nothing of
-//! each other nor of `http`. What two steps share sits below them all, in
-//! leaf modules: [`usage`] (the validated `Usage` that ingest makes and
-//! the WAL stages) and [`limits`] (every bound and why).
+//! each other nor of `http`. What several parts share sits below them
+//! all, in leaf modules: [`usage`] (the validated `Usage` that ingest
+//! makes and the WAL stages), [`limits`] (every bound and why) and
+//! [`wait`] (the one way a thread sleeps while it watches for a stop).
 //!
 //! Around the flow: [`config`] (flags, environment, file), [`metrics`]
 //! (per-core counters, `/metrics`), [`app`] (shared state and readiness)
@@ -46,4 +47,5 @@ pub mod sched;
 pub mod shutdown;
 pub mod sink;
 pub mod usage;
+pub mod wait;
 pub mod wal;

@@ -148,12 +148,12 @@ fn fresh_floor(
             last_error = e.to_string();
             log::warn!("waiting for MongoDB to learn where ids start ({e}); not listening yet");
         }
-        for _ in 0..FRESH_FLOOR_RETRY_MS / SIGNAL_POLL_MS {
-            if signals.pending().next().is_some() {
-                *stopped = true;
-                return Err(WalError::FreshFloor("stopped by a signal".into()));
-            }
-            std::thread::sleep(Duration::from_millis(SIGNAL_POLL_MS));
+        let retry_at = std::time::Instant::now() + Duration::from_millis(FRESH_FLOOR_RETRY_MS);
+        if busyapi::wait::until(retry_at, Duration::from_millis(SIGNAL_POLL_MS), || {
+            signals.pending().next().is_some()
+        }) {
+            *stopped = true;
+            return Err(WalError::FreshFloor("stopped by a signal".into()));
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::app::App;
 use crate::flusher::Flusher;
 use crate::http::server::Server;
 use crate::metrics::GLOBAL;
+use crate::wait;
 
 /// How often the stop sequence checks for in-flight requests.
 const POLL_MS: u64 = 10;
@@ -87,9 +88,9 @@ pub fn stop(running: Running) {
     server.stop();
     let requests_deadline = Instant::now()
         + Duration::from_millis(c.header_read_timeout_ms.max(c.body_read_timeout_ms));
-    while GLOBAL.requests_in_flight.load(Relaxed) > 0 && Instant::now() < requests_deadline {
-        std::thread::sleep(Duration::from_millis(POLL_MS));
-    }
+    wait::until(requests_deadline, Duration::from_millis(POLL_MS), || {
+        GLOBAL.requests_in_flight.load(Relaxed) == 0
+    });
     app.lanes.stop();
     let _ = writer.join();
     app.wal.notify();

@@ -156,8 +156,8 @@ pub(super) fn probe(sinks: &Sinks, health: &Health, stop: &Stop) {
             Err(e) => health.failed(&e),
         }
         let until = Instant::now() + Duration::from_millis(PROBE_INTERVAL_MS);
-        while Instant::now() < until && stop.deadline().is_none() {
-            std::thread::sleep(Duration::from_millis(IDLE_WAIT_MS));
-        }
+        crate::wait::until(until, Duration::from_millis(IDLE_WAIT_MS), || {
+            stop.deadline().is_some()
+        });
     }
 }
