@@ -69,8 +69,9 @@ impl App {
         }
     }
 
-    /// The gauges `/metrics` reports next to the counters.
-    pub fn gauges(&self) -> metrics::Gauges {
+    /// The gauges `/metrics` reports next to the counters, with the HTTP
+    /// server's count of open connections, which the server keeps.
+    pub fn gauges(&self, connections_open: u64) -> metrics::Gauges {
         metrics::Gauges {
             wal_backlog_records: self.wal.backlog_records(),
             wal_backlog_bytes: self.wal.backlog_bytes(),
@@ -80,6 +81,7 @@ impl App {
             mongo_up: self.mongo_up.load(Ordering::Relaxed),
             ready: self.readiness().is_ok(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
+            connections_open,
         }
     }
 }

@@ -180,13 +180,10 @@ pub struct Global {
     /// dead-letter collection (a replayed dead letter is a duplicate).
     pub dead_letters: AtomicU64,
     pub mongo_errors: [AtomicU64; MONGO_ERROR_KINDS.len()],
-    pub connections_open: AtomicU64,
     pub connections_refused: AtomicU64,
     pub accept_errors: AtomicU64,
     pub id_collisions: AtomicU64,
     pub connections_timed_out: AtomicU64,
-    /// Connections with a request partly received or being handled.
-    pub requests_in_flight: AtomicU64,
 }
 
 pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
@@ -199,12 +196,10 @@ pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
     records_replayed_duplicate: AtomicU64::new(0),
     dead_letters: AtomicU64::new(0),
     mongo_errors: Default::default(),
-    connections_open: AtomicU64::new(0),
     connections_refused: AtomicU64::new(0),
     accept_errors: AtomicU64::new(0),
     id_collisions: AtomicU64::new(0),
     connections_timed_out: AtomicU64::new(0),
-    requests_in_flight: AtomicU64::new(0),
 });
 
 /// Records one group commit: its fsync time and its size.

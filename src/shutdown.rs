@@ -5,7 +5,8 @@
 //!    served, new connections' too, so a load balancer's checks see the 503
 //!    and it stops sending before anything is refused.
 //! 2. The listener closes.
-//! 3. Requests already in progress finish (bounded by the read timeouts).
+//! 3. Requests already in progress finish (bounded by the read timeouts):
+//!    the server, which counts them, says when ([`Server::stop`]).
 //! 4. The WAL writer commits what is queued and stops; every acknowledged
 //!    record was fsynced before its 201, so the WAL is complete.
 //! 5. The flusher delivers the backlog for up to `--shutdown-grace-secs`;
@@ -18,7 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -26,11 +27,7 @@ use signal_hook::iterator::Signals;
 use crate::app::App;
 use crate::flusher::Flusher;
 use crate::http::server::Server;
-use crate::metrics::GLOBAL;
-use crate::wait;
 
-/// How often the stop sequence checks for in-flight requests.
-const POLL_MS: u64 = 10;
 /// Exit status after a second signal (128 + SIGINT, as shells report it).
 const FORCED_EXIT_CODE: i32 = 130;
 
@@ -85,12 +82,9 @@ pub fn stop(running: Running) {
     let c = &app.config;
     app.shutting_down.store(true, Relaxed);
     std::thread::sleep(Duration::from_millis(c.shutdown_drain_ms));
-    server.stop();
-    let requests_deadline = Instant::now()
-        + Duration::from_millis(c.header_read_timeout_ms.max(c.body_read_timeout_ms));
-    wait::until(requests_deadline, Duration::from_millis(POLL_MS), || {
-        GLOBAL.requests_in_flight.load(Relaxed) == 0
-    });
+    server.stop(Duration::from_millis(
+        c.header_read_timeout_ms.max(c.body_read_timeout_ms),
+    ));
     app.lanes.stop();
     let _ = writer.join();
     app.wal.notify();

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use may::net::TcpStream;
 use may::sync::mpsc;
 
+use super::admission::Admitted;
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
@@ -28,14 +29,14 @@ use crate::wal::lanes::PROMPT_THINK_US;
 use crate::wal::{Attached, Reply, Submission};
 
 /// Serves `stream` until the client leaves, an error closes it, or shutdown.
-pub fn serve(stream: TcpStream, app: &App, lane: usize) {
+pub fn serve(stream: TcpStream, app: &App, admitted: Admitted, lane: usize) {
     let timeout = Duration::from_millis(app.config.body_read_timeout_ms);
     // A client that stops reading its responses is dropped after this.
     if stream.set_write_timeout(Some(timeout)).is_err() {
         return;
     }
     let _ = stream.set_nodelay(true);
-    let mut conn = Connection::new(stream, app, lane);
+    let mut conn = Connection::new(stream, app, admitted, lane);
     // Errors here are the client's: it went away or stopped reading.
     let _ = conn.run();
 }
@@ -85,19 +86,16 @@ struct Connection<'a> {
     _submitter: Attached<'a>,
     /// When the WAL last answered this connection's submission.
     last_reply: Option<Instant>,
-    /// Counted in [`metrics::Global::requests_in_flight`]: bytes of a request
-    /// are buffered or being handled. Shutdown waits for this to clear.
-    busy: bool,
-}
-
-impl Drop for Connection<'_> {
-    fn drop(&mut self) {
-        self.set_busy(false);
-    }
+    /// Counts this connection in the server's [`Admission`]: open while it
+    /// lives, and among the requests in flight while bytes of a request
+    /// are buffered or being handled. Shutdown waits for those to finish.
+    ///
+    /// [`Admission`]: super::Admission
+    admitted: Admitted,
 }
 
 impl<'a> Connection<'a> {
-    fn new(stream: TcpStream, app: &'a App, lane: usize) -> Self {
+    fn new(stream: TcpStream, app: &'a App, admitted: Admitted, lane: usize) -> Self {
         let (reply_tx, reply_rx) = mpsc::channel();
         Connection {
             stream,
@@ -120,20 +118,12 @@ impl<'a> Connection<'a> {
             read_timeout: None,
             _submitter: app.lanes.attach(),
             last_reply: None,
-            busy: false,
+            admitted,
         }
     }
 
     fn set_busy(&mut self, busy: bool) {
-        if self.busy != busy {
-            self.busy = busy;
-            let counter = &metrics::GLOBAL.requests_in_flight;
-            if busy {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            } else {
-                counter.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        self.admitted.set_request_in_flight(busy);
     }
 
     fn run(&mut self) -> io::Result<()> {
@@ -253,6 +243,7 @@ impl<'a> Connection<'a> {
                 let status = routes::respond(
                     other,
                     self.app,
+                    self.admitted.admission(),
                     &mut self.wbuf,
                     conn,
                     head.method == request::Method::Head,

@@ -11,7 +11,9 @@
 //! `httparse` (the README has the numbers that compare the two).
 //!
 //! # What it owns
-//! - [`server`]: the accept loop, the connection cap, and shutdown.
+//! - [`server`]: the accept loop and its stop; [`admission`]: the
+//!   connection cap and the count of requests in progress, which the
+//!   server owns and the shutdown drain asks it about.
 //! - [`conn`]: one connection: reading with timeouts, pipelining, grouping
 //!   a read's usages into one WAL submission, writing responses in order.
 //! - [`request`] / [`response`]: framing, as pure functions; [`chunked`]:
@@ -26,12 +28,15 @@
 //!   fsynced; responses leave in request order.
 //! - No request body is ever logged.
 
+pub mod admission;
 pub mod chunked;
 pub mod conn;
 pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+
+pub use admission::{Admission, Admitted};
 
 use crate::app::NotReady;
 use crate::ingest::IngestError;

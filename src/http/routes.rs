@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::ApiError;
+use super::admission::Admission;
 use super::request::{ContentType, Head, Method};
 use super::response::{self, Conn};
 use crate::app::{App, NotReady};
@@ -68,7 +69,14 @@ pub fn precheck(head: &Head<'_>, action: Action, app: &App) -> Result<(), ApiErr
 }
 
 /// Answers a non-ingest action; returns the status written.
-pub fn respond(action: Action, app: &App, out: &mut Vec<u8>, conn: Conn, head_only: bool) -> u16 {
+pub fn respond(
+    action: Action,
+    app: &App,
+    admission: &Admission,
+    out: &mut Vec<u8>,
+    conn: Conn,
+    head_only: bool,
+) -> u16 {
     let body: Page = match action {
         Action::Healthz => (response::JSON, Cow::Borrowed(br#"{"status": "ok"}"#), &[]),
         Action::Readyz => match app.readiness() {
@@ -92,12 +100,12 @@ pub fn respond(action: Action, app: &App, out: &mut Vec<u8>, conn: Conn, head_on
         },
         Action::Metrics => (
             metrics::CONTENT_TYPE,
-            Cow::Owned(metrics::render(app.gauges()).into_bytes()),
+            Cow::Owned(metrics::render(app.gauges(admission.connections_open())).into_bytes()),
             &[],
         ),
         Action::Stats => (
             response::JSON,
-            Cow::Owned(stats_json(app).into_bytes()),
+            Cow::Owned(stats_json(app, admission).into_bytes()),
             NO_STORE,
         ),
         Action::StatusPage => (
@@ -138,9 +146,9 @@ const CSP: &str =
 
 /// The numbers behind the status page; rates are computed by the page from
 /// two successive reads.
-pub fn stats_json(app: &App) -> String {
+pub fn stats_json(app: &App, admission: &Admission) -> String {
     let totals = metrics::totals();
-    let g = app.gauges();
+    let g = app.gauges(admission.connections_open());
     let global = &*metrics::GLOBAL;
     let mongo_errors: u64 = global.mongo_errors.iter().map(|n| n.load(Relaxed)).sum();
     let (client_errors, server_errors) =
@@ -179,7 +187,7 @@ pub fn stats_json(app: &App) -> String {
         server_errors,
         g.ready,
         readiness,
-        global.connections_open.load(Relaxed),
+        g.connections_open,
         app.wal.last_id(),
         app.config.wal_max_bytes,
     )

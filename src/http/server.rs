@@ -1,5 +1,9 @@
 //! The accept loop: one coroutine per connection, a cap on open
 //! connections, and a clean stop at shutdown.
+//!
+//! The server owns its control state, the [`Admission`]: the cap is
+//! checked there before a connection is served, and at shutdown
+//! [`Server::stop`] waits there for the requests in progress to finish.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,24 +11,20 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use may::net::TcpListener;
 
+use super::admission::Admission;
 use super::conn;
 use super::response::{self, Conn};
 use crate::app::App;
 use crate::limits::{ACCEPT_RETRY_MS, COROUTINE_STACK_BYTES, LISTEN_BACKLOG};
 use crate::metrics::GLOBAL;
+use crate::wait;
 
-/// Decrements the open-connection gauge however the coroutine ends.
-struct OpenGuard;
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        GLOBAL.connections_open.fetch_sub(1, Relaxed);
-    }
-}
+/// How often the stop looks again for requests in progress.
+const DRAIN_POLL_MS: u64 = 10;
 
 /// A running accept loop.
 pub struct Server {
@@ -33,6 +33,8 @@ pub struct Server {
     /// `--shutdown-drain-ms` new connections are still accepted and served,
     /// so a load balancer's health check gets its 503 rather than a reset.
     stopping: Arc<AtomicBool>,
+    /// The connection cap and the requests in progress.
+    admission: Arc<Admission>,
     handle: may::coroutine::JoinHandle<()>,
 }
 
@@ -43,23 +45,28 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let stop = stopping.clone();
+        let admission = Admission::new(app.config.max_connections);
+        let admit = admission.clone();
         let builder = may::coroutine::Builder::new().name("accept".into());
         // SAFETY: may's spawn is unsafe because a coroutine must not keep a
         // thread-local borrow across a yield; the accept loop and the
         // connections touch thread-locals (metrics, Date cache) only inside
         // calls that do not yield.
-        let handle = unsafe { builder.spawn(move || accept_loop(&listener, &app, &stop)) }?;
+        let handle = unsafe { builder.spawn(move || accept_loop(&listener, &app, &admit, &stop)) }?;
         Ok(Server {
             local_addr,
             stopping,
+            admission,
             handle,
         })
     }
 
-    /// Stops accepting: the loop sees `stopping` on its next wake-up, which
-    /// a throwaway connection to ourselves provides at once. The listener
-    /// is closed when the loop returns.
-    pub fn stop(self) {
+    /// Stops accepting, then waits until no connection has a request in
+    /// progress, for `requests_grace` at most. The accept loop sees
+    /// `stopping` on its next wake-up, which a throwaway connection to
+    /// ourselves provides at once; the listener is closed when the loop
+    /// returns.
+    pub fn stop(self, requests_grace: Duration) {
         self.stopping.store(true, Relaxed);
         let mut wake = self.local_addr;
         if wake.ip().is_unspecified() {
@@ -70,6 +77,12 @@ impl Server {
         }
         let _ = std::net::TcpStream::connect_timeout(&wake, std::time::Duration::from_secs(1));
         let _ = self.handle.join();
+        let requests_deadline = Instant::now() + requests_grace;
+        wait::until(
+            requests_deadline,
+            Duration::from_millis(DRAIN_POLL_MS),
+            || self.admission.requests_in_flight() == 0,
+        );
     }
 }
 
@@ -89,7 +102,12 @@ fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
 }
 
-fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBool) {
+fn accept_loop(
+    listener: &TcpListener,
+    app: &Arc<App>,
+    admission: &Arc<Admission>,
+    stopping: &AtomicBool,
+) {
     let mut failing = false;
     loop {
         let accepted = listener.accept().map(|(stream, _)| stream);
@@ -116,7 +134,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBool) {
         if std::mem::take(&mut failing) {
             log::info!("accepting connections again");
         }
-        if GLOBAL.connections_open.load(Relaxed) >= app.config.max_connections as u64 {
+        let Some(admitted) = admission.admit() else {
             GLOBAL.connections_refused.fetch_add(1, Relaxed);
             let mut out = Vec::new();
             response::write_error(
@@ -129,8 +147,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBool) {
             );
             let _ = stream.write_all(&out);
             continue;
-        }
-        GLOBAL.connections_open.fetch_add(1, Relaxed);
+        };
         // may polls a socket on the worker numbered `fd % workers`; the
         // connection starts there and uses that worker's lane, so its I/O
         // wake-ups and its commit replies arrive on the same core.
@@ -139,16 +156,10 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBool) {
         let builder = may::coroutine::Builder::new()
             .id(lane)
             .stack_size(COROUTINE_STACK_BYTES / size_of::<usize>());
-        // SAFETY: as for the accept loop above.
-        let spawned = unsafe {
-            builder.spawn(move || {
-                let _open = OpenGuard;
-                conn::serve(stream, &app, lane);
-            })
-        };
-        if spawned.is_err() {
-            GLOBAL.connections_open.fetch_sub(1, Relaxed);
-        }
+        // SAFETY: as for the accept loop above. If the spawn fails, the
+        // closure and `admitted` with it are dropped: the connection is no
+        // longer counted.
+        let _ = unsafe { builder.spawn(move || conn::serve(stream, &app, admitted, lane)) };
     }
     log::info!("stopped accepting connections");
 }

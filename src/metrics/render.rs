@@ -30,6 +30,8 @@ pub struct Gauges {
     pub mongo_up: bool,
     pub ready: bool,
     pub uptime_seconds: f64,
+    /// Open client connections, as the HTTP server's admission counts them.
+    pub connections_open: u64,
 }
 
 /// Renders everything in the Prometheus text format.
@@ -132,7 +134,7 @@ impl Scrape {
     }
 
     fn gauges(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (g, gg) = (&*GLOBAL, &self.gauges);
+        let gg = &self.gauges;
         let gauges = [
             (
                 "busyapi_wal_backlog_records",
@@ -172,7 +174,7 @@ impl Scrape {
             (
                 "busyapi_connections_open",
                 "Open client connections.",
-                g.connections_open.load(Relaxed) as i64,
+                gg.connections_open as i64,
             ),
         ];
         for (name, help, v) in gauges {
