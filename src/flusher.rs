@@ -48,10 +48,10 @@ use crate::app::App;
 use crate::config::WriteConcernMode;
 use crate::limits::{
     CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX, FLUSH_BACKOFF_MS_MIN, REFUSED_ATTEMPTS_MAX,
-    SEQ_MAX,
 };
 use crate::metrics::{self, GLOBAL};
 use crate::sink::{Concern, Delivered, InsertCommand, Sink, SinkError};
+use crate::wal::Id;
 use crate::wal::checkpoint::{self, Checkpoint};
 use crate::wal::reader::WalReader;
 use crate::wal::segment::HEADER_BYTES;
@@ -229,11 +229,11 @@ fn concern(mode: WriteConcernMode) -> Concern {
 }
 
 /// The resume point after a slot, given the id of its last record.
-fn after(segment_no: u64, end: u64, last_id: u64, prev: &Checkpoint) -> Checkpoint {
+fn after(segment_no: u64, end: u64, last_id: Id, prev: &Checkpoint) -> Checkpoint {
     Checkpoint {
         segment_no,
         offset: end,
-        last_seq: prev.last_seq.max(last_id & SEQ_MAX),
+        last_seq: prev.last_seq.max(last_id.seq()),
     }
 }
 

@@ -11,11 +11,11 @@ use busyapi::app::App;
 use busyapi::config::{Config, ConfigError, FreshDirIds};
 use busyapi::flusher::{Flusher, SinkFactory};
 use busyapi::http::server::Server;
-use busyapi::limits::{COROUTINE_STACK_BYTES, FD_RESERVE, SEQ_BITS, SEQ_MAX};
+use busyapi::limits::{COROUTINE_STACK_BYTES, FD_RESERVE};
 use busyapi::shutdown::{self, Running};
 use busyapi::sink::Sink;
 use busyapi::sink::mongo::MongoSink;
-use busyapi::wal::WalError;
+use busyapi::wal::{Id, WalError};
 use busyapi::{metrics, wal};
 use signal_hook::iterator::Signals;
 
@@ -124,15 +124,14 @@ fn fresh_floor(
     if config.fresh_dir_ids == FreshDirIds::FromOne {
         return Ok(0);
     }
-    let lo = u64::from(node) << SEQ_BITS;
     let sink = MongoSink::connect(&config.mongodb_uri, &config.database, &config.collection)
         .map_err(|e| WalError::FreshFloor(e.to_string()))?;
     log::info!("new data directory: asking MongoDB for node {node}'s highest id");
     let mut last_error = String::new();
     loop {
-        let e = match sink.highest_id(lo, lo + (1 << SEQ_BITS)) {
+        let e = match sink.highest_id(Id::range_of(node)) {
             Ok(found) => {
-                let seq = found.map_or(0, |id| id & SEQ_MAX);
+                let seq = found.map_or(0, Id::seq);
                 log::info!("MongoDB holds node {node}'s ids up to seq {seq}");
                 return Ok(seq);
             }

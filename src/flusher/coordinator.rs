@@ -9,8 +9,8 @@ struct Pending {
     segment_no: u64,
     start: u64,
     end: u64,
-    first_id: u64,
-    last_id: u64,
+    first_id: Id,
+    last_id: Id,
     first_at: Instant,
 }
 
@@ -164,7 +164,7 @@ impl Coordinator {
                 start,
                 end: start,
                 first_id: r.id,
-                last_id: 0,
+                last_id: Id::MIN,
                 first_at: Instant::now(),
             });
             p.command.push(r);

@@ -180,7 +180,7 @@ pub fn stats_json(app: &App) -> String {
         g.ready,
         readiness,
         global.connections_open.load(Relaxed),
-        app.wal.last_id(),
+        app.wal.last_id().raw(),
         app.config.wal_max_bytes,
     )
 }

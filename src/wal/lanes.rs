@@ -45,7 +45,7 @@ pub const PROMPT_THINK_US: u64 = 1_000;
 /// The outcome of a submission; the buffer comes back for reuse.
 pub struct Reply {
     /// The id of the submission's first record; the others follow in order.
-    pub first_id: Result<u64, CommitError>,
+    pub first_id: Result<super::Id, CommitError>,
     pub staged: Vec<u8>,
 }
 

@@ -16,7 +16,8 @@
 //!    `--commit-delay-max-us` to serve more ([`pacing`]), never to answer
 //!    sooner.
 //! 2. Ids are assigned by the single writer in log order, so ids grow along
-//!    the log. An id is `node_id << SEQ_BITS | seq`; `seq` never repeats for
+//!    the log. An id is an [`Id`], its node above its `seq` (the layout is
+//!    defined there and nowhere else); `seq` never repeats for
 //!    a data directory: recovery takes the highest of the checkpoint's
 //!    `last_seq`, every record's `seq`, and every segment header's
 //!    `base_seq`. The newest segment is never deleted, so its header keeps
@@ -97,6 +98,7 @@
 //! passed.
 
 pub mod checkpoint;
+mod id;
 pub mod lanes;
 pub mod pacing;
 mod quarantine;
@@ -108,6 +110,7 @@ pub mod writer;
 
 use std::fs::File;
 
+pub use id::Id;
 pub use lanes::{Attached, CommitError, Lanes, Reply, Submission, SubmitError};
 pub use shared::{Opened, SegmentView, WalShared, open};
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::checkpoint::Checkpoint;
 use super::record::{self, Decoded, Record};
 use super::segment::{self, HEADER_BYTES};
-use super::{SegmentView, WalError, WalShared};
+use super::{Id, SegmentView, WalError, WalShared};
 
 /// Bytes read from a segment per call; a batch of 1,000 usages is ~150 KiB.
 const READ_CHUNK_BYTES: u64 = 1 << 20;
@@ -43,7 +43,7 @@ pub struct WalReader {
     buf_at: u64,
     buf_no: Option<u64>,
     /// The id of the last record read: ids only grow along the log.
-    last_id: u64,
+    last_id: Id,
 }
 
 impl WalReader {
@@ -57,7 +57,7 @@ impl WalReader {
             buf: Vec::new(),
             buf_at: 0,
             buf_no: None,
-            last_id: 0,
+            last_id: Id::MIN,
         }
     }
 

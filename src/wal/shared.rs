@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::WalError;
 use super::checkpoint::{self, Checkpoint};
 use super::record;
 use super::segment::{self, HEADER_BYTES, Header, QUARANTINE_DIR};
 use super::writer::Active;
-use crate::limits::{SEQ_BITS, SEQ_MAX};
+use super::{Id, WalError};
+use crate::limits::SEQ_MAX;
 
 /// What a reader needs to know about one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +48,11 @@ pub struct WalShared {
     backlog_records: AtomicU64,
     /// False while appends fail (a full disk, say); readiness reports it.
     writable: AtomicBool,
-    /// The id of the newest committed record (0: none yet this run).
+    /// The raw id of the newest committed record (0: none yet this run).
     last_id: AtomicU64,
     /// The first id this run hands out: records below it were recovered
     /// and may have reached MongoDB before.
-    pub first_new_id: u64,
+    pub first_new_id: Id,
 }
 
 impl WalShared {
@@ -68,8 +68,8 @@ impl WalShared {
         self.writable.load(Ordering::Relaxed)
     }
 
-    pub fn last_id(&self) -> u64 {
-        self.last_id.load(Ordering::Relaxed)
+    pub fn last_id(&self) -> Id {
+        Id::from_raw(self.last_id.load(Ordering::Relaxed))
     }
 
     pub(super) fn set_writable(&self, ok: bool) {
@@ -101,7 +101,7 @@ impl WalShared {
         self.changed.notify_all();
     }
 
-    pub(super) fn publish_commit(&self, no: u64, end: u64, bytes: u64, records: u64, last_id: u64) {
+    pub(super) fn publish_commit(&self, no: u64, end: u64, bytes: u64, records: u64, last_id: Id) {
         {
             let mut segs = self.segments.lock();
             let active = segs
@@ -112,7 +112,7 @@ impl WalShared {
         }
         self.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.backlog_records.fetch_add(records, Ordering::Relaxed);
-        self.last_id.store(last_id, Ordering::Relaxed);
+        self.last_id.store(last_id.raw(), Ordering::Relaxed);
         self.changed.notify_all();
     }
 
@@ -236,7 +236,7 @@ pub fn open(
         "WAL recovered in {}: {} segment(s), {backlog_records} record(s) awaiting delivery, next id {}",
         dir.display(),
         views.len(),
-        (u64::from(node_id) << SEQ_BITS) | next_seq
+        Id::new(node_id, next_seq)
     );
     let shared = Arc::new(WalShared {
         _lock: lock,
@@ -249,7 +249,7 @@ pub fn open(
         backlog_records: AtomicU64::new(backlog_records),
         writable: AtomicBool::new(true),
         last_id: AtomicU64::new(0),
-        first_new_id: (u64::from(node_id) << SEQ_BITS) | next_seq,
+        first_new_id: Id::new(node_id, next_seq),
     });
     let active = Active {
         file,
@@ -321,7 +321,7 @@ fn recover_all(
         r.seq_floor = r
             .seq_floor
             .max(scan.header.base_seq.saturating_sub(1))
-            .max(scan.last_id.map_or(0, |id| id & SEQ_MAX) + cut_ids);
+            .max(scan.last_id.map_or(0, Id::seq) + cut_ids);
         r.backlog_bytes += scan.end.saturating_sub(from);
         r.backlog_records += scan.pending_records;
         r.views.push_back(SegmentView {

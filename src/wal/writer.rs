@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use super::lanes::{CommitError, Lanes, Reply, Submission};
 use super::pacing::{Batch, Pacer};
 use super::segment::{self, HEADER_BYTES, Header, SparePace};
-use super::{WalShared, record};
-use crate::limits::{COMMIT_RECORDS_MAX, RECORD_BYTES_MAX, SEQ_BITS, SEQ_MAX};
+use super::{Id, WalShared, record};
+use crate::limits::{COMMIT_RECORDS_MAX, RECORD_BYTES_MAX, SEQ_MAX};
 use crate::metrics;
 
 /// The writer's append position.
@@ -68,7 +68,7 @@ struct Writer {
     /// The framed bytes of one commit, reused.
     buf: Vec<u8>,
     /// The first id of each submission in the commit, reused.
-    first_ids: Vec<u64>,
+    first_ids: Vec<Id>,
     /// The thread that prepares the next segment; woken after each roll.
     spare: Thread,
     /// When to hold a commit back so that its fsync serves more records.
@@ -172,13 +172,13 @@ impl Writer {
             );
             return Err(CommitError::IdsExhausted);
         }
-        let node_bits = u64::from(self.shared.node_id) << SEQ_BITS;
+        let node = self.shared.node_id;
         self.buf.clear();
         self.first_ids.clear();
         let mut seq = first_seq;
         for (_, sub) in batch {
-            self.first_ids.push(node_bits | seq);
-            seq += record::frame_staged(&sub.staged, node_bits | seq, &mut self.buf);
+            self.first_ids.push(Id::new(node, seq));
+            seq += record::frame_staged(&sub.staged, Id::new(node, seq), &mut self.buf);
         }
         debug_assert_eq!(seq - first_seq, records);
         if self.active.len + self.buf.len() as u64 > self.shared.segment_bytes {
@@ -194,7 +194,7 @@ impl Writer {
         self.active.len += self.buf.len() as u64;
         self.active.next_seq = seq;
         self.shared.set_writable(true);
-        let last_id = node_bits | (seq - 1);
+        let last_id = Id::new(node, seq - 1);
         self.shared.publish_commit(
             self.active.segment_no,
             self.active.len,

@@ -7,7 +7,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use busyapi::ingest::{PatientId, Usage};
-use busyapi::limits::SEQ_MAX;
 use busyapi::wal::checkpoint::{self, Checkpoint};
 use busyapi::wal::reader::WalReader;
 use busyapi::wal::record;
@@ -83,7 +82,7 @@ impl Wal {
         for (patients, rx) in waiting {
             let first = rx.recv().expect("a reply").first_id.expect("a commit");
             recs.extend(patients.into_iter().enumerate().map(|(i, patient)| Rec {
-                id: first + i as u64,
+                id: first.plus(i as u64),
                 patient,
             }));
         }
@@ -100,7 +99,7 @@ impl Wal {
         let (segment_no, offset) = reader.position();
         let last_seq = got
             .iter()
-            .map(|r: &Rec| r.id & SEQ_MAX)
+            .map(|r: &Rec| r.id.seq())
             .fold(self.ckpt.last_seq, u64::max);
         let next = Checkpoint {
             segment_no,

@@ -19,7 +19,7 @@ fn a_torn_tail_is_cut_and_quarantined_and_the_server_starts_and_serves_higher_id
     stop(&mut server);
 
     let no = newest_segment(&dir);
-    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id);
+    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id.raw());
     assert_eq!(spans.iter().map(|(_, id)| *id).collect::<Vec<_>>(), acked);
     let last = spans[9].0.clone();
     let garbage = [0xa5u8; 100];
@@ -89,7 +89,7 @@ fn a_damaged_record_in_a_sealed_segment_is_quarantined_and_later_records_reach_m
     drop(server);
 
     let no = segment::list(&dir).expect("list")[0];
-    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id);
+    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id.raw());
     let third = spans[2].0.clone();
     assert_eq!(spans[2].1, acked[2]);
     let mut damaged = Vec::new();

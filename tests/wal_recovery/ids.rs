@@ -142,7 +142,7 @@ fn ids_stay_above_delivered_ones_when_the_checkpoint_is_damaged_and_only_an_empt
     });
     stop(&mut server);
     assert!(
-        record_spans(&segment_bytes(&dir, own), |r| r.id).is_empty(),
+        record_spans(&segment_bytes(&dir, own), |r| r.id.raw()).is_empty(),
         "the remaining segment holds no record"
     );
     let ckpt_path = dir.join("checkpoint");
@@ -170,7 +170,7 @@ fn ids_of_a_last_record_destroyed_before_a_restart_are_never_handed_out_again() 
     // a flipped byte makes it a torn tail that recovery cuts, so nothing
     // left in the WAL remembers its id.
     let no = newest_segment(&dir);
-    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id);
+    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id.raw());
     let (last, last_id) = spans.last().cloned().expect("records in the segment");
     assert_eq!(
         last_id, before[9],
