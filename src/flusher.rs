@@ -51,10 +51,9 @@ use crate::limits::{
 };
 use crate::metrics::{self, GLOBAL};
 use crate::sink::{Concern, Delivered, InsertCommand, Sink, SinkError};
-use crate::wal::Id;
 use crate::wal::checkpoint::{self, Checkpoint};
 use crate::wal::reader::WalReader;
-use crate::wal::segment::HEADER_BYTES;
+use crate::wal::{Id, Position};
 
 /// How long the coordinator waits for new records when it has nothing else
 /// to do; bounds how late it notices a stop request.
@@ -228,19 +227,19 @@ fn concern(mode: WriteConcernMode) -> Concern {
     }
 }
 
-/// The resume point after a slot, given the id of its last record.
-fn after(segment_no: u64, end: u64, last_id: Id, prev: &Checkpoint) -> Checkpoint {
+/// The resume point after a slot that ends at `end`, given the id of its
+/// last record.
+fn after(end: Position, last_id: Id, prev: &Checkpoint) -> Checkpoint {
     Checkpoint {
-        segment_no,
-        offset: end,
+        at: end,
         last_seq: prev.last_seq.max(last_id.seq()),
     }
 }
 
-fn segment_start(segment_no: u64, prev: &Checkpoint) -> Checkpoint {
+/// The resume point at the first record of `segment`.
+fn segment_start(segment: u64, prev: &Checkpoint) -> Checkpoint {
     Checkpoint {
-        segment_no,
-        offset: HEADER_BYTES,
+        at: Position::first_in(segment),
         last_seq: prev.last_seq,
     }
 }
@@ -254,7 +253,7 @@ fn store_checkpoint(app: &App, ckpt: &Checkpoint) -> bool {
         );
         return false;
     }
-    if let Err(e) = app.wal.release_before(ckpt.segment_no) {
+    if let Err(e) = app.wal.release_before(ckpt.at.segment) {
         log::error!("could not delete a delivered WAL segment: {e}");
     }
     true

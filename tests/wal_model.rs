@@ -180,9 +180,9 @@ fn one_reader_hands_over_every_record_in_order_across_read_chunks_segments_and_a
         }
     }
     harness::read_to_end(&mut reader, PER_CALL, &mut got);
-    let first_segment = wal.reader().position().0;
+    let first_segment = wal.reader().position().segment;
     assert!(
-        reader.position().0 > first_segment,
+        reader.position().segment > first_segment,
         "the log never left its first segment; the test crossed too few chunks"
     );
     assert_eq!(got.len(), sent.len());

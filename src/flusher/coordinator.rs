@@ -6,9 +6,9 @@ use super::*;
 /// A batch being filled.
 struct Pending {
     command: InsertCommand,
-    segment_no: u64,
-    start: u64,
-    end: u64,
+    /// Where the batch's bytes start and end, in one segment.
+    start: Position,
+    end: Position,
     first_id: Id,
     last_id: Id,
     first_at: Instant,
@@ -151,7 +151,7 @@ impl Coordinator {
                 .pending
                 .as_ref()
                 .map_or(0, |p| p.command.records() as usize);
-        let (segment_no, start) = self.reader.position();
+        let start = self.reader.position();
         let (pending, spare, config) = (&mut self.pending, &mut self.spare, &self.app.config);
         let outcome = self.reader.read(max, wait, |r| {
             let p = pending.get_or_insert_with(|| Pending {
@@ -160,7 +160,6 @@ impl Coordinator {
                     &config.collection,
                     concern(config.write_concern),
                 ),
-                segment_no,
                 start,
                 end: start,
                 first_id: r.id,
@@ -171,11 +170,10 @@ impl Coordinator {
             p.last_id = r.id;
         })?;
         if let Some(p) = self.pending.as_mut() {
-            if p.segment_no != outcome.segment_no {
+            if p.start.segment != outcome.end.segment {
                 // The reader skipped a segment recovery had quarantined; the
                 // batch began at the start of the one it landed in.
-                p.segment_no = outcome.segment_no;
-                p.start = HEADER_BYTES;
+                p.start = Position::first_in(outcome.end.segment);
             }
             p.end = outcome.end;
         }
@@ -190,8 +188,7 @@ impl Coordinator {
         }
         if outcome.segment_done {
             self.reader.next_segment();
-            let (next_no, _) = self.reader.position();
-            let next = segment_start(next_no, &self.last_next());
+            let next = segment_start(self.reader.position().segment, &self.last_next());
             self.window.push_back(Slot {
                 id: u64::MAX,
                 next,
@@ -214,10 +211,10 @@ impl Coordinator {
         let (id, records, bytes) = (
             self.next_id,
             u64::from(p.command.records()),
-            p.end - p.start,
+            p.end.offset - p.start.offset,
         );
         self.next_id += 1;
-        let next = after(p.segment_no, p.end, p.last_id, &self.last_next());
+        let next = after(p.end, p.last_id, &self.last_next());
         self.window.push_back(Slot {
             id,
             next,
@@ -253,7 +250,7 @@ impl Coordinator {
         while self.window.front().is_some_and(|s| s.done) {
             self.ckpt = self.window.pop_front().expect("front exists").next;
         }
-        let segment_passed = self.ckpt.segment_no > self.stored.segment_no;
+        let segment_passed = self.ckpt.at.segment > self.stored.at.segment;
         let due = self.stored_at.elapsed() >= Duration::from_millis(CHECKPOINT_INTERVAL_MS);
         if self.ckpt != self.stored
             && (segment_passed || due)

@@ -8,6 +8,11 @@
 //! shared view of what is committed and what is still owed to MongoDB
 //! ([`WalShared`]).
 //!
+//! Two names are defined here once for the whole crate: [`Id`], a record's
+//! id and its bit layout, and [`Position`], a place in the log (a segment
+//! number and a byte offset in it, with [`Position::first_in`] for where a
+//! segment's records start).
+//!
 //! # Invariants
 //! 1. A 201 is sent only after the record's bytes were written and
 //!    `fdatasync`ed. One write and one fdatasync serve every record that
@@ -101,6 +106,7 @@ pub mod checkpoint;
 mod id;
 pub mod lanes;
 pub mod pacing;
+mod position;
 mod quarantine;
 pub mod reader;
 pub mod record;
@@ -112,6 +118,7 @@ use std::fs::File;
 
 pub use id::Id;
 pub use lanes::{Attached, CommitError, Lanes, Reply, Submission, SubmitError};
+pub use position::Position;
 pub use shared::{Opened, SegmentView, WalShared, open};
 
 /// Errors of the WAL that callers handle. A failed fsync is not among them:

@@ -13,9 +13,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::checkpoint::{self, Checkpoint};
 use super::record;
-use super::segment::{self, HEADER_BYTES, Header, QUARANTINE_DIR};
+use super::segment::{self, Header, QUARANTINE_DIR};
 use super::writer::Active;
-use super::{Id, WalError};
+use super::{Id, Position, WalError};
 use crate::limits::SEQ_MAX;
 
 /// What a reader needs to know about one segment.
@@ -81,19 +81,20 @@ impl WalShared {
         self.segments.lock().iter().find(|s| s.no >= no).cloned()
     }
 
-    /// Waits up to `timeout` for segment `no` to commit past `offset` or to
-    /// be sealed, and returns its view.
-    pub fn wait_past(&self, no: u64, offset: u64, timeout: Duration) -> Option<SegmentView> {
+    /// Waits up to `timeout` for the log to commit past `at` or to seal
+    /// its segment, and returns the view of that segment (or, if it is
+    /// gone, of the first one after it).
+    pub fn wait_past(&self, at: Position, timeout: Duration) -> Option<SegmentView> {
         let mut segs = self.segments.lock();
         let ready = |segs: &VecDeque<SegmentView>| {
             segs.iter()
-                .find(|s| s.no >= no)
-                .is_some_and(|s| s.no > no || s.sealed || s.committed_end > offset)
+                .find(|s| s.no >= at.segment)
+                .is_some_and(|s| s.no > at.segment || s.sealed || s.committed_end > at.offset)
         };
         if !ready(&segs) {
             self.changed.wait_for(&mut segs, timeout);
         }
-        segs.iter().find(|s| s.no >= no).cloned()
+        segs.iter().find(|s| s.no >= at.segment).cloned()
     }
 
     /// Wakes anyone in [`WalShared::wait_past`] (used at shutdown).
@@ -101,14 +102,14 @@ impl WalShared {
         self.changed.notify_all();
     }
 
-    pub(super) fn publish_commit(&self, no: u64, end: u64, bytes: u64, records: u64, last_id: Id) {
+    pub(super) fn publish_commit(&self, end: Position, bytes: u64, records: u64, last_id: Id) {
         {
             let mut segs = self.segments.lock();
             let active = segs
                 .back_mut()
                 .expect("the active segment is always in the view");
-            debug_assert_eq!(active.no, no);
-            active.committed_end = end;
+            debug_assert_eq!(active.no, end.segment);
+            active.committed_end = end.offset;
         }
         self.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.backlog_records.fetch_add(records, Ordering::Relaxed);
@@ -123,7 +124,7 @@ impl WalShared {
         }
         segs.push_back(SegmentView {
             no: new_no,
-            committed_end: HEADER_BYTES,
+            committed_end: Position::first_in(new_no).offset,
             sealed: false,
             damaged: Vec::new(),
         });
@@ -190,7 +191,7 @@ pub fn open(
     let lock = lock_dir(dir)?;
     let ckpt = checkpoint::load(dir)?;
     let nos = segment::list(dir)?;
-    let resume_no = ckpt.map_or(0, |c| c.segment_no);
+    let resume_no = ckpt.map_or(0, |c| c.at.segment);
     let Recovered {
         mut views,
         mut seq_floor,
@@ -220,15 +221,14 @@ pub fn open(
     let file = start_active(dir, header, segment_bytes)?;
     views.push_back(SegmentView {
         no: new_no,
-        committed_end: HEADER_BYTES,
+        committed_end: Position::first_in(new_no).offset,
         sealed: false,
         damaged: Vec::new(),
     });
     let resume = match ckpt {
         Some(c) => c,
         None => Checkpoint {
-            segment_no: views.front().map_or(new_no, |s| s.no),
-            offset: HEADER_BYTES,
+            at: Position::first_in(views.front().map_or(new_no, |s| s.no)),
             last_seq: 0,
         },
     };
@@ -253,8 +253,7 @@ pub fn open(
     });
     let active = Active {
         file,
-        segment_no: new_no,
-        len: HEADER_BYTES,
+        end: Position::first_in(new_no),
         next_seq,
     };
     Ok(Opened {
@@ -293,7 +292,7 @@ fn recover_all(
     ckpt: Option<Checkpoint>,
     nos: &[u64],
 ) -> Result<Recovered, WalError> {
-    let resume_no = ckpt.map_or(0, |c| c.segment_no);
+    let resume_no = ckpt.map_or(0, |c| c.at.segment);
     let mut r = Recovered {
         views: VecDeque::new(),
         seq_floor: ckpt.map_or(0, |c| c.last_seq),
@@ -309,9 +308,10 @@ fn recover_all(
             continue;
         }
         let from = match ckpt {
-            Some(c) if c.segment_no == no => c.offset.max(HEADER_BYTES),
-            _ => HEADER_BYTES,
-        };
+            Some(c) if c.at.segment == no => c.at.at_or_after_header(),
+            _ => Position::first_in(no),
+        }
+        .offset;
         let Some(scan) = segment::recover(dir, no, node_id, from)? else {
             continue;
         };

@@ -96,16 +96,12 @@ impl Wal {
         let mut reader = self.reader();
         let mut got = Vec::new();
         read_to_end(&mut reader, usize::MAX, &mut got);
-        let (segment_no, offset) = reader.position();
+        let at = reader.position();
         let last_seq = got
             .iter()
             .map(|r: &Rec| r.id.seq())
             .fold(self.ckpt.last_seq, u64::max);
-        let next = Checkpoint {
-            segment_no,
-            offset,
-            last_seq,
-        };
+        let next = Checkpoint { at, last_seq };
         (got, next)
     }
 
@@ -118,7 +114,7 @@ impl Wal {
         let (got, next) = self.read_owed();
         checkpoint::store(&self.dir, &next).expect("store the checkpoint");
         self.shared
-            .release_before(next.segment_no)
+            .release_before(next.at.segment)
             .expect("release delivered segments");
         self.ckpt = next;
         got

@@ -205,7 +205,7 @@ fn every_record_of_the_checkpoints_segment_and_after_reaches_mongodb_when_its_he
     let ckpt = checkpoint::load(&dir).expect("load").expect("a checkpoint");
     let first = segment::list(&dir).expect("list")[0];
     assert_eq!(
-        ckpt.segment_no, first,
+        ckpt.at.segment, first,
         "the checkpoint is inside the first segment"
     );
     rewrite(&dir, first, |bytes| bytes[30] ^= 0x02); // base seq: the CRC fails

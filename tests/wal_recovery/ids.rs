@@ -88,7 +88,7 @@ fn deliver_and_release(dir: &Path, db: &str, client: &Client) -> Vec<u64> {
     let ckpt = checkpoint::load(dir).expect("load").expect("a checkpoint");
     assert_eq!(segment::list(dir).expect("list"), [newest]);
     assert_eq!(
-        (ckpt.segment_no, ckpt.offset, ckpt.last_seq),
+        (ckpt.at.segment, ckpt.at.offset, ckpt.last_seq),
         (newest, logical_end(dir, newest) as u64, all[39] & SEQ_MAX),
         "the graceful stop stores a checkpoint past every delivered record"
     );
