@@ -1,7 +1,24 @@
 //! The flusher's coordinator: fills batches from the WAL, hands them to
 //! senders, and moves the checkpoint over the confirmed prefix.
 
-use super::*;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use super::health::{Health, Sinks};
+use super::sender;
+use super::{Batch, Done, IDLE_WAIT_MS, Stop, after, concern, segment_start, store_checkpoint};
+use crate::app::App;
+use crate::limits::{CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX};
+use crate::metrics::GLOBAL;
+use crate::sink::InsertCommand;
+use crate::wal::checkpoint::Checkpoint;
+use crate::wal::reader::WalReader;
+use crate::wal::{Id, Position, WalError};
 
 /// A batch being filled.
 struct Pending {
@@ -12,6 +29,31 @@ struct Pending {
     first_id: Id,
     last_id: Id,
     first_at: Instant,
+}
+
+/// An entry of the in-order window the checkpoint advances over.
+struct Slot {
+    /// What the entry stands for.
+    of: SlotOf,
+    /// Where delivery resumes once this slot and all before it are done.
+    next: Checkpoint,
+    records: u64,
+    bytes: u64,
+    done: bool,
+    /// Given up at the stop deadline: not delivered, no longer in flight.
+    abandoned: bool,
+}
+
+/// What a window entry stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotOf {
+    /// The batch with this id, on its way to MongoDB: done when its sender
+    /// reports it confirmed.
+    Batch(u64),
+    /// The end of a segment: nothing to send, so done from the start. It
+    /// moves the checkpoint to the next segment's first record once every
+    /// batch before it is done.
+    SegmentEnd,
 }
 
 /// After the stop deadline, how long to wait for senders still inside a
@@ -139,7 +181,7 @@ impl Coordinator {
 
     /// Reads what is committed into the pending batch and sends it when it
     /// is full, old enough, or at a segment's end.
-    fn fill(&mut self) -> Result<(), crate::wal::WalError> {
+    fn fill(&mut self) -> Result<(), WalError> {
         let interval = Duration::from_millis(self.app.config.flush_interval_ms);
         let wait = match &self.pending {
             Some(p) => interval.saturating_sub(p.first_at.elapsed()),
@@ -190,7 +232,7 @@ impl Coordinator {
             self.reader.next_segment();
             let next = segment_start(self.reader.position().segment, &self.last_next());
             self.window.push_back(Slot {
-                id: u64::MAX,
+                of: SlotOf::SegmentEnd,
                 next,
                 records: 0,
                 bytes: 0,
@@ -216,7 +258,7 @@ impl Coordinator {
         self.next_id += 1;
         let next = after(p.end, p.last_id, &self.last_next());
         self.window.push_back(Slot {
-            id,
+            of: SlotOf::Batch(id),
             next,
             records,
             bytes,
@@ -265,7 +307,7 @@ impl Coordinator {
         if self.spare.capacity() < d.command.capacity() {
             self.spare = d.command;
         }
-        let Some(slot) = self.window.iter_mut().find(|s| s.id == d.id) else {
+        let Some(slot) = self.window.iter_mut().find(|s| s.of == SlotOf::Batch(d.id)) else {
             return;
         };
         let Some(settled) = d.settled else {
