@@ -21,7 +21,9 @@
 //!
 //! Around the flow: [`config`] (flags, environment, file), [`limits`]
 //! (every bound and why), [`metrics`] (per-core counters, `/metrics`),
-//! [`app`] (shared state and readiness) and [`shutdown`] (the ordered stop).
+//! [`app`] (shared state and readiness), [`startup`] (what is decided
+//! before the first request: a fresh data directory's id floor) and
+//! [`shutdown`] (the ordered stop).
 //!
 //! Threads: one may worker per core (`--workers`) runs every connection
 //! coroutine; the workers are pinned one per CPU only when the process may
@@ -40,4 +42,5 @@ pub mod metrics;
 pub mod sched;
 pub mod shutdown;
 pub mod sink;
+pub mod startup;
 pub mod wal;
