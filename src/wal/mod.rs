@@ -4,9 +4,10 @@
 //! # What it owns
 //! Segment files in `--data-dir`, the per-core queues into the log
 //! ([`lanes`]), the group-commit writer thread ([`writer`]), the flusher's
-//! durable position ([`checkpoint`]), and the
+//! durable position ([`checkpoint`]), the
 //! shared view of what is committed and what is still owed to MongoDB
-//! ([`WalShared`]).
+//! ([`WalShared`]), and recovery, which builds that view from the files at
+//! [`open`] (`wal/recovery.rs`; the per-segment scan is [`segment::recover`]).
 //!
 //! Two names are defined here once for the whole crate: [`Id`], a record's
 //! id and its bit layout, and [`Position`], a place in the log (a segment
@@ -110,6 +111,7 @@ mod position;
 mod quarantine;
 pub mod reader;
 pub mod record;
+mod recovery;
 pub mod segment;
 mod shared;
 pub mod writer;
