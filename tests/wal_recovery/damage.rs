@@ -5,8 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use busyapi::limits::SEQ_MAX;
-use busyapi::wal::checkpoint;
+use busyapi::wal::{Id, checkpoint};
 
 use super::*;
 use common::{Mongo, wait_for};
@@ -192,7 +191,7 @@ fn every_record_of_the_checkpoints_segment_and_after_reaches_mongodb_when_its_he
     wait_for(DELIVERY, "a checkpoint past the delivered records", || {
         checkpoint::load(&dir)
             .expect("load")
-            .is_some_and(|c| c.last_seq == delivered[19] & SEQ_MAX)
+            .is_some_and(|c| c.last_seq == Id::from_raw(delivered[19]).seq())
     });
     // MongoDB goes away: the rest of this segment and all of the next one
     // wait in the WAL, and the checkpoint stays inside the first segment.

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use busyapi::limits::SEQ_MAX;
-use busyapi::wal::checkpoint;
+use busyapi::wal::{Id, checkpoint};
 
 use super::*;
 use common::{load, wait_for};
@@ -89,7 +88,11 @@ fn deliver_and_release(dir: &Path, db: &str, client: &Client) -> Vec<u64> {
     assert_eq!(segment::list(dir).expect("list"), [newest]);
     assert_eq!(
         (ckpt.at.segment, ckpt.at.offset, ckpt.last_seq),
-        (newest, logical_end(dir, newest) as u64, all[39] & SEQ_MAX),
+        (
+            newest,
+            logical_end(dir, newest) as u64,
+            Id::from_raw(all[39]).seq()
+        ),
         "the graceful stop stores a checkpoint past every delivered record"
     );
     all
