@@ -42,34 +42,21 @@ impl Position {
 mod tests {
     use super::*;
 
+    fn at(segment: u64, offset: u64) -> Position {
+        Position { segment, offset }
+    }
+
     #[test]
     fn positions_order_by_segment_then_offset() {
-        let a = Position::first_in(3);
-        assert!(
-            a < Position {
-                segment: 3,
-                offset: a.offset + 1
-            }
-        );
-        assert!(
-            Position {
-                segment: 3,
-                offset: u64::MAX
-            } < Position::first_in(4)
-        );
+        let first = Position::first_in(3);
+        assert!(first < at(3, first.offset + 1));
+        assert!(at(3, u64::MAX) < Position::first_in(4));
     }
 
     #[test]
     fn a_position_inside_the_header_moves_to_the_first_record() {
-        let inside = Position {
-            segment: 2,
-            offset: 0,
-        };
-        assert_eq!(inside.at_or_after_header(), Position::first_in(2));
-        let later = Position {
-            segment: 2,
-            offset: HEADER_BYTES + 9,
-        };
+        assert_eq!(at(2, 0).at_or_after_header(), Position::first_in(2));
+        let later = at(2, HEADER_BYTES + 9);
         assert_eq!(later.at_or_after_header(), later);
     }
 }
