@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use busyapi::ingest::{PatientId, Usage, UsageParser, timestamp};
 use busyapi::limits::{MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, TIMESTAMP_BYTES_MAX};
-use busyapi::wal::record;
+use busyapi::wal::{Id, record};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
@@ -193,7 +193,7 @@ fn stage_and_frame(batch: &[Usage<'_>], staged: &mut Vec<u8>, framed: &mut Vec<u
         record::stage(u, RECEIVED_AT_MS, staged);
     }
     framed.clear();
-    record::frame_staged(staged, 1, framed)
+    record::frame_staged(staged, Id::from_raw(1), framed)
 }
 
 fn wal_stage_frame(c: &mut Criterion) {

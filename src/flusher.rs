@@ -1,12 +1,19 @@
 //! WAL → MongoDB: the fourth step of the data flow.
 //!
-//! One coordinator thread reads committed records ([`WalReader`]) and encodes
-//! them straight into `insert` commands. A batch goes out when it holds
-//! `--flush-max-records` records or when `--flush-interval-ms` has passed
-//! since its first record, whichever comes first; it never spans two
+//! One coordinator thread reads committed records ([`WalReader`]) and
+//! encodes them straight into `insert` commands. A batch goes out when it
+//! holds `--flush-max-records` records or when `--flush-interval-ms` has
+//! passed since its first record, whichever comes first; it never spans two
 //! segments. Up to `--flush-concurrency` batches are in flight, each on its
 //! own sender thread, which retries its batch with capped exponential
 //! backoff until MongoDB confirms it.
+//!
+//! Where a batch starts and ends is a [`Position`] and a record's id an
+//! [`Id`], both from the WAL: this module never reads an id's bits or a
+//! segment header's size.
+//!
+//! [`WalReader`]: crate::wal::reader::WalReader
+//! [`REFUSED_ATTEMPTS_MAX`]: crate::limits::REFUSED_ATTEMPTS_MAX
 //!
 //! # A document MongoDB refuses for good
 //! Inserts are unordered, so MongoDB stores the rest of a batch and names
@@ -35,26 +42,18 @@
 //! senders back off; the log says so once, with the backlog, and once more
 //! when MongoDB is back.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use parking_lot::Mutex;
 
 use crate::app::App;
 use crate::config::WriteConcernMode;
-use crate::limits::{
-    CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX, FLUSH_BACKOFF_MS_MIN, REFUSED_ATTEMPTS_MAX,
-    SEQ_MAX,
-};
-use crate::metrics::{self, GLOBAL};
-use crate::sink::{Concern, Delivered, InsertCommand, Sink, SinkError};
+use crate::limits::{CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX, FLUSH_BACKOFF_MS_MIN};
+use crate::sink::{Concern, Sink, SinkError};
 use crate::wal::checkpoint::{self, Checkpoint};
-use crate::wal::reader::WalReader;
-use crate::wal::segment::HEADER_BYTES;
+use crate::wal::{Id, Position};
 
 /// How long the coordinator waits for new records when it has nothing else
 /// to do; bounds how late it notices a stop request.
@@ -161,18 +160,6 @@ struct Batch {
     fresh: bool,
 }
 
-/// An entry of the in-order window the checkpoint advances over.
-struct Slot {
-    id: u64,
-    /// Where delivery resumes once this slot and all before it are done.
-    next: Checkpoint,
-    records: u64,
-    bytes: u64,
-    done: bool,
-    /// Given up at the stop deadline: not delivered, no longer in flight.
-    abandoned: bool,
-}
-
 /// How a batch's records were settled, beyond being stored.
 #[derive(Debug, Default, Clone, Copy)]
 struct Settled {
@@ -226,19 +213,19 @@ fn concern(mode: WriteConcernMode) -> Concern {
     }
 }
 
-/// The resume point after a slot, given the id of its last record.
-fn after(segment_no: u64, end: u64, last_id: u64, prev: &Checkpoint) -> Checkpoint {
+/// The resume point after a slot that ends at `end`, given the id of its
+/// last record.
+fn after(end: Position, last_id: Id, prev: &Checkpoint) -> Checkpoint {
     Checkpoint {
-        segment_no,
-        offset: end,
-        last_seq: prev.last_seq.max(last_id & SEQ_MAX),
+        at: end,
+        last_seq: prev.last_seq.max(last_id.seq()),
     }
 }
 
-fn segment_start(segment_no: u64, prev: &Checkpoint) -> Checkpoint {
+/// The resume point at the first record of `segment`.
+fn segment_start(segment: u64, prev: &Checkpoint) -> Checkpoint {
     Checkpoint {
-        segment_no,
-        offset: HEADER_BYTES,
+        at: Position::first_in(segment),
         last_seq: prev.last_seq,
     }
 }
@@ -252,7 +239,7 @@ fn store_checkpoint(app: &App, ckpt: &Checkpoint) -> bool {
         );
         return false;
     }
-    if let Err(e) = app.wal.release_before(ckpt.segment_no) {
+    if let Err(e) = app.wal.release_before(ckpt.at.segment) {
         log::error!("could not delete a delivered WAL segment: {e}");
     }
     true

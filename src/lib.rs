@@ -26,8 +26,9 @@
 //! [`wait`] (the one way a thread sleeps while it watches for a stop).
 //!
 //! Around the flow: [`config`] (flags, environment, file), [`metrics`]
-//! (per-core counters, `/metrics`), [`app`] (shared state and readiness)
-//! and [`shutdown`] (the ordered stop).
+//! (per-core counters, `/metrics`), [`app`] (shared state and readiness),
+//! [`startup`] (what is decided before the first request: a fresh data
+//! directory's id floor) and [`shutdown`] (the ordered stop).
 //!
 //! Threads: one may worker per core (`--workers`) runs every connection
 //! coroutine; the workers are pinned one per CPU only when the process may
@@ -46,6 +47,7 @@ pub mod metrics;
 pub mod sched;
 pub mod shutdown;
 pub mod sink;
+pub mod startup;
 pub mod usage;
 pub mod wait;
 pub mod wal;

@@ -1,5 +1,6 @@
 //! `busyapi`: parse the configuration, recover the WAL, start the writer,
-//! the flusher and the HTTP server, and wait for a signal to stop.
+//! the flusher and the HTTP server, and wait for a signal to stop. Only
+//! wiring: start-up policy lives in [`busyapi::startup`].
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,15 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use busyapi::app::App;
-use busyapi::config::{Config, ConfigError, FreshDirIds};
+use busyapi::config::{Config, ConfigError};
 use busyapi::flusher::{Flusher, SinkFactory};
 use busyapi::http::server::Server;
-use busyapi::limits::{COROUTINE_STACK_BYTES, FD_RESERVE, SEQ_BITS, SEQ_MAX};
+use busyapi::limits::{COROUTINE_STACK_BYTES, FD_RESERVE};
 use busyapi::shutdown::{self, Running};
 use busyapi::sink::Sink;
 use busyapi::sink::mongo::MongoSink;
-use busyapi::wal::WalError;
-use busyapi::{metrics, wal};
+use busyapi::{metrics, startup, wal};
 use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
@@ -55,19 +55,10 @@ fn run(mut config: Config) -> anyhow::Result<()> {
     let pinned = pin_workers(config.workers);
     may::config().set_worker_pin(pinned);
 
-    let mut stopped = false;
-    let opened = wal::open(
-        &config.data_dir,
-        config.node_id,
-        config.wal_segment_bytes,
-        || fresh_floor(&config, &mut signals, &mut stopped),
-    );
-    if stopped {
+    let Some(opened) = open_wal(&config, &mut signals)? else {
         log::info!("stopped before MongoDB answered; nothing was acknowledged");
         return Ok(());
-    }
-    let opened = opened
-        .with_context(|| format!("could not open the WAL in {}", config.data_dir.display()))?;
+    };
     let lanes = wal::Lanes::new(config.workers);
     lanes
         .start_notifiers()
@@ -110,58 +101,29 @@ fn run(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The floor of a data directory with no history (see [`wal::open`]): this
-/// node's highest seq in MongoDB. `ask-mongodb` asks once and, if MongoDB
-/// is unreachable, starts from 0 (the node must serve while MongoDB is
-/// down); `wait-for-mongodb` asks until MongoDB answers, and a stop signal
-/// meanwhile ends the wait and sets `stopped` (nothing is acknowledged yet).
-fn fresh_floor(
-    config: &Config,
-    signals: &mut Signals,
-    stopped: &mut bool,
-) -> Result<u64, WalError> {
-    let node = config.node_id;
-    if config.fresh_dir_ids == FreshDirIds::FromOne {
-        return Ok(0);
+/// Recovers the WAL, asking [`startup::fresh_floor`] for the floor of a
+/// data directory with no history. `None`: a stop signal came while that
+/// waited for MongoDB (nothing was acknowledged yet).
+fn open_wal(config: &Config, signals: &mut Signals) -> anyhow::Result<Option<wal::Opened>> {
+    let mut stopped = false;
+    let opened = wal::open(
+        &config.data_dir,
+        config.node_id,
+        config.wal_segment_bytes,
+        || {
+            startup::fresh_floor(config, || {
+                stopped = signals.pending().next().is_some();
+                stopped
+            })
+        },
+    );
+    if stopped {
+        return Ok(None);
     }
-    let lo = u64::from(node) << SEQ_BITS;
-    let sink = MongoSink::connect(&config.mongodb_uri, &config.database, &config.collection)
-        .map_err(|e| WalError::FreshFloor(e.to_string()))?;
-    log::info!("new data directory: asking MongoDB for node {node}'s highest id");
-    let mut last_error = String::new();
-    loop {
-        let e = match sink.highest_id(lo, lo + (1 << SEQ_BITS)) {
-            Ok(found) => {
-                let seq = found.map_or(0, |id| id & SEQ_MAX);
-                log::info!("MongoDB holds node {node}'s ids up to seq {seq}");
-                return Ok(seq);
-            }
-            Err(e) => e,
-        };
-        if config.fresh_dir_ids == FreshDirIds::AskMongodb {
-            log::warn!(
-                "could not ask MongoDB where node {node}'s ids start ({e}); starting at 1. If this node id stored usages before, ids MongoDB holds are handed out again and counted in busyapi_id_collisions_total; --fresh-dir-ids wait-for-mongodb waits instead"
-            );
-            return Ok(0);
-        }
-        if e.to_string() != last_error {
-            last_error = e.to_string();
-            log::warn!("waiting for MongoDB to learn where ids start ({e}); not listening yet");
-        }
-        let retry_at = std::time::Instant::now() + Duration::from_millis(FRESH_FLOOR_RETRY_MS);
-        if busyapi::wait::until(retry_at, Duration::from_millis(SIGNAL_POLL_MS), || {
-            signals.pending().next().is_some()
-        }) {
-            *stopped = true;
-            return Err(WalError::FreshFloor("stopped by a signal".into()));
-        }
-    }
+    let opened = opened
+        .with_context(|| format!("could not open the WAL in {}", config.data_dir.display()))?;
+    Ok(Some(opened))
 }
-
-/// Pause between two questions to an unreachable MongoDB at a fresh start.
-const FRESH_FLOOR_RETRY_MS: u64 = 1_000;
-/// How often a wait before listening looks for SIGTERM and SIGINT.
-const SIGNAL_POLL_MS: u64 = 50;
 
 /// logfmt lines on stderr; the level comes from `RUST_LOG` (default info).
 fn init_logging() {

@@ -180,9 +180,9 @@ fn one_reader_hands_over_every_record_in_order_across_read_chunks_segments_and_a
         }
     }
     harness::read_to_end(&mut reader, PER_CALL, &mut got);
-    let first_segment = wal.reader().position().0;
+    let first_segment = wal.reader().position().segment;
     assert!(
-        reader.position().0 > first_segment,
+        reader.position().segment > first_segment,
         "the log never left its first segment; the test crossed too few chunks"
     );
     assert_eq!(got.len(), sent.len());
@@ -194,7 +194,6 @@ fn one_reader_hands_over_every_record_in_order_across_read_chunks_segments_and_a
 
 #[test]
 fn a_directory_with_no_history_takes_its_floor_from_the_caller_once_and_keeps_it() {
-    use busyapi::limits::SEQ_MAX;
     use busyapi::wal::{self, WalError, segment};
     const SEGMENT_BYTES: u64 = busyapi::limits::SEGMENT_BYTES_MIN;
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -208,12 +207,12 @@ fn a_directory_with_no_history_takes_its_floor_from_the_caller_once_and_keeps_it
         "no segment may fix the ids before the floor is known"
     );
     let opened = wal::open(&dir, NODE_ID, SEGMENT_BYTES, || Ok(41)).expect("open");
-    assert_eq!(opened.shared.first_new_id & SEQ_MAX, 42);
+    assert_eq!(opened.shared.first_new_id.seq(), 42);
     drop(opened);
     // Its first segment's header holds the floor now: not asked again.
     let reopened = wal::open(&dir, NODE_ID, SEGMENT_BYTES, || {
         panic!("a directory with a segment asked for a floor")
     })
     .expect("reopen");
-    assert_eq!(reopened.shared.first_new_id & SEQ_MAX, 42);
+    assert_eq!(reopened.shared.first_new_id.seq(), 42);
 }

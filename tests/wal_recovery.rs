@@ -110,7 +110,7 @@ fn assert_all_above(ids: &[u64], floor: u64, what: &str) {
 /// Where segment `no`'s last intact record ends. (Segments are
 /// preallocated: the file's length says nothing about the log's end.)
 fn logical_end(dir: &Path, no: u64) -> usize {
-    record_spans(&segment_bytes(dir, no), |r| r.id)
+    record_spans(&segment_bytes(dir, no), |r| r.id.raw())
         .last()
         .map_or(HEADER_BYTES as usize, |(span, _)| span.end)
 }
@@ -120,7 +120,7 @@ fn wal_ids(dir: &Path) -> Vec<u64> {
     segment::list(dir)
         .expect("list segments")
         .into_iter()
-        .flat_map(|no| record_spans(&segment_bytes(dir, no), |r| r.id))
+        .flat_map(|no| record_spans(&segment_bytes(dir, no), |r| r.id.raw()))
         .map(|(_, id)| id)
         .collect()
 }

@@ -1,17 +1,59 @@
 //! The flusher's coordinator: fills batches from the WAL, hands them to
 //! senders, and moves the checkpoint over the confirmed prefix.
 
-use super::*;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use super::health::{Health, Sinks};
+use super::sender;
+use super::{Batch, Done, IDLE_WAIT_MS, Stop, after, concern, segment_start, store_checkpoint};
+use crate::app::App;
+use crate::limits::{CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX};
+use crate::metrics::GLOBAL;
+use crate::sink::InsertCommand;
+use crate::wal::checkpoint::Checkpoint;
+use crate::wal::reader::WalReader;
+use crate::wal::{Id, Position, WalError};
 
 /// A batch being filled.
 struct Pending {
     command: InsertCommand,
-    segment_no: u64,
-    start: u64,
-    end: u64,
-    first_id: u64,
-    last_id: u64,
+    /// Where the batch's bytes start and end, in one segment.
+    start: Position,
+    end: Position,
+    first_id: Id,
+    last_id: Id,
     first_at: Instant,
+}
+
+/// An entry of the in-order window the checkpoint advances over.
+struct Slot {
+    /// What the entry stands for.
+    of: SlotOf,
+    /// Where delivery resumes once this slot and all before it are done.
+    next: Checkpoint,
+    records: u64,
+    bytes: u64,
+    done: bool,
+    /// Given up at the stop deadline: not delivered, no longer in flight.
+    abandoned: bool,
+}
+
+/// What a window entry stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotOf {
+    /// The batch with this id, on its way to MongoDB: done when its sender
+    /// reports it confirmed.
+    Batch(u64),
+    /// The end of a segment: nothing to send, so done from the start. It
+    /// moves the checkpoint to the next segment's first record once every
+    /// batch before it is done.
+    SegmentEnd,
 }
 
 /// After the stop deadline, how long to wait for senders still inside a
@@ -139,7 +181,7 @@ impl Coordinator {
 
     /// Reads what is committed into the pending batch and sends it when it
     /// is full, old enough, or at a segment's end.
-    fn fill(&mut self) -> Result<(), crate::wal::WalError> {
+    fn fill(&mut self) -> Result<(), WalError> {
         let interval = Duration::from_millis(self.app.config.flush_interval_ms);
         let wait = match &self.pending {
             Some(p) => interval.saturating_sub(p.first_at.elapsed()),
@@ -151,7 +193,7 @@ impl Coordinator {
                 .pending
                 .as_ref()
                 .map_or(0, |p| p.command.records() as usize);
-        let (segment_no, start) = self.reader.position();
+        let start = self.reader.position();
         let (pending, spare, config) = (&mut self.pending, &mut self.spare, &self.app.config);
         let outcome = self.reader.read(max, wait, |r| {
             let p = pending.get_or_insert_with(|| Pending {
@@ -160,22 +202,20 @@ impl Coordinator {
                     &config.collection,
                     concern(config.write_concern),
                 ),
-                segment_no,
                 start,
                 end: start,
                 first_id: r.id,
-                last_id: 0,
+                last_id: Id::MIN,
                 first_at: Instant::now(),
             });
             p.command.push(r);
             p.last_id = r.id;
         })?;
         if let Some(p) = self.pending.as_mut() {
-            if p.segment_no != outcome.segment_no {
+            if p.start.segment != outcome.end.segment {
                 // The reader skipped a segment recovery had quarantined; the
                 // batch began at the start of the one it landed in.
-                p.segment_no = outcome.segment_no;
-                p.start = HEADER_BYTES;
+                p.start = Position::first_in(outcome.end.segment);
             }
             p.end = outcome.end;
         }
@@ -190,10 +230,9 @@ impl Coordinator {
         }
         if outcome.segment_done {
             self.reader.next_segment();
-            let (next_no, _) = self.reader.position();
-            let next = segment_start(next_no, &self.last_next());
+            let next = segment_start(self.reader.position().segment, &self.last_next());
             self.window.push_back(Slot {
-                id: u64::MAX,
+                of: SlotOf::SegmentEnd,
                 next,
                 records: 0,
                 bytes: 0,
@@ -214,12 +253,12 @@ impl Coordinator {
         let (id, records, bytes) = (
             self.next_id,
             u64::from(p.command.records()),
-            p.end - p.start,
+            p.end.offset - p.start.offset,
         );
         self.next_id += 1;
-        let next = after(p.segment_no, p.end, p.last_id, &self.last_next());
+        let next = after(p.end, p.last_id, &self.last_next());
         self.window.push_back(Slot {
-            id,
+            of: SlotOf::Batch(id),
             next,
             records,
             bytes,
@@ -253,7 +292,7 @@ impl Coordinator {
         while self.window.front().is_some_and(|s| s.done) {
             self.ckpt = self.window.pop_front().expect("front exists").next;
         }
-        let segment_passed = self.ckpt.segment_no > self.stored.segment_no;
+        let segment_passed = self.ckpt.at.segment > self.stored.at.segment;
         let due = self.stored_at.elapsed() >= Duration::from_millis(CHECKPOINT_INTERVAL_MS);
         if self.ckpt != self.stored
             && (segment_passed || due)
@@ -268,7 +307,7 @@ impl Coordinator {
         if self.spare.capacity() < d.command.capacity() {
             self.spare = d.command;
         }
-        let Some(slot) = self.window.iter_mut().find(|s| s.id == d.id) else {
+        let Some(slot) = self.window.iter_mut().find(|s| s.of == SlotOf::Batch(d.id)) else {
             return;
         };
         let Some(settled) = d.settled else {

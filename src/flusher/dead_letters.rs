@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 use mongodb::bson::DateTime;
 
 use super::sender::Delivery;
-use super::*;
-use crate::limits::{DEAD_LETTER_IDS_LOGGED_MAX, DEAD_LETTERS_PER_COMMAND_MAX};
-use crate::sink::Refusal;
+use super::{Backoff, Settled};
+use crate::limits::{
+    DEAD_LETTER_IDS_LOGGED_MAX, DEAD_LETTERS_PER_COMMAND_MAX, REFUSED_ATTEMPTS_MAX,
+};
 use crate::sink::deadletter::{self, RefusedDocument};
+use crate::sink::{Refusal, SinkError};
 
 impl Delivery {
     /// Tries the documents of `command` that its answer refused again,

@@ -1,7 +1,17 @@
 //! The sink handle, the one-time index creation, and MongoDB reachability
 //! (with one log line per change, not one per retry).
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::{IDLE_WAIT_MS, OUTAGE_REMINDER_SECS, SinkFactory, Stop};
+use crate::app::App;
+use crate::limits::{FLUSH_BACKOFF_MS_MAX, REFUSED_ATTEMPTS_MAX};
+use crate::metrics;
+use crate::sink::{Sink, SinkError};
 
 /// How often the probe pings MongoDB, so `/readyz`-adjacent reporting
 /// (`mongoUp`, `busyapi_mongo_up`) is live even when nothing is delivered.

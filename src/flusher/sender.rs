@@ -2,7 +2,17 @@
 //! it or the stop deadline passes. What MongoDB refuses for good goes on to
 //! [`super::dead_letters`].
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::health::{Health, Sinks};
+use super::{Backoff, Batch, Done, Settled, Stop};
+use crate::limits::FLUSH_BACKOFF_MS_MIN;
+use crate::metrics::GLOBAL;
+use crate::sink::{Concern, Delivered};
 
 /// What every sender shares.
 pub(super) struct Delivery {

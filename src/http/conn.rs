@@ -26,7 +26,7 @@ use crate::ingest::UsageParser;
 use crate::limits::{HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX, READ_BUF_BYTES_INITIAL};
 use crate::metrics::{self, Route};
 use crate::wal::lanes::PROMPT_THINK_US;
-use crate::wal::{Attached, Reply, Submission};
+use crate::wal::{Attached, Id, Reply, Submission};
 
 /// Serves `stream` until the client leaves, an error closes it, or shutdown.
 pub fn serve(stream: TcpStream, app: &App, admitted: Admitted, lane: usize) {
@@ -306,7 +306,7 @@ impl<'a> Connection<'a> {
             reply: self.reply_tx.clone(),
             prompt,
         };
-        let outcome: Result<u64, ApiError> = match self.app.lanes.submit(self.lane, sub) {
+        let outcome: Result<Id, ApiError> = match self.app.lanes.submit(self.lane, sub) {
             Err((e, sub)) => {
                 self.staged = sub.staged;
                 Err(e.into())
@@ -324,7 +324,8 @@ impl<'a> Connection<'a> {
         match outcome {
             Ok(first_id) => {
                 for (i, conn) in self.staged_conns.iter().enumerate() {
-                    response::write_created(&mut self.wbuf, first_id + i as u64, *conn);
+                    let id = first_id.plus(i as u64).raw();
+                    response::write_created(&mut self.wbuf, id, *conn);
                     metrics::count_request(Route::Usages, 201);
                 }
                 metrics::count_acknowledged(count as u64);

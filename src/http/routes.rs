@@ -188,7 +188,7 @@ pub fn stats_json(app: &App, admission: &Admission) -> String {
         g.ready,
         readiness,
         g.connections_open,
-        app.wal.last_id(),
+        app.wal.last_id().raw(),
         app.config.wal_max_bytes,
     )
 }

@@ -110,6 +110,7 @@ mod tests {
     use crate::limits::{
         DEAD_LETTER_BYTES_MAX, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, SEQ_MAX,
     };
+    use crate::wal::Id;
     use crate::wal::record::Record;
     use mongodb::bson::{Bson, doc};
 
@@ -123,7 +124,7 @@ mod tests {
 
     fn record(id: u64, medication: &str) -> Record<'_> {
         Record {
-            id,
+            id: Id::from_raw(id),
             received_at_ms: 2000,
             timestamp_ms: 1000,
             patient_id: "100",
@@ -197,7 +198,7 @@ mod tests {
         let patient = "p".repeat(PATIENT_ID_BYTES_MAX);
         let medication = "m".repeat(MEDICATION_BYTES_MAX);
         let largest = Record {
-            id: SEQ_MAX,
+            id: Id::new(0, SEQ_MAX),
             received_at_ms: i64::MAX,
             timestamp_ms: i64::MIN,
             patient_id: &patient,

@@ -78,7 +78,7 @@ impl InsertCommand {
         let doc_at = buf.len();
         buf.extend_from_slice(&[0; 4]);
         element(buf, BSON_INT64, "_id");
-        buf.extend_from_slice(&(r.id as i64).to_le_bytes());
+        buf.extend_from_slice(&(r.id.raw() as i64).to_le_bytes());
         string(buf, "patientId", r.patient_id);
         element(buf, BSON_DATETIME, "timestamp");
         buf.extend_from_slice(&r.timestamp_ms.to_le_bytes());
@@ -141,11 +141,12 @@ fn close(buf: &mut Vec<u8>, at: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::Id;
     use mongodb::bson::{Bson, DateTime, RawDocumentBuf, doc};
 
     fn record(id: u64, pid: &'static str) -> Record<'static> {
         Record {
-            id,
+            id: Id::from_raw(id),
             received_at_ms: 2000,
             timestamp_ms: 1000,
             patient_id: pid,
@@ -216,7 +217,7 @@ mod tests {
         let mut cmd = InsertCommand::start(Vec::new(), &collection, Concern::Majority);
         let mut before = cmd.buf.len();
         for i in 0..FLUSH_MAX_RECORDS_LIMIT {
-            cmd.push(&largest(SEQ_MAX - i as u64));
+            cmd.push(&largest(Id::new(0, SEQ_MAX - i as u64)));
             let grew = cmd.buf.len() - before;
             assert!(grew <= DOCUMENT_BYTES_MAX, "a usage took {grew} bytes");
             before = cmd.buf.len();

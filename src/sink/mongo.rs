@@ -12,6 +12,7 @@
 //! document's `errmsg` is kept, in its [`super::Refusal`], for its dead
 //! letter alone.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use mongodb::IndexModel;
@@ -21,6 +22,7 @@ use mongodb::options::ClientOptions;
 use mongodb::sync::{Client, Collection, Database};
 
 use super::{Delivered, Refusal, Sink, SinkError};
+use crate::wal::Id;
 
 /// How long the driver looks for a usable server before an attempt fails.
 /// Short, so the flusher notices an outage, backs off and logs it promptly.
@@ -62,11 +64,13 @@ impl MongoSink {
         Ok(MongoSink { db, coll })
     }
 
-    /// The highest `_id` in `[lo, hi)` in the collection, if any: the ids
-    /// one node has stored. A range query on `_id` with a sort and a limit
-    /// of one, which the `_id` index answers on a mongod and every shard.
-    pub fn highest_id(&self, lo: u64, hi: u64) -> Result<Option<u64>, SinkError> {
-        let (Ok(lo), Ok(hi)) = (i64::try_from(lo), i64::try_from(hi)) else {
+    /// The highest `_id` in `ids` in the collection, if any: with
+    /// [`Id::range_of`], the ids one node has stored. A range query on
+    /// `_id` with a sort and a limit of one, which the `_id` index answers
+    /// on a mongod and every shard.
+    pub fn highest_id(&self, ids: Range<Id>) -> Result<Option<Id>, SinkError> {
+        let (Ok(lo), Ok(hi)) = (i64::try_from(ids.start.raw()), i64::try_from(ids.end.raw()))
+        else {
             return Err(SinkError::Other("id range beyond i64".into()));
         };
         let mut cursor = self
@@ -83,9 +87,9 @@ impl MongoSink {
         let found = found.map_err(|e| classify(&e))?;
         // The filter matched it, so it is a number in `[lo, hi)`.
         match found.get("_id") {
-            Some(Bson::Int64(n)) => Ok(Some(n.unsigned_abs())),
-            Some(Bson::Int32(n)) => Ok(Some(u64::from(n.unsigned_abs()))),
-            Some(Bson::Double(f)) => Ok(Some(f.ceil() as u64)),
+            Some(Bson::Int64(n)) => Ok(Some(Id::from_raw(n.unsigned_abs()))),
+            Some(Bson::Int32(n)) => Ok(Some(Id::from_raw(u64::from(n.unsigned_abs())))),
+            Some(Bson::Double(f)) => Ok(Some(Id::from_raw(f.ceil() as u64))),
             other => Err(SinkError::Other(format!(
                 "an _id in this node's range is not an integer: {:?}",
                 other.map(Bson::element_type)

@@ -22,20 +22,18 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
-use super::WalError;
+use super::{Position, WalError};
 
 const MAGIC: &[u8; 8] = b"BUSYCKP1";
 const FILE_NAME: &str = "checkpoint";
 const TMP_NAME: &str = "checkpoint.tmp";
 const BYTES: usize = 40;
 
-/// A delivery position in the WAL.
+/// How far delivery has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Checkpoint {
-    /// Segment of the next record to deliver.
-    pub segment_no: u64,
-    /// Offset of the next record to deliver within that segment.
-    pub offset: u64,
+    /// Where the next record to deliver starts.
+    pub at: Position,
     /// Highest sequence number delivered so far.
     pub last_seq: u64,
 }
@@ -44,8 +42,8 @@ impl Checkpoint {
     fn encode(&self) -> [u8; BYTES] {
         let mut b = [0u8; BYTES];
         b[0..8].copy_from_slice(MAGIC);
-        b[8..16].copy_from_slice(&self.segment_no.to_le_bytes());
-        b[16..24].copy_from_slice(&self.offset.to_le_bytes());
+        b[8..16].copy_from_slice(&self.at.segment.to_le_bytes());
+        b[16..24].copy_from_slice(&self.at.offset.to_le_bytes());
         b[24..32].copy_from_slice(&self.last_seq.to_le_bytes());
         let crc = crc32fast::hash(&b[0..32]);
         b[32..36].copy_from_slice(&crc.to_le_bytes());
@@ -59,8 +57,10 @@ impl Checkpoint {
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let crc = u32::from_le_bytes(b[32..36].try_into().expect("4 bytes"));
         (crc == crc32fast::hash(&b[0..32])).then(|| Checkpoint {
-            segment_no: u64_at(8),
-            offset: u64_at(16),
+            at: Position {
+                segment: u64_at(8),
+                offset: u64_at(16),
+            },
             last_seq: u64_at(24),
         })
     }
@@ -106,8 +106,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(load(dir.path()).expect("load"), None);
         let c = Checkpoint {
-            segment_no: 4,
-            offset: 1234,
+            at: Position {
+                segment: 4,
+                offset: 1234,
+            },
             last_seq: 99,
         };
         store(dir.path(), &c).expect("store");

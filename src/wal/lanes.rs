@@ -60,7 +60,7 @@ pub const PROMPT_THINK_US: u64 = 1_000;
 /// The outcome of a submission; the buffer comes back for reuse.
 pub struct Reply {
     /// The id of the submission's first record; the others follow in order.
-    pub first_id: Result<u64, CommitError>,
+    pub first_id: Result<super::Id, CommitError>,
     pub staged: Vec<u8>,
 }
 
@@ -383,7 +383,10 @@ mod tests {
         }
         assert_eq!(staged.as_ptr(), at, "the buffer was reallocated");
         let mut framed = Vec::new();
-        assert_eq!(record::frame_staged(&staged, 1, &mut framed), 64);
+        assert_eq!(
+            record::frame_staged(&staged, crate::wal::Id::from_raw(1), &mut framed),
+            64
+        );
         match record::decode(&framed) {
             record::Decoded::Record(r, _) => {
                 assert_eq!((r.patient_id, r.medication), ("0", "Albuterol"));

@@ -4,9 +4,15 @@
 //! # What it owns
 //! Segment files in `--data-dir`, the per-core queues into the log
 //! ([`lanes`]), the group-commit writer thread ([`writer`]), the flusher's
-//! durable position ([`checkpoint`]), and the
+//! durable position ([`checkpoint`]), the
 //! shared view of what is committed and what is still owed to MongoDB
-//! ([`WalShared`]).
+//! ([`WalShared`]), and recovery, which builds that view from the files at
+//! [`open`] (`wal/recovery.rs`; the per-segment scan is [`segment::recover`]).
+//!
+//! Two names are defined here once for the whole crate: [`Id`], a record's
+//! id and its bit layout, and [`Position`], a place in the log (a segment
+//! number and a byte offset in it, with [`Position::first_in`] for where a
+//! segment's records start).
 //!
 //! # Invariants
 //! 1. A 201 is sent only after the record's bytes were written and
@@ -16,7 +22,8 @@
 //!    `--commit-delay-max-us` to serve more ([`pacing`]), never to answer
 //!    sooner.
 //! 2. Ids are assigned by the single writer in log order, so ids grow along
-//!    the log. An id is `node_id << SEQ_BITS | seq`; `seq` never repeats for
+//!    the log. An id is an [`Id`], its node above its `seq` (the layout is
+//!    defined there and nowhere else); `seq` never repeats for
 //!    a data directory: recovery takes the highest of the checkpoint's
 //!    `last_seq`, every record's `seq`, and every segment header's
 //!    `base_seq`. The newest segment is never deleted, so its header keeps
@@ -98,18 +105,23 @@
 //! passed.
 
 pub mod checkpoint;
+mod id;
 pub mod lanes;
 pub mod pacing;
+mod position;
 mod quarantine;
 pub mod reader;
 pub mod record;
+mod recovery;
 pub mod segment;
 mod shared;
 pub mod writer;
 
 use std::fs::File;
 
+pub use id::Id;
 pub use lanes::{Attached, CommitError, Lanes, Reply, Submission, SubmitError};
+pub use position::Position;
 pub use shared::{Opened, SegmentView, WalShared, open};
 
 /// Errors of the WAL that callers handle. A failed fsync is not among them:

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::checkpoint::Checkpoint;
 use super::record::{self, Decoded, Record};
-use super::segment::{self, HEADER_BYTES};
-use super::{SegmentView, WalError, WalShared};
+use super::segment;
+use super::{Id, Position, SegmentView, WalError, WalShared};
 
 /// Bytes read from a segment per call; a batch of 1,000 usages is ~150 KiB.
 const READ_CHUNK_BYTES: u64 = 1 << 20;
@@ -21,21 +21,19 @@ const READ_CHUNK_BYTES: u64 = 1 << 20;
 /// What one [`WalReader::read`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadOutcome {
-    /// Segment the records came from.
-    pub segment_no: u64,
     /// Records handed to the callback.
     pub records: usize,
-    /// The reader's offset after them.
-    pub end: u64,
+    /// The reader's position after them, in the segment they came from.
+    pub end: Position,
     /// The segment is sealed and read to its end.
     pub segment_done: bool,
 }
 
 pub struct WalReader {
     shared: Arc<WalShared>,
-    segment_no: u64,
-    offset: u64,
-    /// The open segment file, if `segment_no` exists.
+    /// Where the next record would be read.
+    at: Position,
+    /// The open segment file, if `at.segment` exists.
     file: Option<File>,
     /// Bytes read from segment `buf_no` at offset `buf_at`, kept between
     /// calls.
@@ -43,7 +41,7 @@ pub struct WalReader {
     buf_at: u64,
     buf_no: Option<u64>,
     /// The id of the last record read: ids only grow along the log.
-    last_id: u64,
+    last_id: Id,
 }
 
 impl WalReader {
@@ -51,26 +49,24 @@ impl WalReader {
     pub fn new(shared: Arc<WalShared>, from: Checkpoint) -> WalReader {
         WalReader {
             shared,
-            segment_no: from.segment_no,
-            offset: from.offset.max(HEADER_BYTES),
+            at: from.at.at_or_after_header(),
             file: None,
             buf: Vec::new(),
             buf_at: 0,
             buf_no: None,
-            last_id: 0,
+            last_id: Id::MIN,
         }
     }
 
     /// Where the next record would be read.
-    pub fn position(&self) -> (u64, u64) {
-        (self.segment_no, self.offset)
+    pub fn position(&self) -> Position {
+        self.at
     }
 
     /// Moves to the segment after the current, sealed one.
     pub fn next_segment(&mut self) {
-        if let Some(next) = self.shared.segment_at_or_after(self.segment_no + 1) {
-            self.segment_no = next.no;
-            self.offset = HEADER_BYTES;
+        if let Some(next) = self.shared.segment_at_or_after(self.at.segment + 1) {
+            self.at = Position::first_in(next.no);
             self.file = None;
         }
     }
@@ -78,11 +74,11 @@ impl WalReader {
     /// Whether everything committed so far has been read.
     pub fn caught_up(&self) -> bool {
         self.view()
-            .is_none_or(|v| !v.sealed && v.committed_end <= self.offset)
+            .is_none_or(|v| !v.sealed && v.committed_end <= self.at.offset)
     }
 
     fn view(&self) -> Option<SegmentView> {
-        self.shared.segment_at_or_after(self.segment_no)
+        self.shared.segment_at_or_after(self.at.segment)
     }
 
     /// Hands up to `max` committed records of the current segment to `f`,
@@ -94,36 +90,34 @@ impl WalReader {
         mut f: impl FnMut(&Record<'_>),
     ) -> Result<ReadOutcome, WalError> {
         let mut view = match self.view() {
-            Some(v) if v.committed_end > self.offset || v.sealed || v.no != self.segment_no => v,
-            _ => match self.shared.wait_past(self.segment_no, self.offset, wait) {
+            Some(v) if v.committed_end > self.at.offset || v.sealed || v.no != self.at.segment => v,
+            _ => match self.shared.wait_past(self.at, wait) {
                 Some(v) => v,
                 None => return Ok(self.outcome(0, false)),
             },
         };
-        if view.no != self.segment_no {
+        if view.no != self.at.segment {
             // The segment we were on is gone (quarantined at recovery).
-            self.segment_no = view.no;
-            self.offset = HEADER_BYTES;
+            self.at = Position::first_in(view.no);
             self.file = None;
         }
         let mut records = 0;
-        while records < max && self.offset < view.committed_end {
+        while records < max && self.at.offset < view.committed_end {
             records += self.read_chunk(&view, max - records, &mut f)?;
-            if self.offset >= view.committed_end
+            if self.at.offset >= view.committed_end
                 && let Some(v) = self.view().filter(|v| v.no == view.no)
             {
                 view = v;
             }
         }
-        let done = view.sealed && self.offset >= view.committed_end;
+        let done = view.sealed && self.at.offset >= view.committed_end;
         Ok(self.outcome(records, done))
     }
 
     fn outcome(&self, records: usize, segment_done: bool) -> ReadOutcome {
         ReadOutcome {
-            segment_no: self.segment_no,
             records,
-            end: self.offset,
+            end: self.at,
             segment_done,
         }
     }
@@ -138,15 +132,15 @@ impl WalReader {
         max: usize,
         f: &mut impl FnMut(&Record<'_>),
     ) -> Result<usize, WalError> {
-        if let Some(r) = view.damaged.iter().find(|r| r.contains(&self.offset)) {
-            self.offset = r.end;
+        if let Some(r) = view.damaged.iter().find(|r| r.contains(&self.at.offset)) {
+            self.at.offset = r.end;
             return Ok(0);
         }
         let stop = view
             .damaged
             .iter()
             .map(|r| r.start)
-            .filter(|&s| s > self.offset)
+            .filter(|&s| s > self.at.offset)
             .fold(view.committed_end, u64::min);
         if !self.holds_a_record(stop) {
             self.fill(stop)?;
@@ -155,7 +149,7 @@ impl WalReader {
         // Committed bytes are whole frames: an incomplete one is damage only
         // where the buffer reaches the committed end.
         let at_stop = self.buf_at + end as u64 == stop;
-        let (mut pos, mut records) = ((self.offset - self.buf_at) as usize, 0);
+        let (mut pos, mut records) = ((self.at.offset - self.buf_at) as usize, 0);
         while records < max && pos < end {
             match record::decode(&self.buf[pos..end]) {
                 Decoded::Record(r, n) => {
@@ -168,7 +162,7 @@ impl WalReader {
                 _ => pos += self.skip_damage(pos, end),
             }
         }
-        self.offset = self.buf_at + pos as u64;
+        self.at.offset = self.buf_at + pos as u64;
         Ok(records)
     }
 
@@ -176,30 +170,30 @@ impl WalReader {
     /// whole record there (or everything up to `stop`).
     fn holds_a_record(&self, stop: u64) -> bool {
         let buf_end = self.buf_at + self.buf.len() as u64;
-        if self.buf_no != Some(self.segment_no)
-            || self.offset < self.buf_at
-            || self.offset >= buf_end
+        if self.buf_no != Some(self.at.segment)
+            || self.at.offset < self.buf_at
+            || self.at.offset >= buf_end
         {
             return false;
         }
-        let from = (self.offset - self.buf_at) as usize;
+        let from = (self.at.offset - self.buf_at) as usize;
         buf_end >= stop || !matches!(record::decode(&self.buf[from..]), Decoded::Incomplete)
     }
 
     /// Reads up to a chunk of committed bytes from the offset.
     fn fill(&mut self, stop: u64) -> Result<(), WalError> {
         if self.file.is_none() {
-            let path = segment::path_of(&self.shared.dir, self.segment_no);
+            let path = segment::path_of(&self.shared.dir, self.at.segment);
             self.file =
                 Some(File::open(path).map_err(|e| WalError::io("open a segment for reading", e))?);
         }
         let file = self.file.as_ref().expect("opened above");
-        let len = (stop - self.offset).min(READ_CHUNK_BYTES) as usize;
+        let len = (stop - self.at.offset).min(READ_CHUNK_BYTES) as usize;
         self.buf.resize(len, 0);
-        file.read_exact_at(&mut self.buf, self.offset)
+        file.read_exact_at(&mut self.buf, self.at.offset)
             .map_err(|e| WalError::io("read a segment", e))?;
-        self.buf_at = self.offset;
-        self.buf_no = Some(self.segment_no);
+        self.buf_at = self.at.offset;
+        self.buf_no = Some(self.at.segment);
         Ok(())
     }
 
@@ -209,7 +203,7 @@ impl WalReader {
         let skip = record::resync(&self.buf[pos..end], self.last_id).unwrap_or(end - pos);
         log::error!(
             "WAL segment {} is damaged at offset {} ({} bytes skipped); it was intact when written",
-            self.segment_no,
+            self.at.segment,
             self.buf_at + pos as u64,
             skip
         );

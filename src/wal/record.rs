@@ -4,6 +4,7 @@
 //! past damage) on the recovery and flusher side. The byte layout is
 //! documented in [`crate::wal`].
 
+use super::Id;
 use crate::limits::{MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, RECORD_BYTES_MAX};
 use crate::usage::Usage;
 
@@ -26,7 +27,7 @@ const STAGED_FIXED_BYTES: usize = PAYLOAD_FIXED_BYTES - 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
     /// The id returned in the 201 and used as MongoDB's `_id`.
-    pub id: u64,
+    pub id: Id,
     /// When busyapi accepted the request, UTC epoch milliseconds.
     pub received_at_ms: i64,
     /// The event's instant, UTC epoch milliseconds.
@@ -67,23 +68,22 @@ fn staged_len(staged: &[u8]) -> usize {
 
 /// Frames every staged record in `staged`, numbering them from `first_id`,
 /// onto `out`. Returns how many records were framed.
-pub fn frame_staged(staged: &[u8], first_id: u64, out: &mut Vec<u8>) -> u64 {
-    let mut pos = 0;
-    let mut id = first_id;
+pub fn frame_staged(staged: &[u8], first_id: Id, out: &mut Vec<u8>) -> u64 {
+    let (mut pos, mut framed) = (0, 0);
     while pos < staged.len() {
         let n = staged_len(&staged[pos..]);
-        frame_one(id, &staged[pos..pos + n], out);
+        frame_one(first_id.plus(framed), &staged[pos..pos + n], out);
         pos += n;
-        id += 1;
+        framed += 1;
     }
-    id - first_id
+    framed
 }
 
-fn frame_one(id: u64, staged: &[u8], out: &mut Vec<u8>) {
+fn frame_one(id: Id, staged: &[u8], out: &mut Vec<u8>) {
     let payload_len = 8 + staged.len();
     debug_assert!((PAYLOAD_BYTES_MIN..=PAYLOAD_BYTES_MAX).contains(&payload_len));
     let len_bytes = (payload_len as u32).to_le_bytes();
-    let id_bytes = id.to_le_bytes();
+    let id_bytes = id.raw().to_le_bytes();
     let mut crc = crc32fast::Hasher::new();
     crc.update(&len_bytes);
     crc.update(&id_bytes);
@@ -142,7 +142,7 @@ fn parse_payload(p: &[u8]) -> Option<Record<'_>> {
         return None;
     }
     Some(Record {
-        id: word(0) as u64,
+        id: Id::from_raw(word(0) as u64),
         received_at_ms: word(8),
         timestamp_ms: word(16),
         patient_id: std::str::from_utf8(&p[PAYLOAD_FIXED_BYTES + 1..med_at]).ok()?,
@@ -153,7 +153,7 @@ fn parse_payload(p: &[u8]) -> Option<Record<'_>> {
 /// After damage at the start of `buf`, the offset of the next intact record
 /// whose id is above `after_id`, if any. Ids only grow along the log, so a
 /// stale or accidental match with a lower id is not taken.
-pub fn resync(buf: &[u8], after_id: u64) -> Option<usize> {
+pub fn resync(buf: &[u8], after_id: Id) -> Option<usize> {
     (1..buf.len())
         .find(|&at| matches!(decode(&buf[at..]), Decoded::Record(r, _) if r.id > after_id))
 }
@@ -180,14 +180,14 @@ mod tests {
             s.extend(staged(&format!("p{i}"), "Albuterol", i as i64));
         }
         let mut out = Vec::new();
-        assert_eq!(frame_staged(&s, first_id, &mut out), n);
+        assert_eq!(frame_staged(&s, Id::from_raw(first_id), &mut out), n);
         out
     }
 
     fn decode_all(mut buf: &[u8]) -> Vec<u64> {
         let mut ids = Vec::new();
         while let Decoded::Record(r, n) = decode(buf) {
-            ids.push(r.id);
+            ids.push(r.id.raw());
             buf = &buf[n..];
         }
         ids
@@ -199,7 +199,7 @@ mod tests {
         match decode(&out) {
             Decoded::Record(r, n) => {
                 assert_eq!(n, out.len());
-                assert_eq!(r.id, 77);
+                assert_eq!(r.id, Id::from_raw(77));
                 assert_eq!(r.patient_id, "p0");
                 assert_eq!(r.medication, "Albuterol");
                 assert_eq!(r.received_at_ms, 1_700_000_000_000);
@@ -219,7 +219,7 @@ mod tests {
         };
         stage(&usage, 9, &mut out);
         let mut f = Vec::new();
-        frame_staged(&out, 1, &mut f);
+        frame_staged(&out, Id::from_raw(1), &mut f);
         assert!(matches!(decode(&f), Decoded::Record(r, _) if r.patient_id == "100"));
     }
 
@@ -255,7 +255,7 @@ mod tests {
     fn zeros_are_not_a_record() {
         assert_eq!(decode(&[0u8; 64]), Decoded::Invalid);
         assert_eq!(decode(&[]), Decoded::Incomplete);
-        assert_eq!(resync(&[0u8; 4096], 0), None);
+        assert_eq!(resync(&[0u8; 4096], Id::from_raw(0)), None);
     }
 
     #[test]
@@ -263,8 +263,8 @@ mod tests {
         let mut out = framed(3, 1);
         out[12] ^= 0xff; // inside the first record's payload
         assert_eq!(decode(&out), Decoded::Invalid);
-        let at = resync(&out, 0).expect("second record is intact");
+        let at = resync(&out, Id::from_raw(0)).expect("second record is intact");
         assert_eq!(decode_all(&out[at..]), vec![2, 3]);
-        assert_eq!(resync(&out, 3), None, "no record above id 3");
+        assert_eq!(resync(&out, Id::from_raw(3)), None, "no record above id 3");
     }
 }

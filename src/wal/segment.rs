@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::record::{self, Decoded};
-use super::{WalError, quarantine};
+use super::{Id, WalError, quarantine};
 use crate::limits::{PREALLOC_CHUNK_BYTES, SPARE_FILL_BYTES_PER_S};
 
 /// Identifies a busyapi WAL segment.
@@ -241,8 +241,8 @@ pub struct Scan {
     /// Records at or after the `pending_from` offset given to the scan: the
     /// ones still owed to MongoDB.
     pub pending_records: u64,
-    pub first_id: Option<u64>,
-    pub last_id: Option<u64>,
+    pub first_id: Option<Id>,
+    pub last_id: Option<Id>,
     /// Ranges of bytes between intact records that hold no intact record.
     /// Readers skip them; their bytes are kept in the quarantine directory.
     pub damaged: Vec<Range<u64>>,
@@ -326,7 +326,7 @@ pub fn scan_records(header: Header, bytes: &[u8], pending_from: u64) -> Scan {
                 pos += n;
                 scan.end = pos as u64;
             }
-            _ => match next_intact(bytes, pos, scan.last_id.unwrap_or(0)) {
+            _ => match next_intact(bytes, pos, scan.last_id.unwrap_or(Id::MIN)) {
                 Some(at) => {
                     scan.damaged.push(pos as u64..at as u64);
                     pos = at;
@@ -344,7 +344,7 @@ pub fn scan_records(header: Header, bytes: &[u8], pending_from: u64) -> Scan {
 /// is above `after_id`. A run of zeros (the preallocated rest of a segment,
 /// or blocks a crash left unwritten) is skipped at once: a record's length
 /// is at least 28, so at most its first 3 bytes can be zeros.
-fn next_intact(bytes: &[u8], pos: usize, after_id: u64) -> Option<usize> {
+fn next_intact(bytes: &[u8], pos: usize, after_id: Id) -> Option<usize> {
     let nonzero = pos + bytes[pos..].iter().position(|&b| b != 0)?;
     let from = nonzero.saturating_sub(3).max(pos + 1);
     (from..bytes.len()).find(
@@ -360,9 +360,7 @@ fn first_intact_seq(no: u64, node_id: u32, bytes: &[u8]) -> Option<u64> {
         segment_no: no,
         base_seq: 0,
     };
-    scan_records(probe, bytes, 0)
-        .first_id
-        .map(|id| id & crate::limits::SEQ_MAX)
+    scan_records(probe, bytes, 0).first_id.map(Id::seq)
 }
 
 /// A damaged header in front of records: keep the records (they may be
@@ -419,7 +417,7 @@ mod tests {
             record::stage(&usage, 2, &mut staged);
         }
         let mut bytes = HEADER.encode().to_vec();
-        record::frame_staged(&staged, 100, &mut bytes);
+        record::frame_staged(&staged, Id::from_raw(100), &mut bytes);
         bytes
     }
 
@@ -439,7 +437,7 @@ mod tests {
         let bytes = segment_with(10);
         let s = scan_records(HEADER, &bytes, 0);
         assert_eq!(
-            (s.records, s.first_id, s.last_id),
+            (s.records, s.first_id.map(Id::raw), s.last_id.map(Id::raw)),
             (10, Some(100), Some(109))
         );
         assert_eq!(s.pending_records, 10);
@@ -477,7 +475,7 @@ mod tests {
         bytes[HEADER_BYTES as usize + 3 * rec + 12] ^= 0x01; // inside record 4
         let s = scan_records(HEADER, &bytes, 0);
         assert_eq!(s.records, 9);
-        assert_eq!(s.last_id, Some(109));
+        assert_eq!(s.last_id.map(Id::raw), Some(109));
         assert_eq!(s.damaged.len(), 1);
         assert_eq!(s.damaged[0].end - s.damaged[0].start, rec as u64);
         assert_eq!(s.end, bytes.len() as u64);

@@ -1,5 +1,6 @@
 //! The view of the log shared by the writer, the flusher and the HTTP layer,
-//! and [`open`], which recovers a data directory into that view.
+//! and [`open`], which locks a data directory and wires what
+//! [`super::recovery`] found in it into that view.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -11,12 +12,10 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::WalError;
-use super::checkpoint::{self, Checkpoint};
-use super::record;
-use super::segment::{self, HEADER_BYTES, Header, QUARANTINE_DIR};
+use super::checkpoint::Checkpoint;
+use super::segment::{self, QUARANTINE_DIR};
 use super::writer::Active;
-use crate::limits::{SEQ_BITS, SEQ_MAX};
+use super::{Id, Position, WalError, recovery};
 
 /// What a reader needs to know about one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +47,11 @@ pub struct WalShared {
     backlog_records: AtomicU64,
     /// False while appends fail (a full disk, say); readiness reports it.
     writable: AtomicBool,
-    /// The id of the newest committed record (0: none yet this run).
+    /// The raw id of the newest committed record (0: none yet this run).
     last_id: AtomicU64,
     /// The first id this run hands out: records below it were recovered
     /// and may have reached MongoDB before.
-    pub first_new_id: u64,
+    pub first_new_id: Id,
 }
 
 impl WalShared {
@@ -68,8 +67,8 @@ impl WalShared {
         self.writable.load(Ordering::Relaxed)
     }
 
-    pub fn last_id(&self) -> u64 {
-        self.last_id.load(Ordering::Relaxed)
+    pub fn last_id(&self) -> Id {
+        Id::from_raw(self.last_id.load(Ordering::Relaxed))
     }
 
     pub(super) fn set_writable(&self, ok: bool) {
@@ -81,19 +80,20 @@ impl WalShared {
         self.segments.lock().iter().find(|s| s.no >= no).cloned()
     }
 
-    /// Waits up to `timeout` for segment `no` to commit past `offset` or to
-    /// be sealed, and returns its view.
-    pub fn wait_past(&self, no: u64, offset: u64, timeout: Duration) -> Option<SegmentView> {
+    /// Waits up to `timeout` for the log to commit past `at` or to seal
+    /// its segment, and returns the view of that segment (or, if it is
+    /// gone, of the first one after it).
+    pub fn wait_past(&self, at: Position, timeout: Duration) -> Option<SegmentView> {
         let mut segs = self.segments.lock();
         let ready = |segs: &VecDeque<SegmentView>| {
             segs.iter()
-                .find(|s| s.no >= no)
-                .is_some_and(|s| s.no > no || s.sealed || s.committed_end > offset)
+                .find(|s| s.no >= at.segment)
+                .is_some_and(|s| s.no > at.segment || s.sealed || s.committed_end > at.offset)
         };
         if !ready(&segs) {
             self.changed.wait_for(&mut segs, timeout);
         }
-        segs.iter().find(|s| s.no >= no).cloned()
+        segs.iter().find(|s| s.no >= at.segment).cloned()
     }
 
     /// Wakes anyone in [`WalShared::wait_past`] (used at shutdown).
@@ -101,18 +101,18 @@ impl WalShared {
         self.changed.notify_all();
     }
 
-    pub(super) fn publish_commit(&self, no: u64, end: u64, bytes: u64, records: u64, last_id: u64) {
+    pub(super) fn publish_commit(&self, end: Position, bytes: u64, records: u64, last_id: Id) {
         {
             let mut segs = self.segments.lock();
             let active = segs
                 .back_mut()
                 .expect("the active segment is always in the view");
-            debug_assert_eq!(active.no, no);
-            active.committed_end = end;
+            debug_assert_eq!(active.no, end.segment);
+            active.committed_end = end.offset;
         }
         self.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.backlog_records.fetch_add(records, Ordering::Relaxed);
-        self.last_id.store(last_id, Ordering::Relaxed);
+        self.last_id.store(last_id.raw(), Ordering::Relaxed);
         self.changed.notify_all();
     }
 
@@ -123,7 +123,7 @@ impl WalShared {
         }
         segs.push_back(SegmentView {
             no: new_no,
-            committed_end: HEADER_BYTES,
+            committed_end: Position::first_in(new_no).offset,
             sealed: false,
             damaged: Vec::new(),
         });
@@ -178,7 +178,7 @@ pub struct Opened {
 /// history of its own: `fresh_floor` then says the highest seq this node
 /// may already have handed out (its ids in MongoDB, from an earlier life on
 /// another disk), and the first segment's header keeps that floor for
-/// every later start.
+/// every later start. The rules are in `wal/recovery.rs`.
 pub fn open(
     dir: &Path,
     node_id: u32,
@@ -188,150 +188,32 @@ pub fn open(
     fs::create_dir_all(dir.join(QUARANTINE_DIR))
         .map_err(|e| WalError::io("create the data directory", e))?;
     let lock = lock_dir(dir)?;
-    let ckpt = checkpoint::load(dir)?;
-    let nos = segment::list(dir)?;
-    let resume_no = ckpt.map_or(0, |c| c.segment_no);
-    let Recovered {
-        mut views,
-        mut seq_floor,
-        backlog_bytes,
-        backlog_records,
-    } = recover_all(dir, node_id, ckpt, &nos)?;
-    // Fresh is what recovery found, not which files exist: a first segment
-    // torn at creation (no header, no record) has no floor to give.
-    if ckpt.is_none() && views.is_empty() {
-        seq_floor = fresh_floor()?;
-    }
-    segment::sync_dir(dir);
-    let next_seq = seq_floor + 1;
-    if next_seq > SEQ_MAX {
-        return Err(WalError::IdsExhausted);
-    }
-    // A segment number is never used twice, not even the checkpoint's once
-    // its file is gone (deleted by hand after MongoDB had every record): the
-    // checkpoint's offset would point into the new file and skip its first
-    // records, acknowledged ones, at this start and at every later one.
-    let new_no = nos.last().map_or(1, |n| n + 1).max(resume_no + 1);
-    let header = Header {
-        node_id,
-        segment_no: new_no,
-        base_seq: next_seq,
-    };
-    let file = start_active(dir, header, segment_bytes)?;
-    views.push_back(SegmentView {
-        no: new_no,
-        committed_end: HEADER_BYTES,
-        sealed: false,
-        damaged: Vec::new(),
-    });
-    let resume = match ckpt {
-        Some(c) => c,
-        None => Checkpoint {
-            segment_no: views.front().map_or(new_no, |s| s.no),
-            offset: HEADER_BYTES,
-            last_seq: 0,
-        },
-    };
+    let r = recovery::recover(dir, node_id, segment_bytes, fresh_floor)?;
+    let first_new_id = Id::new(node_id, r.active.next_seq);
     log::info!(
-        "WAL recovered in {}: {} segment(s), {backlog_records} record(s) awaiting delivery, next id {}",
+        "WAL recovered in {}: {} segment(s), {} record(s) awaiting delivery, next id {first_new_id}",
         dir.display(),
-        views.len(),
-        (u64::from(node_id) << SEQ_BITS) | next_seq
+        r.views.len(),
+        r.backlog_records
     );
     let shared = Arc::new(WalShared {
         _lock: lock,
         dir: dir.to_path_buf(),
         node_id,
         segment_bytes,
-        segments: Mutex::new(views),
+        segments: Mutex::new(r.views),
         changed: Condvar::new(),
-        backlog_bytes: AtomicU64::new(backlog_bytes),
-        backlog_records: AtomicU64::new(backlog_records),
+        backlog_bytes: AtomicU64::new(r.backlog_bytes),
+        backlog_records: AtomicU64::new(r.backlog_records),
         writable: AtomicBool::new(true),
         last_id: AtomicU64::new(0),
-        first_new_id: (u64::from(node_id) << SEQ_BITS) | next_seq,
+        first_new_id,
     });
-    let active = Active {
-        file,
-        segment_no: new_no,
-        len: HEADER_BYTES,
-        next_seq,
-    };
     Ok(Opened {
         shared,
-        active,
-        resume,
+        active: r.active,
+        resume: r.resume,
     })
-}
-
-/// Creates the new active segment, preallocated from a spare when one can
-/// be made (a failure there is not fatal: the segment is then a plain file).
-fn start_active(dir: &Path, header: Header, segment_bytes: u64) -> Result<fs::File, WalError> {
-    segment::discard_half_made(dir);
-    if let Err(e) = segment::prepare_spare(dir, segment_bytes, segment::SparePace::Full) {
-        log::warn!(
-            "could not preallocate a WAL segment ({e}); appends will also update file metadata"
-        );
-    }
-    segment::create(dir, header, segment_bytes)
-}
-
-/// What the existing segments hold.
-struct Recovered {
-    views: VecDeque<SegmentView>,
-    /// The highest sequence number that may have been handed out.
-    seq_floor: u64,
-    backlog_bytes: u64,
-    backlog_records: u64,
-}
-
-/// Recovers every segment (see [`segment::recover`]) and deletes the ones
-/// the checkpoint has already passed.
-fn recover_all(
-    dir: &Path,
-    node_id: u32,
-    ckpt: Option<Checkpoint>,
-    nos: &[u64],
-) -> Result<Recovered, WalError> {
-    let resume_no = ckpt.map_or(0, |c| c.segment_no);
-    let mut r = Recovered {
-        views: VecDeque::new(),
-        seq_floor: ckpt.map_or(0, |c| c.last_seq),
-        backlog_bytes: 0,
-        backlog_records: 0,
-    };
-    for &no in nos {
-        if no < resume_no {
-            // Delivered and checkpointed, but the process stopped before
-            // deleting it.
-            fs::remove_file(segment::path_of(dir, no))
-                .map_err(|e| WalError::io("delete a delivered segment", e))?;
-            continue;
-        }
-        let from = match ckpt {
-            Some(c) if c.segment_no == no => c.offset.max(HEADER_BYTES),
-            _ => HEADER_BYTES,
-        };
-        let Some(scan) = segment::recover(dir, no, node_id, from)? else {
-            continue;
-        };
-        // Cut bytes may have held records whose ids were handed out (and
-        // maybe delivered): skip as many ids as could have fit in them.
-        let cut_ids = scan.torn_tail_bytes / record::FRAME_BYTES_MIN as u64;
-        r.seq_floor = r
-            .seq_floor
-            .max(scan.header.base_seq.saturating_sub(1))
-            .max(scan.last_id.map_or(0, |id| id & SEQ_MAX) + cut_ids);
-        r.backlog_bytes += scan.end.saturating_sub(from);
-        r.backlog_records += scan.pending_records;
-        r.views.push_back(SegmentView {
-            no,
-            committed_end: scan.end,
-            sealed: true,
-            damaged: scan.damaged,
-        });
-    }
-    Ok(r)
 }
 
 /// Takes the data directory's lock, or says who holds it. The kernel drops

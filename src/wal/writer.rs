@@ -16,17 +16,17 @@ use std::time::{Duration, Instant};
 
 use super::lanes::{CommitError, Lanes, Reply, Submission};
 use super::pacing::{Batch, Pacer};
-use super::segment::{self, HEADER_BYTES, Header, SparePace};
-use super::{WalShared, record};
-use crate::limits::{COMMIT_RECORDS_MAX, RECORD_BYTES_MAX, SEQ_BITS, SEQ_MAX};
+use super::segment::{self, Header, SparePace};
+use super::{Id, Position, WalShared, record};
+use crate::limits::{COMMIT_RECORDS_MAX, RECORD_BYTES_MAX, SEQ_MAX};
 use crate::metrics;
 
 /// The writer's append position.
 pub struct Active {
     pub(super) file: File,
-    pub(super) segment_no: u64,
-    /// Bytes in the file, all of them synced.
-    pub(super) len: u64,
+    /// The end of the log: the segment's bytes before it are all synced,
+    /// and the next commit is appended there.
+    pub(super) end: Position,
     pub(super) next_seq: u64,
 }
 
@@ -68,7 +68,7 @@ struct Writer {
     /// The framed bytes of one commit, reused.
     buf: Vec<u8>,
     /// The first id of each submission in the commit, reused.
-    first_ids: Vec<u64>,
+    first_ids: Vec<Id>,
     /// The thread that prepares the next segment; woken after each roll.
     spare: Thread,
     /// When to hold a commit back so that its fsync serves more records.
@@ -172,42 +172,37 @@ impl Writer {
             );
             return Err(CommitError::IdsExhausted);
         }
-        let node_bits = u64::from(self.shared.node_id) << SEQ_BITS;
+        let node = self.shared.node_id;
         self.buf.clear();
         self.first_ids.clear();
         let mut seq = first_seq;
         for (_, sub) in batch {
-            self.first_ids.push(node_bits | seq);
-            seq += record::frame_staged(&sub.staged, node_bits | seq, &mut self.buf);
+            self.first_ids.push(Id::new(node, seq));
+            seq += record::frame_staged(&sub.staged, Id::new(node, seq), &mut self.buf);
         }
         debug_assert_eq!(seq - first_seq, records);
-        if self.active.len + self.buf.len() as u64 > self.shared.segment_bytes {
+        if self.active.end.offset + self.buf.len() as u64 > self.shared.segment_bytes {
             self.roll().map_err(|e| self.write_failed(&e))?;
         }
-        if let Err(e) = append(&self.active.file, &self.buf, self.active.len) {
+        if let Err(e) = append(&self.active.file, &self.buf, self.active.end.offset) {
             self.wipe_tail_or_die(self.buf.len() as u64);
             return Err(self.write_failed(&e));
         }
         let started = Instant::now();
         super::sync_or_die(&self.active.file, "a WAL commit");
         metrics::observe_fsync(started.elapsed(), records);
-        self.active.len += self.buf.len() as u64;
+        self.active.end.offset += self.buf.len() as u64;
         self.active.next_seq = seq;
         self.shared.set_writable(true);
-        let last_id = node_bits | (seq - 1);
-        self.shared.publish_commit(
-            self.active.segment_no,
-            self.active.len,
-            self.buf.len() as u64,
-            records,
-            last_id,
-        );
+        let last_id = Id::new(node, seq - 1);
+        self.shared
+            .publish_commit(self.active.end, self.buf.len() as u64, records, last_id);
         Ok(())
     }
 
     /// Seals the active segment and starts the next one.
     fn roll(&mut self) -> Result<(), super::WalError> {
-        let no = self.active.segment_no + 1;
+        let no = self.active.end.segment + 1;
         let header = Header {
             node_id: self.shared.node_id,
             segment_no: no,
@@ -218,8 +213,7 @@ impl Writer {
         self.spare.unpark();
         self.active = Active {
             file,
-            segment_no: no,
-            len: HEADER_BYTES,
+            end: Position::first_in(no),
             next_seq: self.active.next_seq,
         };
         self.shared.publish_roll(no);
@@ -236,7 +230,7 @@ impl Writer {
     /// connection, an outcome they already treat as unknown, the same as a
     /// failed fsync (see `super::fatal`).
     fn wipe_tail_or_die(&self, bytes: u64) {
-        if let Err(e) = wipe(&self.active.file, self.active.len, bytes) {
+        if let Err(e) = wipe(&self.active.file, self.active.end.offset, bytes) {
             super::fatal("zero what a failed WAL append left", &e);
         }
         // The zeros must be as durable as the log; same rule as a commit.

@@ -5,6 +5,7 @@ use std::fs;
 use std::ops::Range;
 use std::path::Path;
 
+use busyapi::wal::Id;
 use busyapi::wal::record::{self, Decoded, Record};
 use busyapi::wal::segment::{self, HEADER_BYTES};
 
@@ -13,7 +14,7 @@ use busyapi::wal::segment::{self, HEADER_BYTES};
 /// resynchronise on the next record with a higher id.
 pub fn record_spans<T>(bytes: &[u8], key: impl Fn(&Record<'_>) -> T) -> Vec<(Range<usize>, T)> {
     let mut spans = Vec::new();
-    let (mut pos, mut last) = (HEADER_BYTES as usize, 0);
+    let (mut pos, mut last) = (HEADER_BYTES as usize, Id::MIN);
     while pos < bytes.len() {
         match record::decode(&bytes[pos..]) {
             Decoded::Record(r, n) if r.id > last => {

@@ -5,9 +5,8 @@ use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
 
-use busyapi::limits::SEQ_BITS;
-use busyapi::wal::record;
 use busyapi::wal::segment::{self, HEADER_BYTES};
+use busyapi::wal::{Id, record};
 
 use super::NODE_ID;
 use super::common::{record_spans, segment_bytes, write_segment};
@@ -29,14 +28,14 @@ fn segments(dir: &Path) -> Vec<(u64, Vec<u8>)> {
 }
 
 /// The id the writer would have given its next record.
-fn next_id(wal: &Wal) -> u64 {
+fn next_id(wal: &Wal) -> Id {
     let last = wal.shared.last_id();
-    if last != 0 {
-        return last + 1;
+    if last != Id::MIN {
+        return last.plus(1);
     }
     let (_, active) = segments(&wal.dir).pop().expect("the active segment");
     let base_seq = u64::from_le_bytes(active[24..32].try_into().expect("8 bytes"));
-    (u64::from(NODE_ID) << SEQ_BITS) | base_seq
+    Id::new(NODE_ID, base_seq)
 }
 
 /// A commit of `records` records torn after `keep` bytes (modulo its
@@ -57,10 +56,10 @@ pub fn crash(
         let patient = model.patient("c");
         let mut staged = Vec::new();
         record::stage(&usage(&patient), 1, &mut staged);
-        record::frame_staged(&staged, first + i, &mut framed);
+        record::frame_staged(&staged, first.plus(i), &mut framed);
         ends.push(framed.len());
         recs.push(Rec {
-            id: first + i,
+            id: first.plus(i),
             patient,
         });
     }

@@ -7,7 +7,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use busyapi::ingest::{PatientId, Usage};
-use busyapi::limits::SEQ_MAX;
 use busyapi::wal::checkpoint::{self, Checkpoint};
 use busyapi::wal::reader::WalReader;
 use busyapi::wal::record;
@@ -83,7 +82,7 @@ impl Wal {
         for (patients, rx) in waiting {
             let first = rx.recv().expect("a reply").first_id.expect("a commit");
             recs.extend(patients.into_iter().enumerate().map(|(i, patient)| Rec {
-                id: first + i as u64,
+                id: first.plus(i as u64),
                 patient,
             }));
         }
@@ -97,16 +96,12 @@ impl Wal {
         let mut reader = self.reader();
         let mut got = Vec::new();
         read_to_end(&mut reader, usize::MAX, &mut got);
-        let (segment_no, offset) = reader.position();
+        let at = reader.position();
         let last_seq = got
             .iter()
-            .map(|r: &Rec| r.id & SEQ_MAX)
+            .map(|r: &Rec| r.id.seq())
             .fold(self.ckpt.last_seq, u64::max);
-        let next = Checkpoint {
-            segment_no,
-            offset,
-            last_seq,
-        };
+        let next = Checkpoint { at, last_seq };
         (got, next)
     }
 
@@ -119,7 +114,7 @@ impl Wal {
         let (got, next) = self.read_owed();
         checkpoint::store(&self.dir, &next).expect("store the checkpoint");
         self.shared
-            .release_before(next.segment_no)
+            .release_before(next.at.segment)
             .expect("release delivered segments");
         self.ckpt = next;
         got

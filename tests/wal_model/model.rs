@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use busyapi::wal::Id;
 use busyapi::wal::segment::HEADER_BYTES;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -70,7 +71,7 @@ pub fn op() -> impl Strategy<Value = Op> {
 /// A record as the model knows it; the patient id is unique to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rec {
-    pub id: u64,
+    pub id: Id,
     pub patient: String,
 }
 
@@ -82,7 +83,7 @@ pub struct Model {
     /// never written whole by a torn commit.
     pub gone: HashSet<String>,
     pub delivered: HashSet<String>,
-    delivered_id_max: u64,
+    delivered_id_max: Id,
     /// Makes patient ids unique.
     next_patient: u64,
 }
@@ -94,10 +95,10 @@ impl Model {
     }
 
     /// Ids handed out from now on must be above this.
-    pub fn id_floor(&self) -> u64 {
+    pub fn id_floor(&self) -> Id {
         self.owed
             .last()
-            .map_or(0, |r| r.id)
+            .map_or(Id::MIN, |r| r.id)
             .max(self.delivered_id_max)
     }
 

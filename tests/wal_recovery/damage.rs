@@ -5,8 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use busyapi::limits::SEQ_MAX;
-use busyapi::wal::checkpoint;
+use busyapi::wal::{Id, checkpoint};
 
 use super::*;
 use common::{Mongo, wait_for};
@@ -19,7 +18,7 @@ fn a_torn_tail_is_cut_and_quarantined_and_the_server_starts_and_serves_higher_id
     stop(&mut server);
 
     let no = newest_segment(&dir);
-    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id);
+    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id.raw());
     assert_eq!(spans.iter().map(|(_, id)| *id).collect::<Vec<_>>(), acked);
     let last = spans[9].0.clone();
     let garbage = [0xa5u8; 100];
@@ -89,7 +88,7 @@ fn a_damaged_record_in_a_sealed_segment_is_quarantined_and_later_records_reach_m
     drop(server);
 
     let no = segment::list(&dir).expect("list")[0];
-    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id);
+    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id.raw());
     let third = spans[2].0.clone();
     assert_eq!(spans[2].1, acked[2]);
     let mut damaged = Vec::new();
@@ -192,7 +191,7 @@ fn every_record_of_the_checkpoints_segment_and_after_reaches_mongodb_when_its_he
     wait_for(DELIVERY, "a checkpoint past the delivered records", || {
         checkpoint::load(&dir)
             .expect("load")
-            .is_some_and(|c| c.last_seq == delivered[19] & SEQ_MAX)
+            .is_some_and(|c| c.last_seq == Id::from_raw(delivered[19]).seq())
     });
     // MongoDB goes away: the rest of this segment and all of the next one
     // wait in the WAL, and the checkpoint stays inside the first segment.
@@ -205,7 +204,7 @@ fn every_record_of_the_checkpoints_segment_and_after_reaches_mongodb_when_its_he
     let ckpt = checkpoint::load(&dir).expect("load").expect("a checkpoint");
     let first = segment::list(&dir).expect("list")[0];
     assert_eq!(
-        ckpt.segment_no, first,
+        ckpt.at.segment, first,
         "the checkpoint is inside the first segment"
     );
     rewrite(&dir, first, |bytes| bytes[30] ^= 0x02); // base seq: the CRC fails

@@ -7,14 +7,14 @@
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use busyapi::limits::SEQ_BITS;
+use busyapi::wal::Id;
 use common::Mongo;
 use mongodb::options::WriteConcern;
 
 use super::*;
 
 /// `_id`s of another node (node 1): they must not move node 0's floor.
-const NODE_1_ID: i64 = (1 << SEQ_BITS) + 5_000;
+const NODE_1_ID: i64 = Id::new(1, 5_000).raw() as i64;
 
 #[test]
 fn a_node_id_reused_on_an_empty_data_dir_starts_above_its_ids_in_mongodb_and_every_usage_is_stored()
@@ -37,7 +37,7 @@ fn a_node_id_reused_on_an_empty_data_dir_starts_above_its_ids_in_mongodb_and_eve
     let second = post_many(&server, 5);
     assert_all_above(&second, first[4], "a new data directory of the same node");
     assert!(
-        second.iter().all(|&id| id < 1 << SEQ_BITS),
+        second.iter().all(|&id| Id::from_raw(id).node() == 0),
         "still node 0's ids: {second:?}"
     );
     assert!(
@@ -104,7 +104,10 @@ fn a_fresh_data_dir_waits_for_mongodb_before_listening_and_keeps_the_learned_flo
     server.restart();
     let ids = post_many(&server, 3);
     assert_all_above(&ids, HIGHEST_SEQ as u64, "after a restart without MongoDB");
-    assert!(ids.iter().all(|&id| id < 1 << SEQ_BITS), "{ids:?}");
+    assert!(
+        ids.iter().all(|&id| Id::from_raw(id).node() == 0),
+        "{ids:?}"
+    );
 }
 
 #[test]
@@ -255,7 +258,7 @@ fn wait_for_stored(client: &Client, db: &str, ids: &[u64]) {
     common::wait_for(DELIVERY, "the acknowledged usages in MongoDB", || {
         let stored: Vec<u64> = stored_ids(client, db)
             .into_iter()
-            .filter(|&id| id < 1 << SEQ_BITS)
+            .filter(|&id| Id::from_raw(id).node() == 0)
             .collect();
         stored == ids
     });

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use busyapi::limits::SEQ_MAX;
-use busyapi::wal::checkpoint;
+use busyapi::wal::{Id, checkpoint};
 
 use super::*;
 use common::{load, wait_for};
@@ -88,8 +87,12 @@ fn deliver_and_release(dir: &Path, db: &str, client: &Client) -> Vec<u64> {
     let ckpt = checkpoint::load(dir).expect("load").expect("a checkpoint");
     assert_eq!(segment::list(dir).expect("list"), [newest]);
     assert_eq!(
-        (ckpt.segment_no, ckpt.offset, ckpt.last_seq),
-        (newest, logical_end(dir, newest) as u64, all[39] & SEQ_MAX),
+        (ckpt.at.segment, ckpt.at.offset, ckpt.last_seq),
+        (
+            newest,
+            logical_end(dir, newest) as u64,
+            Id::from_raw(all[39]).seq()
+        ),
         "the graceful stop stores a checkpoint past every delivered record"
     );
     all
@@ -142,7 +145,7 @@ fn ids_stay_above_delivered_ones_when_the_checkpoint_is_damaged_and_only_an_empt
     });
     stop(&mut server);
     assert!(
-        record_spans(&segment_bytes(&dir, own), |r| r.id).is_empty(),
+        record_spans(&segment_bytes(&dir, own), |r| r.id.raw()).is_empty(),
         "the remaining segment holds no record"
     );
     let ckpt_path = dir.join("checkpoint");
@@ -170,7 +173,7 @@ fn ids_of_a_last_record_destroyed_before_a_restart_are_never_handed_out_again() 
     // a flipped byte makes it a torn tail that recovery cuts, so nothing
     // left in the WAL remembers its id.
     let no = newest_segment(&dir);
-    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id);
+    let spans = record_spans(&segment_bytes(&dir, no), |r| r.id.raw());
     let (last, last_id) = spans.last().cloned().expect("records in the segment");
     assert_eq!(
         last_id, before[9],
