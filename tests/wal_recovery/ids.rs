@@ -213,5 +213,7 @@ fn with_fresh_dir_ids_from_one_a_reused_node_id_is_reported_when_mongodb_holds_i
     wait_for(DELIVERY, "the collisions to be counted", || {
         common::metric(&server, "busyapi_id_collisions_total") == 5.0
     });
-    server.wait_for_log("MongoDB already holds other documents under 5 id(s)");
+    // The line reports the first refused batch, which may hold fewer than
+    // the 5 (the flusher batches by time): the count is the metric's.
+    server.wait_for_log("MongoDB already holds other documents under ");
 }
