@@ -13,6 +13,7 @@
 //! | [`refusals`]   | framing 400s, 404, 405, 408, 413, 415, 431, 501, 505  |
 //! | [`http11`]     | keep-alive, close, pipelining, chunked, 100-continue  |
 //! | [`hostile`]    | garbage, noise, torn requests: the server lives on    |
+//! | [`rfc_details`]| Host, Transfer-Encoding lists, 414, absolute form, ...|
 //! | [`operations`] | /healthz, /readyz, HEAD, /metrics, /api/stats         |
 mod common;
 
@@ -24,6 +25,8 @@ mod http11;
 mod operations;
 #[path = "http_contract/refusals.rs"]
 mod refusals;
+#[path = "http_contract/rfc_details.rs"]
+mod rfc_details;
 #[path = "http_contract/usages.rs"]
 mod usages;
 

@@ -14,8 +14,9 @@
 //! - [`server`]: the accept loop, the connection cap, and shutdown.
 //! - [`conn`]: one connection: reading with timeouts, pipelining, grouping
 //!   a read's usages into one WAL submission, writing responses in order.
-//! - [`request`] / [`response`]: framing, as pure functions; [`chunked`]:
-//!   chunked request bodies, strictly.
+//! - [`request`] / [`response`]: framing, as pure functions; `fields`: the
+//!   header fields acted on and their syntax; [`chunked`]: chunked request
+//!   bodies, strictly.
 //! - [`routes`]: what each path answers, and [`ApiError::status`], the one
 //!   place where errors become statuses.
 //!
@@ -28,6 +29,7 @@
 
 pub mod chunked;
 pub mod conn;
+mod fields;
 pub mod request;
 pub mod response;
 pub mod routes;
@@ -35,7 +37,7 @@ pub mod server;
 
 use crate::app::NotReady;
 use crate::ingest::IngestError;
-use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX};
+use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX, REQUEST_TARGET_BYTES_MAX};
 use crate::wal::CommitError;
 use crate::wal::SubmitError;
 
@@ -52,8 +54,20 @@ pub enum HttpError {
     BadChunk,
     #[error("only the chunked Transfer-Encoding is supported")]
     UnsupportedTransferEncoding,
+    #[error("the last Transfer-Encoding must be chunked")]
+    ChunkedNotLast,
+    #[error("chunked is given more than once in Transfer-Encoding")]
+    ChunkedTwice,
     #[error("an HTTP/1.1 request needs a Host header")]
     MissingHost,
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("malformed Host header")]
+    BadHost,
+    #[error("request target must be a path or an http(s) URL")]
+    BadTarget,
+    #[error("request target longer than {REQUEST_TARGET_BYTES_MAX} bytes")]
+    TargetTooLong,
     #[error("only HTTP/1.0 and HTTP/1.1 are supported")]
     Version,
     #[error("too many headers (at most {HEADERS_MAX})")]
@@ -97,6 +111,7 @@ impl ApiError {
             ApiError::Http(e) => match e {
                 HttpError::TooManyHeaders | HttpError::HeadersTooLarge => 431,
                 HttpError::BodyTooLarge { .. } => 413,
+                HttpError::TargetTooLong => 414,
                 HttpError::UnsupportedTransferEncoding => 501,
                 HttpError::Version => 505,
                 HttpError::Timeout => 408,
@@ -104,7 +119,12 @@ impl ApiError {
                 | HttpError::BadContentLength
                 | HttpError::LengthAndChunked
                 | HttpError::BadChunk
-                | HttpError::MissingHost => 400,
+                | HttpError::ChunkedNotLast
+                | HttpError::ChunkedTwice
+                | HttpError::MissingHost
+                | HttpError::DuplicateHost
+                | HttpError::BadHost
+                | HttpError::BadTarget => 400,
             },
             ApiError::Ingest(_) => 400,
             ApiError::NotFound => 404,
@@ -139,6 +159,12 @@ mod tests {
             (HttpError::TooManyHeaders.into(), 431),
             (HttpError::HeadersTooLarge.into(), 431),
             (HttpError::BodyTooLarge { max_bytes: 1 }.into(), 413),
+            (HttpError::TargetTooLong.into(), 414),
+            (HttpError::ChunkedNotLast.into(), 400),
+            (HttpError::ChunkedTwice.into(), 400),
+            (HttpError::DuplicateHost.into(), 400),
+            (HttpError::BadHost.into(), 400),
+            (HttpError::BadTarget.into(), 400),
             (HttpError::UnsupportedTransferEncoding.into(), 501),
             (HttpError::Version.into(), 505),
             (HttpError::Timeout.into(), 408),
