@@ -29,6 +29,16 @@ pub const HEADERS_MAX: usize = 100;
 pub const PIPELINE_REQUESTS_MAX: usize = 256;
 /// Initial read buffer per connection: a burst of pipelined usages fits.
 pub const READ_BUF_BYTES_INITIAL: usize = 16 * 1024;
+/// After a response that closes the connection while the client may still
+/// be sending (a 413 decided from `Content-Length`, a 408), what still
+/// arrives is read and dropped for at most this long before the socket
+/// closes: closing with unread bytes makes the kernel send a reset, which
+/// can destroy the response before the client reads it. A second is enough
+/// for a body at the largest cap on any link a device uses, and holds a
+/// refused client for little longer than its answer takes.
+pub const CLOSE_DRAIN_MS: u64 = 1_000;
+/// ...and at most this many bytes: a body at the largest cap.
+pub const CLOSE_DRAIN_BYTES_MAX: usize = BODY_BYTES_MAX_LIMIT;
 /// Coroutine stack. Connection state lives on the heap; the parser and the
 /// response writer are shallow. 64 KiB leaves room for `log` formatting.
 pub const COROUTINE_STACK_BYTES: usize = 64 * 1024;

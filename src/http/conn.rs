@@ -22,7 +22,10 @@ use super::routes::{self, Action};
 use super::{ApiError, HttpError};
 use crate::app::App;
 use crate::ingest::UsageParser;
-use crate::limits::{HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX, READ_BUF_BYTES_INITIAL};
+use crate::limits::{
+    CLOSE_DRAIN_BYTES_MAX, CLOSE_DRAIN_MS, HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX,
+    READ_BUF_BYTES_INITIAL,
+};
 use crate::metrics::{self, Route};
 use crate::wal::lanes::PROMPT_THINK_US;
 use crate::wal::record;
@@ -161,9 +164,40 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Ends the connection. Bytes the client sent that were not handled
+    /// (the rest of a refused body, requests after a close) are read and
+    /// dropped first, for a bounded time: closing a socket with unread
+    /// bytes makes the kernel send a reset, and a reset can destroy the
+    /// response before the client reads it (RFC 9112 §9.6).
     fn close(&mut self) -> io::Result<()> {
         self.stream.flush()?;
-        self.stream.shutdown(std::net::Shutdown::Write)
+        self.stream.shutdown(std::net::Shutdown::Write)?;
+        if self.rpos != self.rend {
+            self.drain_unread();
+        }
+        Ok(())
+    }
+
+    /// Reads and drops what still arrives, until the client closes or
+    /// [`CLOSE_DRAIN_MS`] or [`CLOSE_DRAIN_BYTES_MAX`] run out.
+    fn drain_unread(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(CLOSE_DRAIN_MS);
+        let mut left = CLOSE_DRAIN_BYTES_MAX;
+        while left > 0 {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero()
+                || self
+                    .stream
+                    .set_read_timeout(Some(whole_ms_up(wait)))
+                    .is_err()
+            {
+                return;
+            }
+            match self.stream.read(&mut self.rbuf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
     }
 
     /// Handles every complete request in the buffer.
@@ -223,7 +257,7 @@ impl<'a> Connection<'a> {
         if head.expect_continue && !self.continue_sent {
             let refused = action.and_then(|a| routes::precheck(head, a, self.app));
             if let Err(e) = refused {
-                return self.fail(route, e, false);
+                return self.fail(route, e, head.method == request::Method::Head);
             }
             self.commit_staged();
             response::write_continue(&mut self.wbuf);

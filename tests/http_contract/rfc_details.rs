@@ -1,6 +1,9 @@
 //! Details of RFC 9110 and RFC 9112 that busyapi once got wrong: `Host`
 //! syntax and count, the `Transfer-Encoding` list, `close` inside a
-//! `Connection` list, 414 and absolute-form targets.
+//! `Connection` list, 414, absolute-form targets, HEAD before
+//! `100 Continue`, and a refusal that reaches a client still sending.
+
+use std::io::{Read, Write};
 
 use super::*;
 
@@ -145,4 +148,52 @@ fn an_absolute_form_authority_ends_at_slash_query_or_fragment_and_only_http_sche
         let r = exchange(&s, &post_to(target));
         assert_eq!(r.status, 201, "{target}: {}", r.text());
     }
+}
+
+#[test]
+fn a_head_request_refused_before_100_continue_gets_its_status_line_and_headers_only() {
+    let s = start();
+    for path in ["/api/usages", "/nope"] {
+        let mut c = s.connect();
+        c.send(
+            format!(
+                "HEAD {path} HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        // The server closes after the refusal: everything it sent is here.
+        let mut all = Vec::new();
+        c.stream.read_to_end(&mut all).expect("read to the close");
+        let text = String::from_utf8_lossy(&all);
+        let head_end = text.find("\r\n\r\n").expect("a complete head") + 4;
+        assert!(
+            text.starts_with("HTTP/1.1 405 ") || text.starts_with("HTTP/1.1 404 "),
+            "HEAD {path}: {text}"
+        );
+        assert_eq!(&text[head_end..], "", "HEAD {path} got a body");
+    }
+}
+
+#[test]
+fn a_413_from_content_length_reaches_a_client_that_is_still_sending_its_body() {
+    // More than the kernel buffers between the two sockets hold, so that
+    // the client is still writing when the server decides; at most what
+    // the server drains (`CLOSE_DRAIN_BYTES_MAX`).
+    const BODY_BYTES: usize = 1024 * 1024;
+    let s = start();
+    for _ in 0..3 {
+        let mut c = s.connect();
+        let head = format!(
+            "POST /api/usages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {BODY_BYTES}\r\n\r\n"
+        );
+        let raw = [head.as_bytes(), &vec![b' '; BODY_BYTES]].concat();
+        // All of it in one go, before reading anything, as a simple client
+        // does. Refused unread, the body would make closing send a reset.
+        let sent = c.stream.write_all(&raw);
+        let r = c.try_response().expect("the 413, not a reset");
+        assert!(sent.is_ok(), "the body was not taken: {sent:?}");
+        assert_error(&r, 413, "body larger than 16384 bytes");
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    assert_nothing_written(&s);
 }
