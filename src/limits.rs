@@ -20,6 +20,10 @@ pub const HEADER_BYTES_MAX: usize = 16 * 1024;
 /// bytes, so this only passes long queries that some clients add. Above
 /// this: 414, before the rest of the head is waited for.
 pub const REQUEST_TARGET_BYTES_MAX: usize = 8 * 1024;
+/// Bytes of a refused media type that a 415 names back. Every registered
+/// media type is shorter; the bound keeps a 415 a short line whatever a
+/// client sends.
+pub const MEDIA_TYPE_ECHO_BYTES_MAX: usize = 64;
 /// Headers per request. The contract asks for at least 64; proxies that chain
 /// `X-Forwarded-*` and tracing headers stay far below 100. Above this: 431.
 pub const HEADERS_MAX: usize = 100;

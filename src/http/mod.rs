@@ -37,7 +37,9 @@ pub mod server;
 
 use crate::app::NotReady;
 use crate::ingest::IngestError;
-use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX, REQUEST_TARGET_BYTES_MAX};
+use crate::limits::{
+    HEADER_BYTES_MAX, HEADERS_MAX, MEDIA_TYPE_ECHO_BYTES_MAX, REQUEST_TARGET_BYTES_MAX,
+};
 use crate::wal::CommitError;
 use crate::wal::SubmitError;
 
@@ -91,14 +93,54 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed (allowed: {allow})")]
     MethodNotAllowed { allow: &'static str },
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
+    #[error("Content-Type must be application/json (received \"{0}\")")]
+    UnsupportedMediaType(MediaTypeEcho),
     #[error(transparent)]
     Submit(#[from] SubmitError),
     #[error(transparent)]
     Commit(#[from] CommitError),
     #[error("{0}; retry later")]
     NotReady(#[from] NotReady),
+}
+
+/// A client's media type as a 415 names it back: at most
+/// [`MEDIA_TYPE_ECHO_BYTES_MAX`] bytes (then `...`), printable ASCII only
+/// (anything else becomes `?`), so a 415 never carries more than a short
+/// line of what was sent. Fixed size: refusing allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaTypeEcho {
+    bytes: [u8; MEDIA_TYPE_ECHO_BYTES_MAX],
+    len: usize,
+    /// The type was longer than what is kept.
+    cut: bool,
+}
+
+impl MediaTypeEcho {
+    pub fn new(sent: &[u8]) -> MediaTypeEcho {
+        let mut bytes = [0; MEDIA_TYPE_ECHO_BYTES_MAX];
+        let len = sent.len().min(MEDIA_TYPE_ECHO_BYTES_MAX);
+        for (to, &from) in bytes.iter_mut().zip(&sent[..len]) {
+            *to = if from.is_ascii_graphic() || from == b' ' {
+                from
+            } else {
+                b'?'
+            };
+        }
+        MediaTypeEcho {
+            bytes,
+            len,
+            cut: sent.len() > len,
+        }
+    }
+}
+
+impl std::fmt::Display for MediaTypeEcho {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Printable ASCII by construction, so always UTF-8.
+        let kept = std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("?");
+        f.write_str(kept)?;
+        if self.cut { f.write_str("...") } else { Ok(()) }
+    }
 }
 
 /// Seconds a client should wait before retrying a 503.
@@ -129,7 +171,7 @@ impl ApiError {
             ApiError::Ingest(_) => 400,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::UnsupportedMediaType => 415,
+            ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Submit(_) | ApiError::Commit(_) | ApiError::NotReady(_) => 503,
         }
     }
@@ -176,7 +218,7 @@ mod tests {
                 },
                 405,
             ),
-            (ApiError::UnsupportedMediaType, 415),
+            (ApiError::UnsupportedMediaType(MediaTypeEcho::new(b"")), 415),
             (SubmitError::LaneFull.into(), 503),
             (CommitError::Write.into(), 503),
             (NotReady::OverQuota.into(), 503),
@@ -198,6 +240,25 @@ mod tests {
             }
             .extra_headers(),
             &[("Allow", "POST")]
+        );
+    }
+
+    #[test]
+    fn a_415_names_the_type_received_short_and_printable() {
+        let e = ApiError::UnsupportedMediaType(MediaTypeEcho::new(b"text/plain"));
+        assert_eq!(
+            e.to_string(),
+            "Content-Type must be application/json (received \"text/plain\")"
+        );
+        let long = [b'x'; MEDIA_TYPE_ECHO_BYTES_MAX + 1];
+        let echo = MediaTypeEcho::new(&long).to_string();
+        assert_eq!(
+            echo,
+            format!("{}...", "x".repeat(MEDIA_TYPE_ECHO_BYTES_MAX))
+        );
+        assert_eq!(
+            MediaTypeEcho::new(b"a\x01\xffb/c d").to_string(),
+            "a??b/c d"
         );
     }
 }
