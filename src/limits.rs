@@ -29,10 +29,25 @@ pub const MEDIA_TYPE_ECHO_BYTES_MAX: usize = 64;
 pub const HEADERS_MAX: usize = 100;
 /// Responses are written in one `write` per read batch; a pipelining client
 /// that sends more than this many requests in one read is answered in several
-/// rounds, which bounds the memory one connection can pin.
+/// rounds. This bounds the usages in one WAL submission.
 pub const PIPELINE_REQUESTS_MAX: usize = 256;
+/// A round also ends once its responses reach this many bytes: they are
+/// written, and decoding resumes only when the client has taken them. So a
+/// client that pipelines and never reads pins this plus one response (the
+/// status page, 11 KiB, is the largest), not all its answers: 256 status
+/// pages were 2.8 MiB. 16 KiB is still over a hundred 201s a round.
+pub const PIPELINE_RESPONSE_BYTES_MAX: usize = 16 * 1024;
 /// Initial read buffer per connection: a burst of pipelined usages fits.
 pub const READ_BUF_BYTES_INITIAL: usize = 16 * 1024;
+/// Initial response buffer per connection: a round's budget.
+pub const WRITE_BUF_BYTES_INITIAL: usize = PIPELINE_RESPONSE_BYTES_MAX;
+/// Initial buffer of a round's usages in WAL form: about 30 usages.
+pub const STAGED_BYTES_INITIAL: usize = 4096;
+/// A connection buffer that grew past this for one large round (a body
+/// near the cap, a round of many large responses or usages) is given back
+/// afterwards: an idle connection keeps its initial buffers only. Twice the
+/// initial sizes, so ordinary rounds never reallocate.
+pub const BUF_BYTES_KEPT_MAX: usize = 32 * 1024;
 /// After a response that closes the connection while the client may still
 /// be sending (a 413 decided from `Content-Length`, a 408), what still
 /// arrives is read and dropped for at most this long before the socket
@@ -239,6 +254,12 @@ const _: () = assert!(
 );
 const _: () = assert!(WAL_MAX_BYTES_MIN <= WAL_MAX_BYTES_DEFAULT);
 const _: () = assert!(BODY_BYTES_MAX_DEFAULT <= BODY_BYTES_MAX_LIMIT);
+const _: () = assert!(
+    BUF_BYTES_KEPT_MAX >= 2 * READ_BUF_BYTES_INITIAL
+        && BUF_BYTES_KEPT_MAX >= 2 * WRITE_BUF_BYTES_INITIAL
+        && BUF_BYTES_KEPT_MAX >= 2 * STAGED_BYTES_INITIAL,
+    "ordinary rounds keep their buffers"
+);
 const _: () = assert!(
     REQUEST_TARGET_BYTES_MAX < HEADER_BYTES_MAX,
     "a target at the limit leaves room for the headers"

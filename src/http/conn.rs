@@ -7,7 +7,15 @@
 //! `--body-read-timeout-ms` of its headers, and an idle keep-alive
 //! connection is closed after `--idle-timeout-ms`. A request that misses
 //! its deadline gets 408 and the connection closes, so a client trickling
-//! bytes holds one coroutine for a bounded time and nothing else.
+//! bytes holds one coroutine for a bounded time and nothing else
+//! (`deadlines`).
+//!
+//! Memory is bounded in bytes: a round ends after
+//! [`PIPELINE_REQUESTS_MAX`] requests or once its responses reach
+//! [`PIPELINE_RESPONSE_BYTES_MAX`]; its responses are written within one
+//! deadline (`--body-read-timeout-ms`, for the whole round) before the next
+//! round is decoded, and buffers that grew for a round are given back after
+//! it (see `socket`).
 
 use std::io::{self, Read, Write};
 use std::mem;
@@ -16,15 +24,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use may::net::TcpStream;
 use may::sync::mpsc;
 
+mod deadlines;
+
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
+use super::socket;
 use super::{ApiError, HttpError};
 use crate::app::App;
 use crate::ingest::UsageParser;
 use crate::limits::{
-    CLOSE_DRAIN_BYTES_MAX, CLOSE_DRAIN_MS, HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX,
-    READ_BUF_BYTES_INITIAL,
+    BUF_BYTES_KEPT_MAX, HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX, PIPELINE_RESPONSE_BYTES_MAX,
+    READ_BUF_BYTES_INITIAL, STAGED_BYTES_INITIAL, WRITE_BUF_BYTES_INITIAL,
 };
 use crate::metrics::{self, Route};
 use crate::wal::lanes::PROMPT_THINK_US;
@@ -34,7 +45,8 @@ use crate::wal::{Attached, Reply, Submission};
 /// Serves `stream` until the client leaves, an error closes it, or shutdown.
 pub fn serve(stream: TcpStream, app: &App, lane: usize) {
     let timeout = Duration::from_millis(app.config.body_read_timeout_ms);
-    // A client that stops reading its responses is dropped after this.
+    // A client that does not take a round's responses within this is
+    // dropped: the deadline covers the whole batch (`socket::write_within`).
     if stream.set_write_timeout(Some(timeout)).is_err() {
         return;
     }
@@ -110,10 +122,10 @@ impl<'a> Connection<'a> {
             rbuf: vec![0; READ_BUF_BYTES_INITIAL],
             rpos: 0,
             rend: 0,
-            wbuf: Vec::with_capacity(READ_BUF_BYTES_INITIAL),
+            wbuf: Vec::with_capacity(WRITE_BUF_BYTES_INITIAL),
             parser: UsageParser::new(),
             scratch: Vec::new(),
-            staged: Vec::with_capacity(4096),
+            staged: Vec::with_capacity(STAGED_BYTES_INITIAL),
             staged_conns: Vec::with_capacity(64),
             reply_tx,
             reply_rx,
@@ -145,10 +157,10 @@ impl<'a> Connection<'a> {
             let next = self.decode_buffered();
             self.commit_staged();
             if !self.wbuf.is_empty() {
-                self.stream.write_all(&self.wbuf)?;
-                self.wbuf.clear();
+                self.write_out()?;
                 fail::fail_point!("http::after_response");
             }
+            self.give_back_buffers();
             // At shutdown keep-alive ends with the next response, which says
             // `Connection: close` (see `conn_header`). A response already
             // sent with keep-alive is honoured: closing right after it would
@@ -164,6 +176,24 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Writes the round's responses, within the write deadline.
+    fn write_out(&mut self) -> io::Result<()> {
+        let deadline = Duration::from_millis(self.app.config.body_read_timeout_ms);
+        let written = socket::write_within(&mut self.stream, &self.wbuf, deadline);
+        self.wbuf.clear();
+        written
+    }
+
+    /// After a round: buffers that grew for it go back to their initial
+    /// size, so what a connection holds between rounds stays small.
+    fn give_back_buffers(&mut self) {
+        socket::give_back(&mut self.wbuf, WRITE_BUF_BYTES_INITIAL);
+        socket::give_back(&mut self.scratch, 0);
+        if self.staged_conns.is_empty() {
+            socket::give_back(&mut self.staged, STAGED_BYTES_INITIAL);
+        }
+    }
+
     /// Ends the connection. Bytes the client sent that were not handled
     /// (the rest of a refused body, requests after a close) are read and
     /// dropped first, for a bounded time: closing a socket with unread
@@ -173,31 +203,9 @@ impl<'a> Connection<'a> {
         self.stream.flush()?;
         self.stream.shutdown(std::net::Shutdown::Write)?;
         if self.rpos != self.rend {
-            self.drain_unread();
+            socket::drain_unread(&mut self.stream, &mut self.rbuf);
         }
         Ok(())
-    }
-
-    /// Reads and drops what still arrives, until the client closes or
-    /// [`CLOSE_DRAIN_MS`] or [`CLOSE_DRAIN_BYTES_MAX`] run out.
-    fn drain_unread(&mut self) {
-        let deadline = Instant::now() + Duration::from_millis(CLOSE_DRAIN_MS);
-        let mut left = CLOSE_DRAIN_BYTES_MAX;
-        while left > 0 {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero()
-                || self
-                    .stream
-                    .set_read_timeout(Some(whole_ms_up(wait)))
-                    .is_err()
-            {
-                return;
-            }
-            match self.stream.read(&mut self.rbuf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
     }
 
     /// Handles every complete request in the buffer.
@@ -242,8 +250,17 @@ impl<'a> Connection<'a> {
             if conn == ConnHeader::Close {
                 return Next::Close;
             }
+            if self.pending_response_bytes() >= PIPELINE_RESPONSE_BYTES_MAX {
+                return Next::Again;
+            }
         }
         Next::Again
+    }
+
+    /// Bytes of responses this round holds: those written, and the 201s
+    /// the staged usages will get.
+    fn pending_response_bytes(&self) -> usize {
+        self.wbuf.len() + self.staged_conns.len() * response::CREATED_BYTES_MAX
     }
 
     /// The body is not all here yet. Answer `Expect: 100-continue` now, or
@@ -400,7 +417,7 @@ impl<'a> Connection<'a> {
                 max_bytes: self.app.config.max_body_bytes,
             };
             self.fail(Route::Other, e.into(), false);
-            self.stream.write_all(&mem::take(&mut self.wbuf))?;
+            self.write_out()?;
             return Ok(false);
         }
         if self.rend == self.rbuf.len() {
@@ -451,71 +468,19 @@ impl<'a> Connection<'a> {
             self.set_busy(false);
             self.rpos = 0;
             self.rend = 0;
+            if self.rbuf.len() > BUF_BYTES_KEPT_MAX {
+                self.rbuf = vec![0; READ_BUF_BYTES_INITIAL];
+            }
         } else if self.rpos > 0 {
             self.rbuf.copy_within(self.rpos..self.rend, 0);
             self.rend -= self.rpos;
             self.rpos = 0;
         }
     }
-
-    /// The read timeout for the current phase, or `None` if its deadline
-    /// has passed. Idle reads keep one fixed value so the socket option is
-    /// not touched on the hot path.
-    fn next_timeout(&self) -> Option<Duration> {
-        let c = &self.app.config;
-        let deadline = if self.rpos == self.rend {
-            self.idle_since + Duration::from_millis(c.idle_timeout_ms)
-        } else if let Some(head_done) = self.head_done {
-            head_done + Duration::from_millis(c.body_read_timeout_ms)
-        } else {
-            self.request_started.unwrap_or(self.idle_since)
-                + Duration::from_millis(c.header_read_timeout_ms)
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            None
-        } else if self.rpos == self.rend {
-            Some(Duration::from_millis(c.idle_timeout_ms))
-        } else {
-            Some(whole_ms_up(left))
-        }
-    }
-
-    /// A deadline passed: mid-request that is a 408, idle it is a quiet close.
-    fn timed_out(&mut self) -> io::Result<bool> {
-        metrics::GLOBAL
-            .connections_timed_out
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.rpos != self.rend {
-            self.fail(Route::Other, HttpError::Timeout.into(), false);
-            self.stream.write_all(&mem::take(&mut self.wbuf))?;
-        }
-        Ok(false)
-    }
-}
-
-/// may keeps a socket timeout in whole milliseconds, truncated, and takes 0
-/// as "no timeout": a remainder under 1 ms would make the read wait forever,
-/// and a truncated one fires before the deadline. Rounding up avoids both.
-fn whole_ms_up(d: Duration) -> Duration {
-    Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64)
 }
 
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn read_timeouts_are_whole_milliseconds_rounded_up() {
-        let ms = Duration::from_millis;
-        assert_eq!(whole_ms_up(Duration::from_nanos(1)), ms(1));
-        assert_eq!(whole_ms_up(Duration::from_micros(299_970)), ms(300));
-        assert_eq!(whole_ms_up(ms(75_000)), ms(75_000));
-    }
 }

@@ -17,6 +17,8 @@
 //! - [`request`] / [`response`]: framing, as pure functions; `fields`: the
 //!   header fields acted on and their syntax; [`chunked`]: chunked request
 //!   bodies, strictly.
+//! - `socket`: writing within a deadline, draining before a close, and
+//!   giving grown buffers back.
 //! - [`routes`]: what each path answers, and [`ApiError::status`], the one
 //!   place where errors become statuses.
 //!
@@ -34,6 +36,7 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+mod socket;
 
 use crate::app::NotReady;
 use crate::ingest::IngestError;
