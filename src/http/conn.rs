@@ -26,6 +26,7 @@ use may::sync::mpsc;
 
 mod deadlines;
 
+use super::chunked;
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
@@ -80,6 +81,9 @@ struct Connection<'a> {
     parser: UsageParser,
     /// De-chunked body of the current request.
     scratch: Vec<u8>,
+    /// How far the chunked body of the request at `rpos` is decoded into
+    /// `scratch`, so that a read decodes only what it brought.
+    chunked: chunked::Progress,
     /// Usages of this round in staged WAL form, and each one's Connection
     /// header: they become one submission and then their 201s.
     staged: Vec<u8>,
@@ -125,6 +129,7 @@ impl<'a> Connection<'a> {
             wbuf: Vec::with_capacity(WRITE_BUF_BYTES_INITIAL),
             parser: UsageParser::new(),
             scratch: Vec::new(),
+            chunked: chunked::Progress::default(),
             staged: Vec::with_capacity(STAGED_BYTES_INITIAL),
             staged_conns: Vec::with_capacity(64),
             reply_tx,
@@ -230,7 +235,9 @@ impl<'a> Connection<'a> {
             self.head_done.get_or_insert_with(Instant::now);
             let (route, action) = routes::route(&head);
             let body_max = self.app.config.max_body_bytes;
-            let (body, len) = match request::parse_body(buf, &head, body_max, &mut self.scratch) {
+            let decoded =
+                request::parse_body(buf, &head, body_max, &mut self.scratch, &mut self.chunked);
+            let (body, len) = match decoded {
                 Ok(Some(found)) => found,
                 Ok(None) => return self.await_body(&head, route, action),
                 Err(e) => return self.fail(route, e.into(), head.method == request::Method::Head),
@@ -347,6 +354,7 @@ impl<'a> Connection<'a> {
 
     fn request_done(&mut self) {
         self.continue_sent = false;
+        self.chunked = chunked::Progress::default();
         self.head_done = None;
         self.request_started = (self.rpos < self.rend).then(Instant::now);
     }

@@ -185,12 +185,15 @@ pub enum Body {
 
 /// Finds the end of the body of `head` in `buf` (which starts with the
 /// head). Returns the body and the request's total length, or `Ok(None)`
-/// if more bytes are needed. Chunked bodies are decoded into `scratch`.
+/// if more bytes are needed. Chunked bodies are decoded into `scratch`,
+/// resuming where `progress` says the last call for this request stopped
+/// (a fresh [`chunked::Progress`] for each new request).
 pub fn parse_body(
     buf: &[u8],
     head: &Head<'_>,
     body_bytes_max: usize,
     scratch: &mut Vec<u8>,
+    progress: &mut chunked::Progress,
 ) -> Result<Option<(Body, usize)>, HttpError> {
     match head.framing {
         Framing::Length(n) if n > body_bytes_max => Err(HttpError::BodyTooLarge {
@@ -201,11 +204,24 @@ pub fn parse_body(
             Ok((buf.len() >= end).then_some((Body::Slice(head.len..end), end)))
         }
         Framing::Chunked => {
-            scratch.clear();
-            chunked::dechunk(buf, head.len, body_bytes_max, scratch)
+            if progress.fresh() {
+                scratch.clear();
+            }
+            chunked::dechunk(buf, head.len, body_bytes_max, scratch, progress)
                 .map(|done| done.map(|end| (Body::Scratch, end)))
         }
     }
+}
+
+/// [`parse_body`] for a request seen whole at once: no progress is kept.
+#[cfg(test)]
+pub(super) fn parse_body_once(
+    buf: &[u8],
+    head: &Head<'_>,
+    body_bytes_max: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<Option<(Body, usize)>, HttpError> {
+    parse_body(buf, head, body_bytes_max, scratch, &mut Default::default())
 }
 
 #[cfg(test)]
@@ -229,7 +245,7 @@ mod tests {
             (ContentType::Json, Framing::Length(2))
         );
         let mut scratch = Vec::new();
-        let (body, end) = parse_body(raw.as_bytes(), &h, 100, &mut scratch)
+        let (body, end) = parse_body_once(raw.as_bytes(), &h, 100, &mut scratch)
             .expect("ok")
             .expect("complete");
         assert_eq!(
@@ -244,7 +260,7 @@ mod tests {
         let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n{}";
         let h = head(raw).expect("ok").expect("complete");
         assert_eq!(
-            parse_body(raw.as_bytes(), &h, 100, &mut Vec::new()),
+            parse_body_once(raw.as_bytes(), &h, 100, &mut Vec::new()),
             Ok(None)
         );
     }
@@ -352,7 +368,7 @@ mod tests {
         let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999\r\n\r\n";
         let h = head(raw).expect("ok").expect("complete");
         assert_eq!(
-            parse_body(raw.as_bytes(), &h, 16, &mut Vec::new()),
+            parse_body_once(raw.as_bytes(), &h, 16, &mut Vec::new()),
             Err(HttpError::BodyTooLarge { max_bytes: 16 })
         );
     }
