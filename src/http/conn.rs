@@ -15,9 +15,9 @@
 //! [`PIPELINE_RESPONSE_BYTES_MAX`]; its responses are written within one
 //! deadline (`--body-read-timeout-ms`, for the whole round) before the next
 //! round is decoded, and buffers that grew for a round are given back after
-//! it (see `socket`).
+//! it (`round`, on `socket`).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::mem;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,12 +25,12 @@ use may::net::TcpStream;
 use may::sync::mpsc;
 
 mod deadlines;
+mod round;
 
 use super::chunked;
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
-use super::socket;
 use super::{ApiError, HttpError};
 use crate::app::App;
 use crate::ingest::UsageParser;
@@ -79,6 +79,9 @@ struct Connection<'a> {
     /// Responses of the current round, written in one call.
     wbuf: Vec<u8>,
     parser: UsageParser,
+    /// `parser` took a body over [`BUF_BYTES_KEPT_MAX`] this round: its
+    /// buffers grew to that body's size and are given back after the round.
+    parser_grew: bool,
     /// De-chunked body of the current request.
     scratch: Vec<u8>,
     /// How far the chunked body of the request at `rpos` is decoded into
@@ -128,6 +131,7 @@ impl<'a> Connection<'a> {
             rend: 0,
             wbuf: Vec::with_capacity(WRITE_BUF_BYTES_INITIAL),
             parser: UsageParser::new(),
+            parser_grew: false,
             scratch: Vec::new(),
             chunked: chunked::Progress::default(),
             staged: Vec::with_capacity(STAGED_BYTES_INITIAL),
@@ -181,38 +185,6 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Writes the round's responses, within the write deadline.
-    fn write_out(&mut self) -> io::Result<()> {
-        let deadline = Duration::from_millis(self.app.config.body_read_timeout_ms);
-        let written = socket::write_within(&mut self.stream, &self.wbuf, deadline);
-        self.wbuf.clear();
-        written
-    }
-
-    /// After a round: buffers that grew for it go back to their initial
-    /// size, so what a connection holds between rounds stays small.
-    fn give_back_buffers(&mut self) {
-        socket::give_back(&mut self.wbuf, WRITE_BUF_BYTES_INITIAL);
-        socket::give_back(&mut self.scratch, 0);
-        if self.staged_conns.is_empty() {
-            socket::give_back(&mut self.staged, STAGED_BYTES_INITIAL);
-        }
-    }
-
-    /// Ends the connection. Bytes the client sent that were not handled
-    /// (the rest of a refused body, requests after a close) are read and
-    /// dropped first, for a bounded time: closing a socket with unread
-    /// bytes makes the kernel send a reset, and a reset can destroy the
-    /// response before the client reads it (RFC 9112 §9.6).
-    fn close(&mut self) -> io::Result<()> {
-        self.stream.flush()?;
-        self.stream.shutdown(std::net::Shutdown::Write)?;
-        if self.rpos != self.rend {
-            socket::drain_unread(&mut self.stream, &mut self.rbuf);
-        }
-        Ok(())
-    }
-
     /// Handles every complete request in the buffer.
     fn decode_buffered(&mut self) -> Next {
         let rbuf = mem::take(&mut self.rbuf);
@@ -249,6 +221,7 @@ impl<'a> Connection<'a> {
                 Body::Slice(range) => &buf[range],
                 Body::Scratch => &chunked_body[..],
             };
+            self.parser_grew |= body.len() > BUF_BYTES_KEPT_MAX;
             let conn = self.conn_header(&head);
             self.handle(&head, route, action, body, conn);
             self.scratch = chunked_body;

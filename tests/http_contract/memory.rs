@@ -132,3 +132,28 @@ fn a_client_that_stops_reading_stops_the_decoding_of_its_requests_until_it_reads
         assert_eq!(r.status, 200, "response {i}");
     }
 }
+
+#[test]
+fn buffers_grown_for_one_large_body_are_given_back_once_the_connection_is_idle() {
+    const CLIENTS: usize = 50;
+    const BODY_BYTES: usize = 512 * 1024;
+    let s = Server::start(Opts::default().arg(&format!("--max-body-bytes {BODY_BYTES}")));
+    let before_kib = warm_baseline_kib(&s);
+    let body = format!("{USAGE}{}", " ".repeat(BODY_BYTES - USAGE.len()));
+    let idle: Vec<Http> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = s.connect();
+            c.send(&post_json(body.as_bytes()));
+            assert_eq!(c.response().id(), i as u64 + 2);
+            c
+        })
+        .collect();
+    // Each connection stays open, idle, after its large round.
+    let (_, after_kib) = wait_settled(&s);
+    let grown_kib = after_kib.saturating_sub(before_kib);
+    assert!(
+        grown_kib < RSS_KIB_PER_CONNECTION_MAX * CLIENTS as u64,
+        "{CLIENTS} idle connections that each took a {BODY_BYTES}-byte body hold {grown_kib} KiB"
+    );
+    drop(idle);
+}
