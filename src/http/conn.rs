@@ -442,6 +442,10 @@ impl<'a> Connection<'a> {
 
     /// Moves unhandled bytes to the front of the buffer.
     fn compact(&mut self) {
+        // Idle, a read buffer grown for one large request is given back.
+        if self.rpos == self.rend && self.rbuf.len() > BUF_BYTES_KEPT_MAX {
+            self.rbuf = vec![0; READ_BUF_BYTES_INITIAL];
+        }
         if self.rpos == self.rend {
             if self.rend != 0 {
                 self.idle_since = Instant::now();
@@ -449,9 +453,6 @@ impl<'a> Connection<'a> {
             self.set_busy(false);
             self.rpos = 0;
             self.rend = 0;
-            if self.rbuf.len() > BUF_BYTES_KEPT_MAX {
-                self.rbuf = vec![0; READ_BUF_BYTES_INITIAL];
-            }
         } else if self.rpos > 0 {
             self.rbuf.copy_within(self.rpos..self.rend, 0);
             self.rend -= self.rpos;
