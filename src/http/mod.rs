@@ -28,6 +28,9 @@
 //! - A 201 is written only after the WAL writer replied that the record is
 //!   fsynced; responses leave in request order.
 //! - No request body is ever logged.
+//! - What a connection holds is bounded in bytes: a round of pipelined
+//!   requests ends at a response budget, its write has one deadline, and
+//!   buffers grown for a round are given back (see [`conn`]).
 
 pub mod chunked;
 pub mod conn;
