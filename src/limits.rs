@@ -15,15 +15,49 @@ pub const BODY_BYTES_MAX_LIMIT: usize = 1024 * 1024;
 /// The request line plus all headers. Real clients send well under 2 KiB;
 /// proxies add a few forwarding headers. Above this: 431.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+/// The request target (path and query). RFC 9112 §3 asks servers to take
+/// request lines of at least 8,000 octets; busyapi's own paths are under 20
+/// bytes, so this only passes long queries that some clients add. Above
+/// this: 414, before the rest of the head is waited for.
+pub const REQUEST_TARGET_BYTES_MAX: usize = 8 * 1024;
+/// Bytes of a refused media type that a 415 names back. Every registered
+/// media type is shorter; the bound keeps a 415 a short line whatever a
+/// client sends.
+pub const MEDIA_TYPE_ECHO_BYTES_MAX: usize = 64;
 /// Headers per request. The contract asks for at least 64; proxies that chain
 /// `X-Forwarded-*` and tracing headers stay far below 100. Above this: 431.
 pub const HEADERS_MAX: usize = 100;
 /// Responses are written in one `write` per read batch; a pipelining client
 /// that sends more than this many requests in one read is answered in several
-/// rounds, which bounds the memory one connection can pin.
+/// rounds. This bounds the usages in one WAL submission.
 pub const PIPELINE_REQUESTS_MAX: usize = 256;
+/// A round also ends once its responses reach this many bytes: they are
+/// written, and decoding resumes only when the client has taken them. So a
+/// client that pipelines and never reads pins this plus one response (the
+/// status page, 11 KiB, is the largest), not all its answers: 256 status
+/// pages were 2.8 MiB. 16 KiB is still over a hundred 201s a round.
+pub const PIPELINE_RESPONSE_BYTES_MAX: usize = 16 * 1024;
 /// Initial read buffer per connection: a burst of pipelined usages fits.
 pub const READ_BUF_BYTES_INITIAL: usize = 16 * 1024;
+/// Initial response buffer per connection: a round's budget.
+pub const WRITE_BUF_BYTES_INITIAL: usize = PIPELINE_RESPONSE_BYTES_MAX;
+/// Initial buffer of a round's usages in WAL form: about 30 usages.
+pub const STAGED_BYTES_INITIAL: usize = 4096;
+/// A connection buffer that grew past this for one large round (a body
+/// near the cap, a round of many large responses or usages) is given back
+/// afterwards: an idle connection keeps its initial buffers only. Twice the
+/// initial sizes, so ordinary rounds never reallocate.
+pub const BUF_BYTES_KEPT_MAX: usize = 32 * 1024;
+/// After a response that closes the connection while the client may still
+/// be sending (a 413 decided from `Content-Length`, a 408), what still
+/// arrives is read and dropped for at most this long before the socket
+/// closes: closing with unread bytes makes the kernel send a reset, which
+/// can destroy the response before the client reads it. A second is enough
+/// for a body at the largest cap on any link a device uses, and holds a
+/// refused client for little longer than its answer takes.
+pub const CLOSE_DRAIN_MS: u64 = 1_000;
+/// ...and at most this many bytes: a body at the largest cap.
+pub const CLOSE_DRAIN_BYTES_MAX: usize = BODY_BYTES_MAX_LIMIT;
 /// Coroutine stack. Connection state lives on the heap; the parser and the
 /// response writer are shallow. 64 KiB leaves room for `log` formatting.
 pub const COROUTINE_STACK_BYTES: usize = 64 * 1024;
@@ -220,6 +254,16 @@ const _: () = assert!(
 );
 const _: () = assert!(WAL_MAX_BYTES_MIN <= WAL_MAX_BYTES_DEFAULT);
 const _: () = assert!(BODY_BYTES_MAX_DEFAULT <= BODY_BYTES_MAX_LIMIT);
+const _: () = assert!(
+    BUF_BYTES_KEPT_MAX >= 2 * READ_BUF_BYTES_INITIAL
+        && BUF_BYTES_KEPT_MAX >= 2 * WRITE_BUF_BYTES_INITIAL
+        && BUF_BYTES_KEPT_MAX >= 2 * STAGED_BYTES_INITIAL,
+    "ordinary rounds keep their buffers"
+);
+const _: () = assert!(
+    REQUEST_TARGET_BYTES_MAX < HEADER_BYTES_MAX,
+    "a target at the limit leaves room for the headers"
+);
 const _: () = assert!(
     HEADERS_MAX >= 64,
     "the contract accepts at least 64 headers"

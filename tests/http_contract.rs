@@ -13,6 +13,8 @@
 //! | [`refusals`]   | framing 400s, 404, 405, 408, 413, 415, 431, 501, 505  |
 //! | [`http11`]     | keep-alive, close, pipelining, chunked, 100-continue  |
 //! | [`hostile`]    | garbage, noise, torn requests: the server lives on    |
+//! | [`rfc_details`]| Host, Transfer-Encoding lists, 414, absolute form, ...|
+//! | [`memory`]     | silent pipelining clients hold bounded memory each    |
 //! | [`operations`] | /healthz, /readyz, HEAD, /metrics, /api/stats         |
 mod common;
 
@@ -20,16 +22,20 @@ mod common;
 mod hostile;
 #[path = "http_contract/http11.rs"]
 mod http11;
+#[path = "http_contract/memory.rs"]
+mod memory;
 #[path = "http_contract/operations.rs"]
 mod operations;
 #[path = "http_contract/refusals.rs"]
 mod refusals;
+#[path = "http_contract/rfc_details.rs"]
+mod rfc_details;
 #[path = "http_contract/usages.rs"]
 mod usages;
 
 use std::time::Duration;
 
-use common::{Http, Opts, Response, Server, USAGE, assert_error};
+use common::{Http, Opts, Response, Scrape, Server, USAGE, assert_error};
 
 /// Ids must stay exact in a JavaScript number.
 const ID_MAX: u64 = 1 << 53;

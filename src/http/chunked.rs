@@ -1,5 +1,9 @@
 //! Chunked request bodies (RFC 9112 §7.1), decoded into one buffer.
 //!
+//! Incremental: a [`Progress`] kept by the connection says where the last
+//! read's decoding stopped (a size line, a chunk's data, the trailers), so
+//! a body that arrives in many small reads costs time linear in its size.
+//!
 //! Strict where leniency lets a proxy and busyapi disagree about where a
 //! request ends (request smuggling): a chunk-size line must start with a hex
 //! digit, end in CRLF, and hold no control bytes but tabs; sizes and the
@@ -10,56 +14,133 @@ use httparse::Status;
 use super::HttpError;
 use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX};
 
+/// Where decoding a chunked body stopped, kept between reads: each read
+/// then costs what it brought, not a decode of the body from its first
+/// chunk again (which made a body arriving in many small reads cost time
+/// quadratic in its size).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Offset in the request of what comes next; 0 before the first chunk.
+    at: usize,
+    expect: Expect,
+    /// Bytes of the trailer section already searched for its end.
+    trailers_searched: usize,
+    /// Bytes looked at so far, to test that decoding is linear.
+    #[cfg(test)]
+    examined: usize,
+}
+
+/// What [`Progress::at`] points at.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    #[default]
+    SizeLine,
+    /// A chunk's data of this many bytes, then CRLF.
+    Data(usize),
+    /// The trailer section after the last chunk.
+    Trailers,
+}
+
+impl Progress {
+    fn examined(&mut self, bytes: usize) {
+        #[cfg(test)]
+        {
+            self.examined += bytes;
+        }
+        #[cfg(not(test))]
+        let _ = bytes;
+    }
+
+    /// Decoding has not started: nothing was decoded into the output yet.
+    pub fn fresh(&self) -> bool {
+        self.at == 0
+    }
+}
+
+/// Decodes the chunked body that starts at `start` in `buf` into `out`,
+/// from where `p` says the last call stopped. `Ok(Some(end))`: the body
+/// and its trailers end at `end`; `Ok(None)`: more bytes are needed.
 pub(super) fn dechunk(
     buf: &[u8],
-    mut pos: usize,
+    start: usize,
     max: usize,
     out: &mut Vec<u8>,
+    p: &mut Progress,
 ) -> Result<Option<usize>, HttpError> {
+    if p.fresh() {
+        p.at = start;
+    }
     loop {
-        check_size_line(&buf[pos..])?;
-        let (skip, size) = match httparse::parse_chunk_size(&buf[pos..]) {
-            Ok(Status::Complete(found)) => found,
-            Ok(Status::Partial) if buf.len() - pos > CHUNK_LINE_BYTES_MAX => {
-                return Err(HttpError::BadChunk);
+        match p.expect {
+            Expect::SizeLine => {
+                let rest = &buf[p.at..];
+                let scanned = check_size_line(rest)?;
+                p.examined(scanned);
+                let (skip, size) = match httparse::parse_chunk_size(rest) {
+                    Ok(Status::Complete(found)) => found,
+                    Ok(Status::Partial) if rest.len() > CHUNK_LINE_BYTES_MAX => {
+                        return Err(HttpError::BadChunk);
+                    }
+                    Ok(Status::Partial) => return Ok(None),
+                    Err(_) => return Err(HttpError::BadChunk),
+                };
+                p.at += skip;
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                if size > max - out.len() {
+                    return Err(HttpError::BodyTooLarge { max_bytes: max });
+                }
+                p.expect = if size == 0 {
+                    Expect::Trailers
+                } else {
+                    Expect::Data(size)
+                };
             }
-            Ok(Status::Partial) => return Ok(None),
-            Err(_) => return Err(HttpError::BadChunk),
-        };
-        pos += skip;
-        if size == 0 {
-            return trailers(buf, pos);
+            Expect::Data(size) => {
+                let (Some(data), Some(crlf)) = (
+                    buf.get(p.at..p.at + size),
+                    buf.get(p.at + size..p.at + size + 2),
+                ) else {
+                    return Ok(None);
+                };
+                if crlf != b"\r\n" {
+                    return Err(HttpError::BadChunk);
+                }
+                out.extend_from_slice(data);
+                p.examined(size + 2);
+                p.at += size + 2;
+                p.expect = Expect::SizeLine;
+            }
+            Expect::Trailers => return trailers(buf, p),
         }
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size > max - out.len() {
-            return Err(HttpError::BodyTooLarge { max_bytes: max });
-        }
-        let Some(data) = buf.get(pos..pos + size) else {
-            return Ok(None);
-        };
-        match buf.get(pos + size..pos + size + 2) {
-            None => return Ok(None),
-            Some(b"\r\n") => {}
-            Some(_) => return Err(HttpError::BadChunk),
-        }
-        out.extend_from_slice(data);
-        pos += size + 2;
     }
 }
 
 /// A chunk-size line with extensions longer than this is refused.
 const CHUNK_LINE_BYTES_MAX: usize = 1024;
 
-/// Skips the trailer section after the last chunk; returns the request end.
-fn trailers(buf: &[u8], pos: usize) -> Result<Option<usize>, HttpError> {
-    let rest = &buf[pos..];
+/// Skips the trailer section after the last chunk; returns the request
+/// end. The section is parsed once its blank line is here; until then
+/// each call searches only the bytes the last one did not.
+fn trailers(buf: &[u8], p: &mut Progress) -> Result<Option<usize>, HttpError> {
+    let rest = &buf[p.at..];
     if rest.starts_with(b"\r\n") {
-        return Ok(Some(pos + 2));
+        return Ok(Some(p.at + 2));
+    }
+    let from = p.trailers_searched.saturating_sub(3);
+    let found = rest[from..].windows(4).any(|w| w == b"\r\n\r\n");
+    p.examined(rest.len() - from);
+    p.trailers_searched = rest.len();
+    if !found {
+        return if rest.len() > HEADER_BYTES_MAX {
+            Err(HttpError::HeadersTooLarge)
+        } else {
+            Ok(None)
+        };
     }
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     match httparse::parse_headers(rest, &mut headers) {
-        Ok(Status::Complete((n, _))) => Ok(Some(pos + n)),
-        Ok(Status::Partial) if rest.len() > HEADER_BYTES_MAX => Err(HttpError::HeadersTooLarge),
+        Ok(Status::Complete((n, _))) if n > HEADER_BYTES_MAX => Err(HttpError::HeadersTooLarge),
+        Ok(Status::Complete((n, _))) => Ok(Some(p.at + n)),
         Ok(Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
         Err(_) => Err(HttpError::BadChunk),
@@ -69,14 +150,17 @@ fn trailers(buf: &[u8], pos: usize) -> Result<Option<usize>, HttpError> {
 /// Refuses a chunk-size line that httparse would accept but a proxy might
 /// read differently: no leading hex digit (an empty size), a bare LF, or a
 /// control byte in an extension. An unfinished line is left to the parser.
-fn check_size_line(rest: &[u8]) -> Result<(), HttpError> {
+/// Returns the bytes looked at.
+fn check_size_line(rest: &[u8]) -> Result<usize, HttpError> {
     if rest.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
         return Err(HttpError::BadChunk);
     }
-    let line = rest
+    // No further than a size line may reach: what follows is chunk data.
+    let window = &rest[..rest.len().min(CHUNK_LINE_BYTES_MAX + 2)];
+    let line = window
         .iter()
         .position(|&b| b == b'\n')
-        .map_or(rest, |n| &rest[..=n]);
+        .map_or(window, |n| &window[..=n]);
     for (i, &b) in line.iter().enumerate() {
         let allowed = match b {
             b'\n' => i > 0 && line[i - 1] == b'\r',
@@ -88,12 +172,12 @@ fn check_size_line(rest: &[u8]) -> Result<(), HttpError> {
             return Err(HttpError::BadChunk);
         }
     }
-    Ok(())
+    Ok(line.len())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::request::{Body, Head, parse_body, parse_head};
+    use super::super::request::{Body, Head, parse_body, parse_body_once, parse_head};
     use super::*;
 
     fn head(raw: &str) -> Result<Option<Head<'_>>, HttpError> {
@@ -105,7 +189,7 @@ mod tests {
         let raw = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\n{\"a\r\n2\r\n\":\r\n2\r\n1}\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
         let h = head(raw).expect("ok").expect("complete");
         let mut scratch = Vec::new();
-        let (body, end) = parse_body(raw.as_bytes(), &h, 100, &mut scratch)
+        let (body, end) = parse_body_once(raw.as_bytes(), &h, 100, &mut scratch)
             .expect("ok")
             .expect("complete");
         assert_eq!(body, Body::Scratch);
@@ -113,7 +197,7 @@ mod tests {
         assert_eq!(&raw[end..], "NEXT");
         for cut in h.len..end {
             assert_eq!(
-                parse_body(&raw.as_bytes()[..cut], &h, 100, &mut scratch),
+                parse_body_once(&raw.as_bytes()[..cut], &h, 100, &mut scratch),
                 Ok(None),
                 "cut {cut}"
             );
@@ -125,19 +209,19 @@ mod tests {
         let big = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n";
         let h = head(big).expect("ok").expect("complete");
         assert_eq!(
-            parse_body(big.as_bytes(), &h, 100, &mut Vec::new()),
+            parse_body_once(big.as_bytes(), &h, 100, &mut Vec::new()),
             Err(HttpError::BodyTooLarge { max_bytes: 100 })
         );
         let bad = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         let h = head(bad).expect("ok").expect("complete");
         assert_eq!(
-            parse_body(bad.as_bytes(), &h, 100, &mut Vec::new()),
+            parse_body_once(bad.as_bytes(), &h, 100, &mut Vec::new()),
             Err(HttpError::BadChunk)
         );
         let no_crlf = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc";
         let h = head(no_crlf).expect("ok").expect("complete");
         assert_eq!(
-            parse_body(no_crlf.as_bytes(), &h, 100, &mut Vec::new()),
+            parse_body_once(no_crlf.as_bytes(), &h, 100, &mut Vec::new()),
             Err(HttpError::BadChunk)
         );
     }
@@ -156,7 +240,7 @@ mod tests {
             let raw = format!("{HEAD}{body}");
             let h = head(&raw).expect("ok").expect("complete");
             assert_eq!(
-                parse_body(raw.as_bytes(), &h, 100, &mut Vec::new()),
+                parse_body_once(raw.as_bytes(), &h, 100, &mut Vec::new()),
                 Err(HttpError::BadChunk),
                 "{body:?}"
             );
@@ -164,8 +248,53 @@ mod tests {
         let tab = format!("{HEAD}2;a=\tb\r\n{{}}\r\n0\r\n\r\n");
         let h = head(&tab).expect("ok").expect("complete");
         assert!(matches!(
-            parse_body(tab.as_bytes(), &h, 100, &mut Vec::new()),
+            parse_body_once(tab.as_bytes(), &h, 100, &mut Vec::new()),
             Ok(Some((Body::Scratch, _)))
         ));
+    }
+
+    /// Feeds the chunked request `raw` to the decoder `piece` bytes at a
+    /// time, as small reads bring it, keeping one [`Progress`] across the
+    /// feeds or, as before it was kept, starting afresh at every feed.
+    /// Returns the body and the bytes the decoder looked at in all.
+    fn feed(raw: &[u8], piece: usize, keep: bool) -> (Vec<u8>, usize) {
+        let h = parse_head(raw).expect("ok").expect("complete");
+        let (mut p, mut out, mut examined) = (Progress::default(), Vec::new(), 0);
+        let mut cut = h.len;
+        loop {
+            cut = (cut + piece).min(raw.len());
+            if !keep {
+                examined += p.examined;
+                p = Progress::default();
+            }
+            match parse_body(&raw[..cut], &h, 1 << 20, &mut out, &mut p) {
+                Ok(Some(_)) => return (out, examined + p.examined),
+                Ok(None) => assert!(cut < raw.len(), "incomplete at the end"),
+                Err(e) => panic!("{e} at {cut}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_arriving_in_many_small_reads_is_examined_in_time_linear_in_its_size() {
+        let chunks: String = (0..1000).map(|i| format!("10\r\n{i:016}\r\n")).collect();
+        let raw = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}0\r\nX-Trailer: {}\r\n\r\n",
+            "t".repeat(1000)
+        );
+        let body_bytes = raw.len() - raw.find("\r\n\r\n").expect("a head") - 4;
+        for piece in [1, 3, 7] {
+            let (out, examined) = feed(raw.as_bytes(), piece, true);
+            assert_eq!(out.len(), 1000 * 16);
+            assert_eq!(&out[..32], b"00000000000000000000000000000001");
+            assert!(
+                examined <= 2 * body_bytes,
+                "{piece}-byte reads: {examined} bytes examined for a {body_bytes}-byte body"
+            );
+        }
+        // The instrument sees the quadratic cost of starting over each read.
+        let (out, examined) = feed(raw.as_bytes(), 7, false);
+        assert_eq!(out.len(), 1000 * 16);
+        assert!(examined > 100 * body_bytes, "{examined} for {body_bytes}");
     }
 }

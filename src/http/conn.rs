@@ -7,23 +7,38 @@
 //! `--body-read-timeout-ms` of its headers, and an idle keep-alive
 //! connection is closed after `--idle-timeout-ms`. A request that misses
 //! its deadline gets 408 and the connection closes, so a client trickling
-//! bytes holds one coroutine for a bounded time and nothing else.
+//! bytes holds one coroutine for a bounded time and nothing else
+//! (`deadlines`).
+//!
+//! Memory is bounded in bytes: a round ends after
+//! [`PIPELINE_REQUESTS_MAX`] requests or once its responses reach
+//! [`PIPELINE_RESPONSE_BYTES_MAX`]; its responses are written within one
+//! deadline (`--body-read-timeout-ms`, for the whole round) before the next
+//! round is decoded, and buffers that grew for a round are given back after
+//! it (`round`, on `socket`).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::mem;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use may::net::TcpStream;
 use may::sync::mpsc;
 
+mod deadlines;
+mod round;
+
 use super::admission::Admitted;
+use super::chunked;
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
 use super::{ApiError, HttpError};
 use crate::app::App;
 use crate::ingest::UsageParser;
-use crate::limits::{HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX, READ_BUF_BYTES_INITIAL};
+use crate::limits::{
+    BUF_BYTES_KEPT_MAX, HEADER_BYTES_MAX, PIPELINE_REQUESTS_MAX, PIPELINE_RESPONSE_BYTES_MAX,
+    READ_BUF_BYTES_INITIAL, STAGED_BYTES_INITIAL, WRITE_BUF_BYTES_INITIAL,
+};
 use crate::metrics::{self, Route};
 use crate::wal::lanes::PROMPT_THINK_US;
 use crate::wal::{Attached, Id, Reply, Submission};
@@ -31,7 +46,8 @@ use crate::wal::{Attached, Id, Reply, Submission};
 /// Serves `stream` until the client leaves, an error closes it, or shutdown.
 pub fn serve(stream: TcpStream, app: &App, admitted: Admitted, lane: usize) {
     let timeout = Duration::from_millis(app.config.body_read_timeout_ms);
-    // A client that stops reading its responses is dropped after this.
+    // A client that does not take a round's responses within this is
+    // dropped: the deadline covers the whole batch (`socket::write_within`).
     if stream.set_write_timeout(Some(timeout)).is_err() {
         return;
     }
@@ -63,8 +79,14 @@ struct Connection<'a> {
     /// Responses of the current round, written in one call.
     wbuf: Vec<u8>,
     parser: UsageParser,
+    /// `parser` took a body over [`BUF_BYTES_KEPT_MAX`] this round: its
+    /// buffers grew to that body's size and are given back after the round.
+    parser_grew: bool,
     /// De-chunked body of the current request.
     scratch: Vec<u8>,
+    /// How far the chunked body of the request at `rpos` is decoded into
+    /// `scratch`, so that a read decodes only what it brought.
+    chunked: chunked::Progress,
     /// Usages of this round in staged WAL form, and each one's Connection
     /// header: they become one submission and then their 201s.
     staged: Vec<u8>,
@@ -104,10 +126,12 @@ impl<'a> Connection<'a> {
             rbuf: vec![0; READ_BUF_BYTES_INITIAL],
             rpos: 0,
             rend: 0,
-            wbuf: Vec::with_capacity(READ_BUF_BYTES_INITIAL),
+            wbuf: Vec::with_capacity(WRITE_BUF_BYTES_INITIAL),
             parser: UsageParser::new(),
+            parser_grew: false,
             scratch: Vec::new(),
-            staged: Vec::with_capacity(4096),
+            chunked: chunked::Progress::default(),
+            staged: Vec::with_capacity(STAGED_BYTES_INITIAL),
             staged_conns: Vec::with_capacity(64),
             reply_tx,
             reply_rx,
@@ -131,10 +155,10 @@ impl<'a> Connection<'a> {
             let next = self.decode_buffered();
             self.commit_staged();
             if !self.wbuf.is_empty() {
-                self.stream.write_all(&self.wbuf)?;
-                self.wbuf.clear();
+                self.write_out()?;
                 fail::fail_point!("http::after_response");
             }
+            self.give_back_buffers();
             // At shutdown keep-alive ends with the next response, which says
             // `Connection: close` (see `conn_header`). A response already
             // sent with keep-alive is honoured: closing right after it would
@@ -148,11 +172,6 @@ impl<'a> Connection<'a> {
                 return self.close();
             }
         }
-    }
-
-    fn close(&mut self) -> io::Result<()> {
-        self.stream.flush()?;
-        self.stream.shutdown(std::net::Shutdown::Write)
     }
 
     /// Handles every complete request in the buffer.
@@ -177,7 +196,9 @@ impl<'a> Connection<'a> {
             self.head_done.get_or_insert_with(Instant::now);
             let (route, action) = routes::route(&head);
             let body_max = self.app.config.max_body_bytes;
-            let (body, len) = match request::parse_body(buf, &head, body_max, &mut self.scratch) {
+            let decoded =
+                request::parse_body(buf, &head, body_max, &mut self.scratch, &mut self.chunked);
+            let (body, len) = match decoded {
                 Ok(Some(found)) => found,
                 Ok(None) => return self.await_body(&head, route, action),
                 Err(e) => return self.fail(route, e.into(), head.method == request::Method::Head),
@@ -189,6 +210,7 @@ impl<'a> Connection<'a> {
                 Body::Slice(range) => &buf[range],
                 Body::Scratch => &chunked_body[..],
             };
+            self.parser_grew |= body.len() > BUF_BYTES_KEPT_MAX;
             let conn = self.conn_header(&head);
             self.handle(&head, route, action, body, conn);
             self.scratch = chunked_body;
@@ -197,8 +219,17 @@ impl<'a> Connection<'a> {
             if conn == ConnHeader::Close {
                 return Next::Close;
             }
+            if self.pending_response_bytes() >= PIPELINE_RESPONSE_BYTES_MAX {
+                return Next::Again;
+            }
         }
         Next::Again
+    }
+
+    /// Bytes of responses this round holds: those written, and the 201s
+    /// the staged usages will get.
+    fn pending_response_bytes(&self) -> usize {
+        self.wbuf.len() + self.staged_conns.len() * response::CREATED_BYTES_MAX
     }
 
     /// The body is not all here yet. Answer `Expect: 100-continue` now, or
@@ -212,7 +243,7 @@ impl<'a> Connection<'a> {
         if head.expect_continue && !self.continue_sent {
             let refused = action.and_then(|a| routes::precheck(head, a, self.app));
             if let Err(e) = refused {
-                return self.fail(route, e, false);
+                return self.fail(route, e, head.method == request::Method::Head);
             }
             self.commit_staged();
             response::write_continue(&mut self.wbuf);
@@ -286,6 +317,7 @@ impl<'a> Connection<'a> {
 
     fn request_done(&mut self) {
         self.continue_sent = false;
+        self.chunked = chunked::Progress::default();
         self.head_done = None;
         self.request_started = (self.rpos < self.rend).then(Instant::now);
     }
@@ -357,7 +389,7 @@ impl<'a> Connection<'a> {
                 max_bytes: self.app.config.max_body_bytes,
             };
             self.fail(Route::Other, e.into(), false);
-            self.stream.write_all(&mem::take(&mut self.wbuf))?;
+            self.write_out()?;
             return Ok(false);
         }
         if self.rend == self.rbuf.len() {
@@ -401,6 +433,10 @@ impl<'a> Connection<'a> {
 
     /// Moves unhandled bytes to the front of the buffer.
     fn compact(&mut self) {
+        // Idle, a read buffer grown for one large request is given back.
+        if self.rpos == self.rend && self.rbuf.len() > BUF_BYTES_KEPT_MAX {
+            self.rbuf = vec![0; READ_BUF_BYTES_INITIAL];
+        }
         if self.rpos == self.rend {
             if self.rend != 0 {
                 self.idle_since = Instant::now();
@@ -414,65 +450,10 @@ impl<'a> Connection<'a> {
             self.rpos = 0;
         }
     }
-
-    /// The read timeout for the current phase, or `None` if its deadline
-    /// has passed. Idle reads keep one fixed value so the socket option is
-    /// not touched on the hot path.
-    fn next_timeout(&self) -> Option<Duration> {
-        let c = &self.app.config;
-        let deadline = if self.rpos == self.rend {
-            self.idle_since + Duration::from_millis(c.idle_timeout_ms)
-        } else if let Some(head_done) = self.head_done {
-            head_done + Duration::from_millis(c.body_read_timeout_ms)
-        } else {
-            self.request_started.unwrap_or(self.idle_since)
-                + Duration::from_millis(c.header_read_timeout_ms)
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            None
-        } else if self.rpos == self.rend {
-            Some(Duration::from_millis(c.idle_timeout_ms))
-        } else {
-            Some(whole_ms_up(left))
-        }
-    }
-
-    /// A deadline passed: mid-request that is a 408, idle it is a quiet close.
-    fn timed_out(&mut self) -> io::Result<bool> {
-        metrics::GLOBAL
-            .connections_timed_out
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.rpos != self.rend {
-            self.fail(Route::Other, HttpError::Timeout.into(), false);
-            self.stream.write_all(&mem::take(&mut self.wbuf))?;
-        }
-        Ok(false)
-    }
-}
-
-/// may keeps a socket timeout in whole milliseconds, truncated, and takes 0
-/// as "no timeout": a remainder under 1 ms would make the read wait forever,
-/// and a truncated one fires before the deadline. Rounding up avoids both.
-fn whole_ms_up(d: Duration) -> Duration {
-    Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64)
 }
 
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn read_timeouts_are_whole_milliseconds_rounded_up() {
-        let ms = Duration::from_millis;
-        assert_eq!(whole_ms_up(Duration::from_nanos(1)), ms(1));
-        assert_eq!(whole_ms_up(Duration::from_micros(299_970)), ms(300));
-        assert_eq!(whole_ms_up(ms(75_000)), ms(75_000));
-    }
 }

@@ -16,8 +16,11 @@
 //!   server owns and the shutdown drain asks it about.
 //! - [`conn`]: one connection: reading with timeouts, pipelining, grouping
 //!   a read's usages into one WAL submission, writing responses in order.
-//! - [`request`] / [`response`]: framing, as pure functions; [`chunked`]:
-//!   chunked request bodies, strictly.
+//! - [`request`] / [`response`]: framing, as pure functions; `fields`: the
+//!   header fields acted on and their syntax; [`chunked`]: chunked request
+//!   bodies, strictly.
+//! - `socket`: writing within a deadline, draining before a close, and
+//!   giving grown buffers back.
 //! - [`routes`]: what each path answers, and [`ApiError::status`], the one
 //!   place where errors become statuses.
 //!
@@ -27,20 +30,27 @@
 //! - A 201 is written only after the WAL writer replied that the record is
 //!   fsynced; responses leave in request order.
 //! - No request body is ever logged.
+//! - What a connection holds is bounded in bytes: a round of pipelined
+//!   requests ends at a response budget, its write has one deadline, and
+//!   buffers grown for a round are given back (see [`conn`]).
 
 pub mod admission;
 pub mod chunked;
 pub mod conn;
+mod fields;
 pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+mod socket;
 
 pub use admission::{Admission, Admitted};
 
 use crate::app::NotReady;
 use crate::ingest::IngestError;
-use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX};
+use crate::limits::{
+    HEADER_BYTES_MAX, HEADERS_MAX, MEDIA_TYPE_ECHO_BYTES_MAX, REQUEST_TARGET_BYTES_MAX,
+};
 use crate::wal::CommitError;
 use crate::wal::SubmitError;
 
@@ -57,8 +67,20 @@ pub enum HttpError {
     BadChunk,
     #[error("only the chunked Transfer-Encoding is supported")]
     UnsupportedTransferEncoding,
+    #[error("the last Transfer-Encoding must be chunked")]
+    ChunkedNotLast,
+    #[error("chunked is given more than once in Transfer-Encoding")]
+    ChunkedTwice,
     #[error("an HTTP/1.1 request needs a Host header")]
     MissingHost,
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("malformed Host header")]
+    BadHost,
+    #[error("request target must be a path or an http(s) URL")]
+    BadTarget,
+    #[error("request target longer than {REQUEST_TARGET_BYTES_MAX} bytes")]
+    TargetTooLong,
     #[error("only HTTP/1.0 and HTTP/1.1 are supported")]
     Version,
     #[error("too many headers (at most {HEADERS_MAX})")]
@@ -82,14 +104,54 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed (allowed: {allow})")]
     MethodNotAllowed { allow: &'static str },
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
+    #[error("Content-Type must be application/json (received \"{0}\")")]
+    UnsupportedMediaType(MediaTypeEcho),
     #[error(transparent)]
     Submit(#[from] SubmitError),
     #[error(transparent)]
     Commit(#[from] CommitError),
     #[error("{0}; retry later")]
     NotReady(#[from] NotReady),
+}
+
+/// A client's media type as a 415 names it back: at most
+/// [`MEDIA_TYPE_ECHO_BYTES_MAX`] bytes (then `...`), printable ASCII only
+/// (anything else becomes `?`), so a 415 never carries more than a short
+/// line of what was sent. Fixed size: refusing allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaTypeEcho {
+    bytes: [u8; MEDIA_TYPE_ECHO_BYTES_MAX],
+    len: usize,
+    /// The type was longer than what is kept.
+    cut: bool,
+}
+
+impl MediaTypeEcho {
+    pub fn new(sent: &[u8]) -> MediaTypeEcho {
+        let mut bytes = [0; MEDIA_TYPE_ECHO_BYTES_MAX];
+        let len = sent.len().min(MEDIA_TYPE_ECHO_BYTES_MAX);
+        for (to, &from) in bytes.iter_mut().zip(&sent[..len]) {
+            *to = if from.is_ascii_graphic() || from == b' ' {
+                from
+            } else {
+                b'?'
+            };
+        }
+        MediaTypeEcho {
+            bytes,
+            len,
+            cut: sent.len() > len,
+        }
+    }
+}
+
+impl std::fmt::Display for MediaTypeEcho {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Printable ASCII by construction, so always UTF-8.
+        let kept = std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("?");
+        f.write_str(kept)?;
+        if self.cut { f.write_str("...") } else { Ok(()) }
+    }
 }
 
 /// Seconds a client should wait before retrying a 503.
@@ -102,6 +164,7 @@ impl ApiError {
             ApiError::Http(e) => match e {
                 HttpError::TooManyHeaders | HttpError::HeadersTooLarge => 431,
                 HttpError::BodyTooLarge { .. } => 413,
+                HttpError::TargetTooLong => 414,
                 HttpError::UnsupportedTransferEncoding => 501,
                 HttpError::Version => 505,
                 HttpError::Timeout => 408,
@@ -109,12 +172,17 @@ impl ApiError {
                 | HttpError::BadContentLength
                 | HttpError::LengthAndChunked
                 | HttpError::BadChunk
-                | HttpError::MissingHost => 400,
+                | HttpError::ChunkedNotLast
+                | HttpError::ChunkedTwice
+                | HttpError::MissingHost
+                | HttpError::DuplicateHost
+                | HttpError::BadHost
+                | HttpError::BadTarget => 400,
             },
             ApiError::Ingest(_) => 400,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::UnsupportedMediaType => 415,
+            ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Submit(_) | ApiError::Commit(_) | ApiError::NotReady(_) => 503,
         }
     }
@@ -144,6 +212,12 @@ mod tests {
             (HttpError::TooManyHeaders.into(), 431),
             (HttpError::HeadersTooLarge.into(), 431),
             (HttpError::BodyTooLarge { max_bytes: 1 }.into(), 413),
+            (HttpError::TargetTooLong.into(), 414),
+            (HttpError::ChunkedNotLast.into(), 400),
+            (HttpError::ChunkedTwice.into(), 400),
+            (HttpError::DuplicateHost.into(), 400),
+            (HttpError::BadHost.into(), 400),
+            (HttpError::BadTarget.into(), 400),
             (HttpError::UnsupportedTransferEncoding.into(), 501),
             (HttpError::Version.into(), 505),
             (HttpError::Timeout.into(), 408),
@@ -155,7 +229,7 @@ mod tests {
                 },
                 405,
             ),
-            (ApiError::UnsupportedMediaType, 415),
+            (ApiError::UnsupportedMediaType(MediaTypeEcho::new(b"")), 415),
             (SubmitError::LaneFull.into(), 503),
             (CommitError::Write.into(), 503),
             (NotReady::OverQuota.into(), 503),
@@ -177,6 +251,25 @@ mod tests {
             }
             .extra_headers(),
             &[("Allow", "POST")]
+        );
+    }
+
+    #[test]
+    fn a_415_names_the_type_received_short_and_printable() {
+        let e = ApiError::UnsupportedMediaType(MediaTypeEcho::new(b"text/plain"));
+        assert_eq!(
+            e.to_string(),
+            "Content-Type must be application/json (received \"text/plain\")"
+        );
+        let long = [b'x'; MEDIA_TYPE_ECHO_BYTES_MAX + 1];
+        let echo = MediaTypeEcho::new(&long).to_string();
+        assert_eq!(
+            echo,
+            format!("{}...", "x".repeat(MEDIA_TYPE_ECHO_BYTES_MAX))
+        );
+        assert_eq!(
+            MediaTypeEcho::new(b"a\x01\xffb/c d").to_string(),
+            "a??b/c d"
         );
     }
 }

@@ -4,8 +4,9 @@
 
 use httparse::Status;
 
+use super::fields::Fields;
 use super::{HttpError, chunked};
-use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX};
+use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX, REQUEST_TARGET_BYTES_MAX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -41,6 +42,8 @@ pub struct Head<'a> {
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub content_type: ContentType,
+    /// The media type as sent, without parameters (empty if none was).
+    pub media_type: &'a [u8],
     pub framing: Framing,
     /// Bytes of the request line and headers, up to the body.
     pub len: usize,
@@ -54,8 +57,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADERS_MAX];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(Status::Complete(_)) if req.path.is_some_and(|p| p.len() > REQUEST_TARGET_BYTES_MAX) => {
+            return Err(HttpError::TargetTooLong);
+        }
         Ok(Status::Complete(n)) if n > HEADER_BYTES_MAX => return Err(HttpError::HeadersTooLarge),
         Ok(Status::Complete(n)) => n,
+        Ok(Status::Partial) if partial_target_too_long(buf) => {
+            return Err(HttpError::TargetTooLong);
+        }
         Ok(Status::Partial) if buf.len() > HEADER_BYTES_MAX => {
             return Err(HttpError::HeadersTooLarge);
         }
@@ -71,20 +80,23 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
         "POST" => Method::Post,
         _ => Method::Other,
     };
-    let path = path_of(req.path.unwrap_or(""));
+    let path = path_of(req.path.unwrap_or(""))?;
     let fields = Fields::read(req.headers)?;
-    if !http10 && !fields.host {
-        return Err(HttpError::MissingHost);
+    match fields.hosts {
+        0 if !http10 => return Err(HttpError::MissingHost),
+        0 | 1 => {}
+        _ => return Err(HttpError::DuplicateHost),
     }
-    let framing = match (fields.content_length, fields.chunked) {
+    let framing = match (fields.content_length, fields.codings.chunked()?) {
         (Some(_), true) => return Err(HttpError::LengthAndChunked),
         (_, true) if http10 => return Err(HttpError::UnsupportedTransferEncoding),
         (_, true) => Framing::Chunked,
         (Some(n), false) => Framing::Length(n),
         (None, false) => Framing::Length(0),
     };
+    // `close` anywhere in the list wins, whatever else the list says.
     let keep_alive = if http10 {
-        fields.keep_alive
+        fields.keep_alive && !fields.close
     } else {
         !fields.close
     };
@@ -95,6 +107,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
         keep_alive,
         expect_continue: fields.expect_continue && !http10,
         content_type: fields.content_type,
+        media_type: fields.media_type,
         framing,
         len,
     }))
@@ -120,97 +133,45 @@ fn version_error(buf: &[u8]) -> HttpError {
     }
 }
 
+/// Whether the target of a request line that is not complete yet is
+/// already over [`REQUEST_TARGET_BYTES_MAX`]: the bytes after the method's
+/// space, up to the next space or the end. Looked at only once the buffer
+/// could hold such a target, so ordinary partial heads cost nothing.
+fn partial_target_too_long(buf: &[u8]) -> bool {
+    if buf.len() <= REQUEST_TARGET_BYTES_MAX {
+        return false;
+    }
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    let Some(space) = line.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let target = line[space + 1..].split(|&b| b == b' ').next();
+    target.is_some_and(|t| t.len() > REQUEST_TARGET_BYTES_MAX)
+}
+
 /// Strips the query and, for absolute-form targets, the scheme and host.
 /// A target that starts with `/` is origin-form, whatever its query holds.
-fn path_of(target: &str) -> &str {
-    let target = match target.split_once("://") {
-        Some((_, rest)) if !target.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
-        _ => target,
-    };
-    target.split(['?', '#']).next().unwrap_or(target)
-}
-
-/// The header fields busyapi acts on.
-#[derive(Default)]
-struct Fields {
-    host: bool,
-    content_length: Option<usize>,
-    chunked: bool,
-    close: bool,
-    keep_alive: bool,
-    expect_continue: bool,
-    content_type: ContentType,
-}
-
-impl Fields {
-    fn read(headers: &[httparse::Header<'_>]) -> Result<Fields, HttpError> {
-        let mut f = Fields::default();
-        for h in headers {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("content-length") {
-                let n = content_length(h.value)?;
-                if f.content_length.is_some_and(|prev| prev != n) {
-                    return Err(HttpError::BadContentLength);
-                }
-                f.content_length = Some(n);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                f.chunked = transfer_encoding(h.value)?;
-            } else if name.eq_ignore_ascii_case("connection") {
-                for token in tokens(h.value) {
-                    f.close |= token.eq_ignore_ascii_case(b"close");
-                    f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            } else if name.eq_ignore_ascii_case("expect") {
-                f.expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
-            } else if name.eq_ignore_ascii_case("content-type") {
-                f.content_type = content_type(h.value);
-            } else if name.eq_ignore_ascii_case("host") {
-                f.host = true;
-            }
-        }
-        Ok(f)
-    }
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
-}
-
-fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
-}
-
-/// Digits only: no sign, no spaces inside, no list. At most 19 digits so
-/// the value fits; anything larger is far over any body limit anyway.
-fn content_length(v: &[u8]) -> Result<usize, HttpError> {
-    let v = trim(v);
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return Err(HttpError::BadContentLength);
-    }
-    let n = v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
-}
-
-/// Only `chunked` (alone) is supported; compressions and other codings get
-/// 501 as RFC 9112 asks.
-fn transfer_encoding(v: &[u8]) -> Result<bool, HttpError> {
-    let mut codings = tokens(v);
-    match (codings.next(), codings.next()) {
-        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(true),
-        (None, _) => Err(HttpError::Malformed),
-        _ => Err(HttpError::UnsupportedTransferEncoding),
-    }
-}
-
-fn content_type(v: &[u8]) -> ContentType {
-    let media = trim(v.split(|&b| b == b';').next().unwrap_or(v));
-    let is_json = media.eq_ignore_ascii_case(b"application/json")
-        || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"));
-    if is_json {
-        ContentType::Json
+/// An absolute-form authority ends at the first `/`, `?` or `#` (RFC 3986
+/// §3.2), and its scheme must be `http` or `https`, in any case; `*` is
+/// kept as it is (it routes nowhere).
+fn path_of(target: &str) -> Result<&str, HttpError> {
+    let path = if target.starts_with('/') || target == "*" {
+        target
     } else {
-        ContentType::Other
-    }
+        let (scheme, rest) = target.split_once("://").ok_or(HttpError::BadTarget)?;
+        let http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        // RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
+        if !http || authority_end == 0 {
+            return Err(HttpError::BadTarget);
+        }
+        if rest[authority_end..].starts_with('/') {
+            &rest[authority_end..]
+        } else {
+            "/"
+        }
+    };
+    Ok(path.split(['?', '#']).next().unwrap_or(path))
 }
 
 /// A body, once all of it is buffered.
@@ -224,12 +185,15 @@ pub enum Body {
 
 /// Finds the end of the body of `head` in `buf` (which starts with the
 /// head). Returns the body and the request's total length, or `Ok(None)`
-/// if more bytes are needed. Chunked bodies are decoded into `scratch`.
+/// if more bytes are needed. Chunked bodies are decoded into `scratch`,
+/// resuming where `progress` says the last call for this request stopped
+/// (a fresh [`chunked::Progress`] for each new request).
 pub fn parse_body(
     buf: &[u8],
     head: &Head<'_>,
     body_bytes_max: usize,
     scratch: &mut Vec<u8>,
+    progress: &mut chunked::Progress,
 ) -> Result<Option<(Body, usize)>, HttpError> {
     match head.framing {
         Framing::Length(n) if n > body_bytes_max => Err(HttpError::BodyTooLarge {
@@ -240,11 +204,24 @@ pub fn parse_body(
             Ok((buf.len() >= end).then_some((Body::Slice(head.len..end), end)))
         }
         Framing::Chunked => {
-            scratch.clear();
-            chunked::dechunk(buf, head.len, body_bytes_max, scratch)
+            if progress.fresh() {
+                scratch.clear();
+            }
+            chunked::dechunk(buf, head.len, body_bytes_max, scratch, progress)
                 .map(|done| done.map(|end| (Body::Scratch, end)))
         }
     }
+}
+
+/// [`parse_body`] for a request seen whole at once: no progress is kept.
+#[cfg(test)]
+pub(super) fn parse_body_once(
+    buf: &[u8],
+    head: &Head<'_>,
+    body_bytes_max: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<Option<(Body, usize)>, HttpError> {
+    parse_body(buf, head, body_bytes_max, scratch, &mut Default::default())
 }
 
 #[cfg(test)]
@@ -268,7 +245,7 @@ mod tests {
             (ContentType::Json, Framing::Length(2))
         );
         let mut scratch = Vec::new();
-        let (body, end) = parse_body(raw.as_bytes(), &h, 100, &mut scratch)
+        let (body, end) = parse_body_once(raw.as_bytes(), &h, 100, &mut scratch)
             .expect("ok")
             .expect("complete");
         assert_eq!(
@@ -283,7 +260,7 @@ mod tests {
         let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n{}";
         let h = head(raw).expect("ok").expect("complete");
         assert_eq!(
-            parse_body(raw.as_bytes(), &h, 100, &mut Vec::new()),
+            parse_body_once(raw.as_bytes(), &h, 100, &mut Vec::new()),
             Ok(None)
         );
     }
@@ -299,6 +276,10 @@ mod tests {
             .expect("complete");
         assert!(h.keep_alive);
         let h = head("GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n")
+            .expect("ok")
+            .expect("complete");
+        assert!(!h.keep_alive);
+        let h = head("GET / HTTP/1.0\r\nConnection: Keep-Alive, CLOSE\r\n\r\n")
             .expect("ok")
             .expect("complete");
         assert!(!h.keep_alive);
@@ -328,6 +309,23 @@ mod tests {
                 HttpError::UnsupportedTransferEncoding,
             ),
             ("POST / HTTP/1.1\r\n\r\n", HttpError::MissingHost),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+                HttpError::DuplicateHost,
+            ),
+            (
+                "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+                HttpError::DuplicateHost,
+            ),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", HttpError::BadHost),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HttpError::ChunkedTwice,
+            ),
+            (
+                "GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                HttpError::BadTarget,
+            ),
             ("GARBAGE\r\n\r\n", HttpError::Malformed),
             ("GET / HTTP/2.0\r\n\r\n", HttpError::Version),
             ("\r\nGET / HTTP/3\r\n\r\n", HttpError::Version),
@@ -370,31 +368,41 @@ mod tests {
         let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999\r\n\r\n";
         let h = head(raw).expect("ok").expect("complete");
         assert_eq!(
-            parse_body(raw.as_bytes(), &h, 16, &mut Vec::new()),
+            parse_body_once(raw.as_bytes(), &h, 16, &mut Vec::new()),
             Err(HttpError::BodyTooLarge { max_bytes: 16 })
         );
     }
 
     #[test]
-    fn content_types_are_classified() {
-        assert_eq!(content_type(b"application/json"), ContentType::Json);
-        assert_eq!(
-            content_type(b"Application/JSON ; charset=utf-8"),
-            ContentType::Json
-        );
-        assert_eq!(content_type(b"application/vnd.api+json"), ContentType::Json);
-        assert_eq!(content_type(b"text/plain"), ContentType::Other);
-        assert_eq!(
-            content_type(b"application/x-www-form-urlencoded"),
-            ContentType::Other
-        );
+    fn absolute_form_targets_are_reduced_to_their_path() {
+        let path = |t| path_of(t).expect("a valid target");
+        assert_eq!(path("http://example.com/api/usages?a=b"), "/api/usages");
+        assert_eq!(path("HTTPS://example.com/api/usages"), "/api/usages");
+        assert_eq!(path("http://example.com"), "/");
+        assert_eq!(path("http://example.com?x=/api/usages"), "/");
+        assert_eq!(path("http://example.com#/api/usages"), "/");
+        assert_eq!(path("/healthz#frag"), "/healthz");
+        assert_eq!(path("/api/usages?cb=http://x/healthz"), "/api/usages");
+        for bad in [
+            "ftp://x/api/usages",
+            "x/api/usages",
+            "http:///api/usages",
+            "a:b",
+        ] {
+            assert_eq!(path_of(bad), Err(HttpError::BadTarget), "{bad}");
+        }
     }
 
     #[test]
-    fn absolute_form_targets_are_reduced_to_their_path() {
-        assert_eq!(path_of("http://example.com/api/usages?a=b"), "/api/usages");
-        assert_eq!(path_of("http://example.com"), "/");
-        assert_eq!(path_of("/healthz#frag"), "/healthz");
-        assert_eq!(path_of("/api/usages?cb=http://x/healthz"), "/api/usages");
+    fn a_long_target_is_refused_as_soon_as_it_is_over_the_limit() {
+        let target = "/".repeat(REQUEST_TARGET_BYTES_MAX + 1);
+        let partial = format!("GET {target}");
+        assert_eq!(head(&partial), Err(HttpError::TargetTooLong));
+        let whole = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(head(&whole), Err(HttpError::TargetTooLong));
+        let at_limit = "/".repeat(REQUEST_TARGET_BYTES_MAX);
+        let whole = format!("GET {at_limit} HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(head(&whole).expect("ok").is_some());
+        assert_eq!(head(&format!("GET {at_limit} HTTP/1.1")), Ok(None));
     }
 }

@@ -26,6 +26,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        414 => "URI Too Long",
         415 => "Unsupported Media Type",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -73,6 +74,12 @@ pub fn write(
         out.extend_from_slice(body);
     }
 }
+
+/// The longest `201 {"id": N}` [`write_created`] writes (178 bytes: a
+/// 16-digit id, ids stay under 2^53, and `Connection: keep-alive`), with
+/// room for a longer header; a test checks it. Pipelined usages count this
+/// much each against the response budget.
+pub const CREATED_BYTES_MAX: usize = 192;
 
 /// `201 {"id": N}`, the hot path: no formatting machinery beyond itoa.
 pub fn write_created(out: &mut Vec<u8>, id: u64, conn: Conn) {
@@ -190,6 +197,15 @@ mod tests {
         assert!(text.contains("\r\nConnection: close\r\n"));
         assert!(text.ends_with("\r\n\r\n{\"id\": 9007199254740991}"));
         assert!(text.contains("Content-Length: 24\r\n"));
+    }
+
+    #[test]
+    fn no_201_is_longer_than_created_bytes_max() {
+        for conn in [Conn::KeepAlive, Conn::KeepAlive10, Conn::Close] {
+            let mut out = Vec::new();
+            write_created(&mut out, (1 << 53) - 1, conn);
+            assert!(out.len() <= CREATED_BYTES_MAX, "{} bytes", out.len());
+        }
     }
 
     #[test]

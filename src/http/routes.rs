@@ -4,10 +4,10 @@
 use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::ApiError;
 use super::admission::Admission;
 use super::request::{ContentType, Head, Method};
 use super::response::{self, Conn};
+use super::{ApiError, MediaTypeEcho};
 use crate::app::{App, NotReady};
 use crate::metrics::{self, Route};
 
@@ -60,7 +60,9 @@ pub fn precheck(head: &Head<'_>, action: Action, app: &App) -> Result<(), ApiErr
         return Ok(());
     }
     if head.content_type == ContentType::Other {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(ApiError::UnsupportedMediaType(MediaTypeEcho::new(
+            head.media_type,
+        )));
     }
     if app.over_quota() {
         return Err(NotReady::OverQuota.into());

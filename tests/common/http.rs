@@ -52,6 +52,14 @@ pub struct Http {
 }
 
 impl Http {
+    /// A client on a socket the test opened itself.
+    pub fn from_stream(stream: TcpStream) -> Http {
+        Http {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn connect(addr: SocketAddr) -> Http {
         let stream = TcpStream::connect(addr).expect("connect");
         stream

@@ -133,6 +133,23 @@ fn a_chunked_body_with_extensions_and_trailers_split_across_writes_is_accepted()
 }
 
 #[test]
+fn an_8_kib_body_in_one_byte_chunks_over_five_hundred_writes_gets_its_201() {
+    let s = start();
+    // Six wire bytes a body byte: within what a request may take on the
+    // wire (four times the body cap and the head).
+    let body = usage_of_len(8 * 1024);
+    let chunks: String = body.chars().map(|c| format!("1\r\n{c}\r\n")).collect();
+    let raw = post_chunked(&format!("{chunks}0\r\n\r\n"));
+    let mut c = s.connect();
+    // 48 KiB on the wire in 100-byte writes: each read brings a few
+    // chunks, and must not cost a decode of the body from its start.
+    send_in_pieces(&mut c, &raw, 100);
+    assert_eq!(c.response().id(), 1);
+    c.send(&post_json(USAGE.as_bytes()));
+    assert_eq!(c.response().id(), 2, "the connection is unusable after it");
+}
+
+#[test]
 fn expect_100_continue_gets_100_before_the_body_is_sent_then_201() {
     let s = start();
     let raw = post_with(

@@ -1,0 +1,159 @@
+//! A connection's socket under deadlines, and its buffers given back.
+//!
+//! - A whole response batch is written within one deadline, not one per
+//!   `write` call: a client that reads a few bytes now and then would
+//!   otherwise keep each call just alive and hold the batch for ever.
+//! - Closing with unread bytes makes the kernel send a reset, which can
+//!   destroy the last response before the client reads it (RFC 9112
+//!   §9.6), so what still arrives is read and dropped first, for a bounded
+//!   time and number of bytes.
+//! - Buffers that grew for one large round are given back afterwards, so
+//!   an idle connection costs its initial buffers only.
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use may::net::TcpStream;
+
+use crate::limits::{BUF_BYTES_KEPT_MAX, CLOSE_DRAIN_BYTES_MAX, CLOSE_DRAIN_MS};
+
+/// Writes all of `bytes` within `deadline` of the call. The socket's
+/// write timeout is `deadline` between calls (see `conn::serve`); after a
+/// partial write it is lowered to what is left, and restored at the end.
+pub(super) fn write_within(
+    stream: &mut TcpStream,
+    mut bytes: &[u8],
+    deadline: Duration,
+) -> io::Result<()> {
+    let until = Instant::now() + deadline;
+    let mut lowered = false;
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if !bytes.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            stream.set_write_timeout(Some(whole_ms_up(left)))?;
+            lowered = true;
+        }
+    }
+    if lowered {
+        stream.set_write_timeout(Some(deadline))?;
+    }
+    Ok(())
+}
+
+/// Reads into `buf` and drops what still arrives, until the client
+/// closes or [`CLOSE_DRAIN_MS`] or [`CLOSE_DRAIN_BYTES_MAX`] run out.
+pub(super) fn drain_unread(stream: &mut TcpStream, buf: &mut [u8]) {
+    let until = Instant::now() + Duration::from_millis(CLOSE_DRAIN_MS);
+    let mut left = CLOSE_DRAIN_BYTES_MAX;
+    while left > 0 {
+        let wait = until.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(whole_ms_up(wait))).is_err() {
+            return;
+        }
+        match stream.read(buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// Replaces `buf` by an empty one of `initial` capacity if it grew past
+/// [`BUF_BYTES_KEPT_MAX`]. Call when its contents are no longer needed.
+pub(super) fn give_back(buf: &mut Vec<u8>, initial: usize) {
+    if buf.capacity() > BUF_BYTES_KEPT_MAX {
+        *buf = Vec::with_capacity(initial);
+    }
+}
+
+/// may keeps a socket timeout in whole milliseconds, truncated, and takes 0
+/// as "no timeout": a remainder under 1 ms would make the read wait forever,
+/// and a truncated one fires before the deadline. Rounding up avoids both.
+pub(super) fn whole_ms_up(d: Duration) -> Duration {
+    Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_whole_milliseconds_rounded_up() {
+        let ms = Duration::from_millis;
+        assert_eq!(whole_ms_up(Duration::from_nanos(1)), ms(1));
+        assert_eq!(whole_ms_up(Duration::from_micros(299_970)), ms(300));
+        assert_eq!(whole_ms_up(ms(75_000)), ms(75_000));
+    }
+
+    /// A peer that reads `chunk` bytes every `gap` until the stream ends.
+    fn slow_reader(listener: std::net::TcpListener, chunk: usize, gap: Duration) {
+        std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().expect("accept");
+            let mut buf = vec![0; chunk];
+            while matches!(peer.read(&mut buf), Ok(n) if n > 0) {
+                std::thread::sleep(gap);
+            }
+        });
+    }
+
+    /// Sets a socket buffer option of `stream` to `bytes`.
+    fn set_buffer(socket: &impl std::os::fd::AsRawFd, option: libc::c_int, bytes: libc::c_int) {
+        // SAFETY: setsockopt on a socket this test owns and keeps open for
+        // the call; the pointer and size describe a live c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const bytes).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt");
+    }
+
+    #[test]
+    fn a_peer_that_keeps_each_write_alive_but_takes_too_long_overall_times_out() {
+        const DEADLINE: Duration = Duration::from_millis(300);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Inherited by the accepted socket: the window opens after each read.
+        set_buffer(&listener, libc::SO_RCVBUF, 4096);
+        // 2 KiB every 20 ms is 100 KiB/s: every write call progresses well
+        // within the deadline, but 1 MiB takes ten seconds.
+        slow_reader(listener, 2048, Duration::from_millis(20));
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        // Small buffers: the writer wakes after a few KiB, not after the
+        // megabytes loopback autotuning would allow.
+        set_buffer(&stream, libc::SO_SNDBUF, 8192);
+        stream.set_write_timeout(Some(DEADLINE)).expect("timeout");
+        let started = Instant::now();
+        let written = write_within(&mut stream, &vec![b'x'; 1 << 20], DEADLINE);
+        let took = started.elapsed();
+        assert_eq!(
+            written.map_err(|e| e.kind()),
+            Err(io::ErrorKind::TimedOut),
+            "after {took:?}"
+        );
+        assert!(took < 10 * DEADLINE, "timed out only after {took:?}");
+    }
+
+    #[test]
+    fn a_grown_buffer_is_given_back_and_a_small_one_kept() {
+        let mut grown = Vec::with_capacity(BUF_BYTES_KEPT_MAX + 1);
+        give_back(&mut grown, 1024);
+        assert!(grown.capacity() >= 1024 && grown.capacity() <= BUF_BYTES_KEPT_MAX);
+        let mut small: Vec<u8> = Vec::with_capacity(BUF_BYTES_KEPT_MAX);
+        let at = small.as_ptr();
+        give_back(&mut small, 1024);
+        assert_eq!(small.as_ptr(), at, "a buffer within the bound was replaced");
+    }
+}
