@@ -46,6 +46,7 @@ use clap::error::{ContextKind, ContextValue};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::limits::*;
+use crate::sink::Concern;
 
 mod file;
 mod values;
@@ -64,15 +65,6 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("--{flag}: {reason}")]
     Invalid { flag: String, reason: String },
-}
-
-/// The write concern of the `insert` commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WriteConcernMode {
-    /// `w:1, j:true`: acknowledged once journaled on the primary.
-    Journaled,
-    /// `w:"majority", j:true`: for replica sets; survives a failover.
-    Majority,
 }
 
 /// Where the ids of a data directory with no WAL and no checkpoint start.
@@ -196,8 +188,8 @@ pub struct Config {
     pub flush_concurrency: usize,
     /// Write concern of the inserts; a segment is deleted only after it.
     #[arg(long, env = "BUSYAPI_WRITE_CONCERN", value_enum)]
-    #[arg(default_value_t = WriteConcernMode::Journaled)]
-    pub write_concern: WriteConcernMode,
+    #[arg(default_value_t = Concern::Journaled)]
+    pub write_concern: Concern,
     /// At shutdown, how long the flusher may keep delivering the backlog.
     #[arg(long, env = "BUSYAPI_SHUTDOWN_GRACE_SECS")]
     #[arg(default_value_t = SHUTDOWN_GRACE_SECS_DEFAULT)]
@@ -362,7 +354,7 @@ mod tests {
                 BODY_BYTES_MAX_DEFAULT,
                 FLUSH_MAX_RECORDS_DEFAULT,
                 FLUSH_CONCURRENCY_DEFAULT,
-                WriteConcernMode::Journaled,
+                Concern::Journaled,
                 CONNECTIONS_MAX_DEFAULT,
                 METRICS_DEFAULT,
             )

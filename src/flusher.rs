@@ -45,7 +45,6 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use parking_lot::Mutex;
 
 use crate::app::App;
-use crate::config::WriteConcernMode;
 use crate::limits::{
     CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX, FLUSH_BACKOFF_MS_MIN, REFUSED_ATTEMPTS_MAX,
     SEQ_MAX,
@@ -220,13 +219,6 @@ mod health;
 mod sender;
 use coordinator::Coordinator;
 use health::{Health, Sinks};
-
-fn concern(mode: WriteConcernMode) -> Concern {
-    match mode {
-        WriteConcernMode::Journaled => Concern::Journaled,
-        WriteConcernMode::Majority => Concern::Majority,
-    }
-}
 
 /// The resume point after a slot, given the id of its last record.
 fn after(segment_no: u64, end: u64, last_id: u64, prev: &Checkpoint) -> Checkpoint {

@@ -57,7 +57,7 @@ impl Coordinator {
             stop: stop.clone(),
             collection: app.config.collection.clone(),
             dead_letter_collection: app.config.dead_letter_collection.clone(),
-            concern: concern(app.config.write_concern),
+            concern: app.config.write_concern,
         });
         let senders = (0..app.config.flush_concurrency)
             .filter_map(|i| {
@@ -158,7 +158,7 @@ impl Coordinator {
                 command: InsertCommand::start(
                     std::mem::take(spare),
                     &config.collection,
-                    concern(config.write_concern),
+                    config.write_concern,
                 ),
                 segment_no,
                 start,
