@@ -252,7 +252,7 @@ fn assert_stored_exactly_once(mongo: &Mongo, db: &str, acked: &[u64]) {
         mongo.count(db) >= acked.len() as u64
     });
     let stored = mongo.ids(db);
-    let stored_set: BTreeSet<u64> = stored.iter().map(|&id| id as u64).collect();
+    let stored_set: BTreeSet<u64> = stored.iter().copied().collect();
     assert_eq!(stored_set.len(), stored.len(), "an id is stored twice");
     let missing: Vec<_> = acked_set.difference(&stored_set).take(5).collect();
     let extra: Vec<_> = stored_set.difference(&acked_set).take(5).collect();

@@ -280,7 +280,7 @@ fn with_rust_log_trace_no_patient_data_and_no_body_content_reaches_the_logs() {
         );
     }
     wait_for(DELIVERY, "the first usage in MongoDB", || {
-        mongo.ids(DB) == [first as i64]
+        mongo.ids(DB) == [first]
     });
     wait_for(DELIVERY, "MongoDB to refuse the second", || {
         metric(&s, "busyapi_mongo_errors_total{kind=\"write\"}") >= 1.0
