@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{Http, Mongo, Opts, Server, free_port, fresh_usages, post_request, wait_for, which};
+use common::{
+    DELIVERY, Http, Mongo, Opts, Server, free_port, fresh_usages, post_request, wait_for, which,
+};
 
 /// `--shutdown-drain-ms` of the nodes, as in scripts/cluster.sh: HAProxy
 /// needs ~0.75 s to see /readyz fail (inter 500ms, fall 2, fastinter 250ms).
@@ -30,8 +32,6 @@ const STOP_MAX: Duration = Duration::from_secs(60);
 /// HAProxy marking a started node up: rise 2 checks, downinter 1s, on two
 /// shared cores.
 const UP_MAX: Duration = Duration::from_secs(30);
-/// Every acknowledged usage reaching the dev MongoDB.
-const DELIVERY_MAX: Duration = Duration::from_secs(120);
 /// Pause between a load thread's requests: a steady ~1,000 requests/s from
 /// four threads, a load the two shared cores carry next to everything else.
 const PACE: Duration = Duration::from_millis(3);
@@ -248,7 +248,7 @@ fn node_of(id: u64) -> u64 {
 fn assert_stored_exactly_once(mongo: &Mongo, db: &str, acked: &[u64]) {
     let acked_set: BTreeSet<u64> = acked.iter().copied().collect();
     assert_eq!(acked_set.len(), acked.len(), "an id was handed out twice");
-    wait_for(DELIVERY_MAX, "every acknowledged usage in MongoDB", || {
+    wait_for(DELIVERY, "every acknowledged usage in MongoDB", || {
         mongo.count(db) >= acked.len() as u64
     });
     let stored = mongo.ids(db);

@@ -44,13 +44,10 @@ use mongodb::bson::doc;
 use mongodb::sync::Client;
 
 use common::{
-    Opts, Server, record_spans, segment_bytes, shared_mongo, stored_ids, usages, write_segment,
+    DELIVERY, Opts, Server, record_spans, segment_bytes, shared_mongo, stored_ids, usages,
+    write_segment,
 };
 
-/// Time allowed for a few dozen records to reach the dev MongoDB, or for a
-/// few thousand after the kill loop; generous because other suites share
-/// the two cores.
-const DELIVERY: Duration = Duration::from_secs(60);
 /// Time allowed for a server to stop after SIGTERM.
 const STOP: Duration = Duration::from_secs(30);
 

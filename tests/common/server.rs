@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use super::http::{Http, Response};
 use super::{free_port, wait_for};
 
-/// Time for a backlog to reach MongoDB: the dev server stores ~13-16K
-/// documents a second, and other suites may share the two cores.
+/// Time for what a test acknowledged to reach MongoDB, from a few records
+/// to the backlog of a kill loop or a rolling restart: the dev server
+/// stores ~13-16K documents a second, and other suites may share the two
+/// cores.
 pub const DELIVERY: Duration = Duration::from_secs(120);
 
 /// Time for a line the server has written to reach the harness's copy of
