@@ -154,25 +154,12 @@ cleanup() {
   log "stopped; WALs and logs are in $WORK"
 }
 
-# The production template with this machine's addresses (see the markers
-# documented at its top).
+# The production template with this machine's addresses (see
+# scripts/render-haproxy.sh, which the rolling restart test runs too).
 render_haproxy_cfg() {
-  local servers="" i
-  for ((i = 0; i < N; i++)); do
-    servers+="    server node$i 127.0.0.1:$((NODE_PORT + i))"$'\n'
-  done
-  awk -v listen="$BIND:$PORT" -v stats="127.0.0.1:$STATS_PORT" -v servers="$servers" '
-    /^[ \t]*# \[servers\][ \t]*$/ { skip = 1; printf "%s", servers; next }
-    /^[ \t]*# \[\/servers\][ \t]*$/ { skip = 0; next }
-    skip { next }
-    /^[ \t]*#/ { print; next }
-    /# \[host\]/ { next }
-    /^global/ { print; print "    log stderr format raw local0 info"; next }
-    /^defaults/ { print; print "    option dontlog-normal"; next }
-    /# \[listen\]/ { sub(/bind [^ ]+/, "bind " listen) }
-    /# \[stats\]/ { sub(/bind [^ ]+/, "bind " stats) }
-    { print }
-  ' scripts/deploy/haproxy.cfg >"$WORK/haproxy.cfg"
+  local nodes=() i
+  for ((i = 0; i < N; i++)); do nodes+=("127.0.0.1:$((NODE_PORT + i))"); done
+  scripts/render-haproxy.sh "$BIND:$PORT" "127.0.0.1:$STATS_PORT" "${nodes[@]}" >"$WORK/haproxy.cfg"
 }
 
 run_cluster() {

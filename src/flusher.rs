@@ -49,9 +49,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::app::App;
-use crate::config::WriteConcernMode;
 use crate::limits::{CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX, FLUSH_BACKOFF_MS_MIN};
-use crate::sink::{Concern, Sink, SinkError};
+use crate::sink::{Sink, SinkError};
 use crate::wal::checkpoint::{self, Checkpoint};
 use crate::wal::{Id, Position};
 
@@ -205,13 +204,6 @@ mod health;
 mod sender;
 use coordinator::Coordinator;
 use health::{Health, Sinks};
-
-fn concern(mode: WriteConcernMode) -> Concern {
-    match mode {
-        WriteConcernMode::Journaled => Concern::Journaled,
-        WriteConcernMode::Majority => Concern::Majority,
-    }
-}
 
 /// The resume point after a slot that ends at `end`, given the id of its
 /// last record.

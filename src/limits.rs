@@ -4,14 +4,22 @@
 //! flags in [`crate::config`] start from them. Where bounds depend on each
 //! other the relation is checked at compile time at the bottom of the file.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 // ---------------------------------------------------------------- HTTP
 
+/// `--listen`: every interface, so a node in a container or VM is reachable
+/// without a flag; port 3000, as in the README's examples.
+pub const LISTEN_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3000);
 /// Bodies above this get 413 by default; a usage event is about 100 bytes, so
 /// 16 KiB leaves two orders of magnitude for long ids and whitespace.
 pub const BODY_BYTES_MAX_DEFAULT: usize = 16 * 1024;
 /// The largest `--max-body-bytes` accepted: the WAL record and the read buffer
 /// are sized from it, and no usage event comes close.
 pub const BODY_BYTES_MAX_LIMIT: usize = 1024 * 1024;
+/// The smallest `--max-body-bytes`: the shortest usage event (about 50
+/// bytes) must still fit.
+pub const BODY_BYTES_MAX_MIN: usize = 64;
 /// The request line plus all headers. Real clients send well under 2 KiB;
 /// proxies add a few forwarding headers. Above this: 431.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
@@ -70,6 +78,12 @@ pub const BODY_READ_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Load balancers keep their own pools for less than this (HAProxy: 1 min),
 /// so busyapi is not the side that races a reuse against a close.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 75_000;
+/// The shortest header, body or idle timeout: below it a healthy client on
+/// a slow network is cut off mid-request.
+pub const READ_TIMEOUT_MS_MIN: u64 = 100;
+/// The longest header, body or idle timeout: beyond an hour a connection
+/// that sends nothing is as good as leaked.
+pub const READ_TIMEOUT_MS_MAX: u64 = 3_600_000;
 /// File descriptors kept out of reach of client connections: the WAL's
 /// segments, directory and lock, may's epoll and eventfds (about 20 in all),
 /// the MongoDB pool (up to 10 connections a server, plus monitors) and the
@@ -86,6 +100,12 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 /// Open connections. Each costs a coroutine stack and a read buffer (about
 /// 100 KiB); 10,000 of them is 1 GiB, a bound a 24 GiB host carries easily.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// `--workers` at most: more than any host busyapi runs on has cores, and
+/// every worker has a WAL lane of its own.
+pub const WORKERS_MAX: usize = 1024;
+/// `--metrics`: the per-request counters cost a few nanoseconds, and an
+/// operator wants them; off is for measuring that cost.
+pub const METRICS_DEFAULT: bool = true;
 
 // ---------------------------------------------------------------- usage fields
 
@@ -117,8 +137,14 @@ pub const SEQ_BITS: u32 = 43;
 pub const NODE_ID_MAX: u32 = (1 << NODE_ID_BITS) - 1;
 /// The largest per-node sequence number.
 pub const SEQ_MAX: u64 = (1 << SEQ_BITS) - 1;
+/// `--node-id`: a single node needs no id of its own.
+pub const NODE_ID_DEFAULT: u32 = 0;
 
 // ---------------------------------------------------------------- WAL
+
+/// `--data-dir`: beside the binary, for a first run; a deployment names a
+/// persistent disk.
+pub const DATA_DIR_DEFAULT: &str = "./data";
 
 /// One segment file (`--wal-segment-bytes`). Small enough that a delivered
 /// segment is deleted soon after its records reach MongoDB; large enough
@@ -163,6 +189,12 @@ pub const WRITER_IDLE_PARK_MS: u64 = 100;
 
 // ---------------------------------------------------------------- flusher
 
+/// `--mongodb-uri`: a mongod on this machine's default port.
+pub const MONGODB_URI_DEFAULT: &str = "mongodb://127.0.0.1:27017";
+/// `--database`: named after the service.
+pub const DATABASE_DEFAULT: &str = "busyapi";
+/// `--collection`: named after the API's resource, `/api/usages`.
+pub const COLLECTION_DEFAULT: &str = "usages";
 /// Default records per `insert` command: the batch size at which the dev server
 /// and a real mongod both reach their throughput plateau.
 pub const FLUSH_MAX_RECORDS_DEFAULT: usize = 1000;
@@ -183,8 +215,15 @@ pub const FLUSH_MAX_RECORDS_LIMIT: usize =
     (BSON_COMMAND_BYTES_MAX - COMMAND_OVERHEAD_BYTES) / DOCUMENT_BYTES_MAX;
 /// Default wait for a batch to fill before it goes out anyway.
 pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 50;
+/// The longest `--flush-interval-ms`: a trickle of usages waits no longer
+/// than a minute to be sent.
+pub const FLUSH_INTERVAL_MS_MAX: u64 = 60_000;
 /// Batches in flight to MongoDB at once.
 pub const FLUSH_CONCURRENCY_DEFAULT: usize = 2;
+/// The most `--flush-concurrency`: each batch in flight holds its command
+/// (up to 16 MiB) in memory, and beyond a few MongoDB's write path, not the
+/// round trip, is what limits delivery.
+pub const FLUSH_CONCURRENCY_MAX: usize = 16;
 /// Retry backoff after a failed batch starts here...
 pub const FLUSH_BACKOFF_MS_MIN: u64 = 50;
 /// ...doubles, and stops growing here, so a recovered MongoDB is noticed
@@ -225,6 +264,15 @@ pub const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 pub const DELIVERY_NICE: i32 = 10;
 /// Default time the flusher gets at shutdown to deliver the backlog.
 pub const SHUTDOWN_GRACE_SECS_DEFAULT: u64 = 25;
+/// The longest `--shutdown-grace-secs`: beyond an hour a stop looks hung to
+/// any process manager, and the WAL keeps what is not delivered anyway.
+pub const SHUTDOWN_GRACE_SECS_MAX: u64 = 3600;
+/// Default `--shutdown-drain-ms`: without a load balancer in front nobody
+/// reads `/readyz`, so a stop need not wait for one.
+pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 0;
+/// The longest `--shutdown-drain-ms`: a load balancer notices a failing
+/// `/readyz` within seconds; a minute is far beyond any check interval.
+pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 60_000;
 
 // ---------------------------------------------------------------- relations
 
@@ -254,6 +302,22 @@ const _: () = assert!(
 );
 const _: () = assert!(WAL_MAX_BYTES_MIN <= WAL_MAX_BYTES_DEFAULT);
 const _: () = assert!(BODY_BYTES_MAX_DEFAULT <= BODY_BYTES_MAX_LIMIT);
+const _: () = assert!(BODY_BYTES_MAX_MIN <= BODY_BYTES_MAX_DEFAULT);
+const _: () = assert!(
+    READ_TIMEOUT_MS_MIN <= HEADER_READ_TIMEOUT_MS_DEFAULT
+        && HEADER_READ_TIMEOUT_MS_DEFAULT <= READ_TIMEOUT_MS_MAX
+        && READ_TIMEOUT_MS_MIN <= BODY_READ_TIMEOUT_MS_DEFAULT
+        && BODY_READ_TIMEOUT_MS_DEFAULT <= READ_TIMEOUT_MS_MAX
+        && READ_TIMEOUT_MS_MIN <= IDLE_TIMEOUT_MS_DEFAULT
+        && IDLE_TIMEOUT_MS_DEFAULT <= READ_TIMEOUT_MS_MAX
+);
+const _: () = assert!(COMMIT_DELAY_MAX_US_DEFAULT <= COMMIT_DELAY_MAX_US_LIMIT);
+const _: () =
+    assert!(1 <= FLUSH_INTERVAL_MS_DEFAULT && FLUSH_INTERVAL_MS_DEFAULT <= FLUSH_INTERVAL_MS_MAX);
+const _: () =
+    assert!(1 <= FLUSH_CONCURRENCY_DEFAULT && FLUSH_CONCURRENCY_DEFAULT <= FLUSH_CONCURRENCY_MAX);
+const _: () = assert!(SHUTDOWN_GRACE_SECS_DEFAULT <= SHUTDOWN_GRACE_SECS_MAX);
+const _: () = assert!(CONNECTIONS_MAX_DEFAULT >= 1);
 const _: () = assert!(
     BUF_BYTES_KEPT_MAX >= 2 * READ_BUF_BYTES_INITIAL
         && BUF_BYTES_KEPT_MAX >= 2 * WRITE_BUF_BYTES_INITIAL

@@ -41,28 +41,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::sync::Collection;
 
-use common::{Server, post_request};
+use common::{Server, post_request, stored_ids};
 
 /// Size of a WAL segment header; records follow it.
 const SEGMENT_HEADER_BYTES: usize = 40;
 /// A record frame starts with `len: u32` and `crc: u32`.
 const FRAME_HEADER_BYTES: usize = 8;
-
-/// Every `_id` stored, in order, as the ids the API hands out.
-fn stored_ids(coll: &Collection<Document>) -> Vec<u64> {
-    let mut ids: Vec<u64> = coll
-        .find(doc! {})
-        .projection(doc! {"_id": 1})
-        .run()
-        .expect("find")
-        .map(|d| match d.expect("doc").get("_id") {
-            Some(Bson::Int64(id)) => *id as u64,
-            other => panic!("_id is not an Int64: {other:?}"),
-        })
-        .collect();
-    ids.sort_unstable();
-    ids
-}
 
 /// Asserts acknowledged ⊆ stored = `in_wal`, each id stored once.
 fn assert_exactly_once(coll: &Collection<Document>, acked: &[u64], in_wal: &BTreeSet<u64>) {

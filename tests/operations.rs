@@ -116,7 +116,7 @@ fn mongo_down_with(db: &str) -> Mongo {
 
 /// MongoDB holds exactly the acknowledged ids, each once.
 fn assert_stored_exactly(mongo: &Mongo, db: &str, acked: &[u64]) {
-    let stored: Vec<u64> = mongo.ids(db).into_iter().map(|id| id as u64).collect();
+    let stored = mongo.ids(db);
     let distinct: BTreeSet<u64> = stored.iter().copied().collect();
     assert_eq!(distinct.len(), stored.len(), "an id is stored twice");
     let acked: BTreeSet<u64> = acked.iter().copied().collect();

@@ -1,8 +1,9 @@
 //! Scale-out behind HAProxy, end to end: the real busyapi binary (two nodes
 //! with their own node ids and WALs), the real dev MongoDB, and the real
 //! HAProxy running the production template `scripts/deploy/haproxy.cfg`,
-//! rendered for this machine exactly as `scripts/cluster.sh` renders it (the
-//! markers are documented at the top of the template).
+//! rendered for this machine by `scripts/render-haproxy.sh`, the renderer
+//! `scripts/cluster.sh` runs too (the markers are documented at the top of
+//! the template).
 //!
 //! HAProxy is a Debian package (`apt-get install haproxy`; `scripts/test.sh`
 //! installs it). If it is missing these tests fail and say so: they never
@@ -19,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{Http, Mongo, Opts, Server, free_port, fresh_usages, post_request, wait_for, which};
+use common::{
+    DELIVERY, Http, Mongo, Opts, Server, free_port, fresh_usages, post_request, wait_for, which,
+};
 
 /// `--shutdown-drain-ms` of the nodes, as in scripts/cluster.sh: HAProxy
 /// needs ~0.75 s to see /readyz fail (inter 500ms, fall 2, fastinter 250ms).
@@ -29,8 +32,6 @@ const STOP_MAX: Duration = Duration::from_secs(60);
 /// HAProxy marking a started node up: rise 2 checks, downinter 1s, on two
 /// shared cores.
 const UP_MAX: Duration = Duration::from_secs(30);
-/// Every acknowledged usage reaching the dev MongoDB.
-const DELIVERY_MAX: Duration = Duration::from_secs(120);
 /// Pause between a load thread's requests: a steady ~1,000 requests/s from
 /// four threads, a load the two shared cores carry next to everything else.
 const PACE: Duration = Duration::from_millis(3);
@@ -46,57 +47,30 @@ fn haproxy_bin() -> PathBuf {
     )
 }
 
-/// The production template with this machine's addresses; the same rules as
-/// `render_haproxy_cfg` in scripts/cluster.sh.
+/// The production template with this machine's addresses, rendered by
+/// scripts/render-haproxy.sh, as scripts/cluster.sh renders it.
 fn render_haproxy_cfg(listen: SocketAddr, stats: SocketAddr, nodes: &[SocketAddr]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/deploy/haproxy.cfg");
-    let template = std::fs::read_to_string(&path).expect("scripts/deploy/haproxy.cfg");
-    let mut out = String::new();
-    let mut in_servers = false;
-    for line in template.lines() {
-        let trimmed = line.trim();
-        if trimmed == "# [servers]" {
-            in_servers = true;
-            for (i, addr) in nodes.iter().enumerate() {
-                out.push_str(&format!("    server node{i} {addr}\n"));
-            }
-            continue;
-        }
-        if trimmed == "# [/servers]" {
-            in_servers = false;
-            continue;
-        }
-        if in_servers {
-            continue;
-        }
-        let comment = trimmed.starts_with('#');
-        if !comment && line.contains("# [host]") {
-            continue;
-        }
-        let line = if !comment && line.contains("# [listen]") {
-            replace_bind(line, listen)
-        } else if !comment && line.contains("# [stats]") {
-            replace_bind(line, stats)
-        } else {
-            line.to_owned()
-        };
-        out.push_str(&line);
-        out.push('\n');
-        if line.starts_with("global") {
-            out.push_str("    log stderr format raw local0 info\n");
-        }
-        if line.starts_with("defaults") {
-            out.push_str("    option dontlog-normal\n");
-        }
-    }
-    assert!(!in_servers, "an unclosed # [servers] block in the template");
-    out
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/render-haproxy.sh");
+    let cfg = output_of(
+        Command::new(&script)
+            .arg(listen.to_string())
+            .arg(stats.to_string())
+            .args(nodes.iter().map(SocketAddr::to_string)),
+        "scripts/render-haproxy.sh failed",
+    );
+    String::from_utf8(cfg).expect("the rendered haproxy.cfg is UTF-8")
 }
 
-fn replace_bind(line: &str, addr: SocketAddr) -> String {
-    let start = line.find("bind ").expect("a marked bind line") + "bind ".len();
-    let end = line[start..].find(' ').map_or(line.len(), |e| start + e);
-    format!("{}{addr}{}", &line[..start], &line[end..])
+/// Runs `cmd` to its end and returns its stdout; if it fails, the test
+/// fails with `what` and the command's stderr.
+fn output_of(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// HAProxy as a child process, in the foreground (`-db`).
@@ -114,16 +88,9 @@ impl Haproxy {
         let stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let cfg = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg, render_haproxy_cfg(addr, stats, nodes)).expect("write haproxy.cfg");
-        let check = Command::new(haproxy_bin())
-            .arg("-c")
-            .arg("-f")
-            .arg(&cfg)
-            .output()
-            .expect("haproxy -c");
-        assert!(
-            check.status.success(),
-            "HAProxy refuses the rendered template:\n{}",
-            String::from_utf8_lossy(&check.stderr)
+        output_of(
+            Command::new(haproxy_bin()).arg("-c").arg("-f").arg(&cfg),
+            "HAProxy refuses the rendered template",
         );
         let log = std::fs::File::create(dir.path().join("haproxy.log")).expect("log");
         let child = Command::new(haproxy_bin())
@@ -281,11 +248,11 @@ fn node_of(id: u64) -> u64 {
 fn assert_stored_exactly_once(mongo: &Mongo, db: &str, acked: &[u64]) {
     let acked_set: BTreeSet<u64> = acked.iter().copied().collect();
     assert_eq!(acked_set.len(), acked.len(), "an id was handed out twice");
-    wait_for(DELIVERY_MAX, "every acknowledged usage in MongoDB", || {
+    wait_for(DELIVERY, "every acknowledged usage in MongoDB", || {
         mongo.count(db) >= acked.len() as u64
     });
     let stored = mongo.ids(db);
-    let stored_set: BTreeSet<u64> = stored.iter().map(|&id| id as u64).collect();
+    let stored_set: BTreeSet<u64> = stored.iter().copied().collect();
     assert_eq!(stored_set.len(), stored.len(), "an id is stored twice");
     let missing: Vec<_> = acked_set.difference(&stored_set).take(5).collect();
     let extra: Vec<_> = stored_set.difference(&acked_set).take(5).collect();

@@ -18,6 +18,6 @@ fn a_posted_usage_is_acknowledged_and_lands_in_mongodb_with_its_id() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     let id = r.id();
     wait_for(Duration::from_secs(20), "the usage in MongoDB", || {
-        mongo.ids("smoke") == vec![id as i64]
+        mongo.ids("smoke") == vec![id]
     });
 }

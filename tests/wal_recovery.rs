@@ -40,17 +40,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use busyapi::wal::segment::{self, HEADER_BYTES, QUARANTINE_DIR};
-use mongodb::bson::{Document, doc};
+use mongodb::bson::doc;
 use mongodb::sync::Client;
 
-use common::{Opts, Server, record_spans, segment_bytes, shared_mongo, write_segment};
+use common::{
+    DELIVERY, Opts, Server, record_spans, segment_bytes, shared_mongo, stored_ids, usages,
+    write_segment,
+};
 
-/// Time allowed for a few dozen records to reach the dev MongoDB, or for a
-/// few thousand after the kill loop; generous because other suites share
-/// the two cores.
-const DELIVERY: Duration = Duration::from_secs(60);
-/// Time allowed for the dev MongoDB to answer one query.
-const MONGO_ANSWER: Duration = Duration::from_secs(20);
 /// Time allowed for a server to stop after SIGTERM.
 const STOP: Duration = Duration::from_secs(30);
 
@@ -150,33 +147,6 @@ fn rewrite(dir: &Path, no: u64, edit: impl FnOnce(&mut Vec<u8>)) {
     let mut bytes = segment_bytes(dir, no);
     edit(&mut bytes);
     write_segment(dir, no, &bytes);
-}
-
-/// Every `_id` in `db.usages`, sorted. Tests poll with one client each: a
-/// client per poll leaves connections and monitors behind, and the dev
-/// MongoDB slows down under them. The driver has no client-side timeout, so
-/// the query runs on its own thread and a MongoDB that stopped answering
-/// fails the test instead of hanging it.
-fn stored_ids(client: &Client, db: &str) -> Vec<u64> {
-    let (client, db) = (client.clone(), db.to_owned());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let ids: Vec<u64> = client
-            .database(&db)
-            .collection::<Document>("usages")
-            .find(doc! {})
-            .projection(doc! {"_id": 1})
-            .run()
-            .expect("find")
-            .map(|d| d.expect("doc").get_i64("_id").expect("_id is an Int64") as u64)
-            .collect();
-        let _ = tx.send(ids);
-    });
-    let mut ids = rx
-        .recv_timeout(MONGO_ANSWER)
-        .expect("the dev MongoDB stopped answering a find");
-    ids.sort_unstable();
-    ids
 }
 
 /// Serialises the tests that run busyapi against the shared dev MongoDB.

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use super::health::{Health, Sinks};
 use super::sender;
-use super::{Batch, Done, IDLE_WAIT_MS, Stop, after, concern, segment_start, store_checkpoint};
+use super::{Batch, Done, IDLE_WAIT_MS, Stop, after, segment_start, store_checkpoint};
 use crate::app::App;
 use crate::limits::{CHECKPOINT_INTERVAL_MS, FLUSH_BACKOFF_MS_MAX};
 use crate::metrics::GLOBAL;
@@ -99,7 +99,7 @@ impl Coordinator {
             stop: stop.clone(),
             collection: app.config.collection.clone(),
             dead_letter_collection: app.config.dead_letter_collection.clone(),
-            concern: concern(app.config.write_concern),
+            concern: app.config.write_concern,
         });
         let senders = (0..app.config.flush_concurrency)
             .filter_map(|i| {
@@ -200,7 +200,7 @@ impl Coordinator {
                 command: InsertCommand::start(
                     std::mem::take(spare),
                     &config.collection,
-                    concern(config.write_concern),
+                    config.write_concern,
                 ),
                 start,
                 end: start,

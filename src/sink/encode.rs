@@ -21,12 +21,13 @@ const BSON_INT64: u8 = 0x12;
 /// but stuck; the batch is then retried like any other failure.
 pub const INSERT_MAX_TIME_MS: i32 = 60_000;
 
-/// The write concern sent with every insert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The write concern sent with every insert (`--write-concern`, whose
+/// `--help` lists these docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Concern {
-    /// `{w: 1, j: true}`
+    /// `w:1, j:true`: acknowledged once journaled on the primary.
     Journaled,
-    /// `{w: "majority", j: true}`
+    /// `w:"majority", j:true`: for replica sets; survives a failover.
     Majority,
 }
 

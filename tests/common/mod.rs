@@ -37,8 +37,8 @@ pub use http::{Http, Response, assert_error, load, post_request};
 pub use metrics::{Scrape, metric};
 #[allow(unused_imports)]
 pub use mongo::{
-    Mongo, POISON, dead_letters, fresh_usages, shared_mongo, unique_patient_ids,
-    usages_refusing_poison,
+    MONGO_ANSWER, Mongo, POISON, dead_letters, fresh_usages, shared_mongo, stored_ids,
+    unique_patient_ids, usages, usages_refusing_poison,
 };
 #[allow(unused_imports)]
 pub use server::{DELIVERY, Opts, Server, stderr_lines, wait_drained};

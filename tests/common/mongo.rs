@@ -5,14 +5,18 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::OnceLock;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use mongodb::IndexModel;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::sync::{Client, Collection};
 
 use super::{free_port, wait_for};
+
+/// Time allowed for the dev MongoDB to answer one query.
+pub const MONGO_ANSWER: Duration = Duration::from_secs(20);
 
 fn secantusd() -> PathBuf {
     if let Ok(p) = std::env::var("BUSYAPI_SECANTUSD") {
@@ -115,18 +119,10 @@ impl Mongo {
             .expect("client")
     }
 
-    /// Every `_id` in `db.usages`, sorted.
-    pub fn ids(&self, db: &str) -> Vec<i64> {
-        let coll = self.client().database(db).collection::<Document>("usages");
-        let mut ids: Vec<i64> = coll
-            .find(doc! {})
-            .projection(doc! {"_id": 1})
-            .run()
-            .expect("find")
-            .map(|d| d.expect("doc").get_i64("_id").expect("_id is an Int64"))
-            .collect();
-        ids.sort_unstable();
-        ids
+    /// Every `_id` in `db.usages`, sorted (see [`stored_ids`]), on a client
+    /// of its own.
+    pub fn ids(&self, db: &str) -> Vec<u64> {
+        stored_ids(&usages(&self.client(), db))
     }
 
     pub fn count(&self, db: &str) -> u64 {
@@ -152,6 +148,45 @@ impl Drop for Mongo {
 pub fn shared_mongo() -> &'static Mongo {
     static MONGO: OnceLock<Mongo> = OnceLock::new();
     MONGO.get_or_init(|| Mongo::start_with(true))
+}
+
+/// `db.usages` through `client`.
+pub fn usages(client: &Client, db: &str) -> Collection<Document> {
+    client.database(db).collection("usages")
+}
+
+/// Every `_id` in `coll`, sorted, as the ids the API hands out.
+///
+/// Tests that poll keep one client, and so one `coll`, for all their polls:
+/// a client per poll leaves connections and monitors behind, and the dev
+/// MongoDB slows down under them. The driver has no client-side timeout, so
+/// the query runs on its own thread and a MongoDB that stopped answering
+/// fails the test instead of hanging it.
+pub fn stored_ids(coll: &Collection<Document>) -> Vec<u64> {
+    let coll = coll.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ids: Vec<u64> = coll
+            .find(doc! {})
+            .projection(doc! {"_id": 1})
+            .run()
+            .expect("find")
+            .map(|d| match d.expect("doc").get("_id") {
+                Some(Bson::Int64(id)) => *id as u64,
+                other => panic!("_id is not an Int64: {other:?}"),
+            })
+            .collect();
+        let _ = tx.send(ids);
+    });
+    let mut ids = match rx.recv_timeout(MONGO_ANSWER) {
+        Ok(ids) => ids,
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("the dev MongoDB did not answer a find within {MONGO_ANSWER:?}")
+        }
+        Err(RecvTimeoutError::Disconnected) => panic!("the find failed (its panic is above)"),
+    };
+    ids.sort_unstable();
+    ids
 }
 
 /// Creates the (empty) collection before busyapi first writes to it.

@@ -1,22 +1,30 @@
 //! The busyapi binary as a child process, and what its `/api/stats` says.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::http::{Http, Response};
 use super::{free_port, wait_for};
 
-/// Time for a backlog to reach MongoDB: the dev server stores ~13-16K
-/// documents a second, and other suites may share the two cores.
+/// Time for what a test acknowledged to reach MongoDB, from a few records
+/// to the backlog of a kill loop or a rolling restart: the dev server
+/// stores ~13-16K documents a second, and other suites may share the two
+/// cores.
 pub const DELIVERY: Duration = Duration::from_secs(120);
 
 /// Time for a line the server has written to reach the harness's copy of
 /// its log: the reader thread may wait for a core on a loaded machine.
 pub const LOG_LINE_MAX: Duration = Duration::from_secs(10);
+
+/// Time for a started server to listen: recovery of a small WAL and the
+/// preallocation of a test-sized segment, on a loaded machine.
+pub const START_MAX: Duration = Duration::from_secs(30);
 
 /// A busyapi process.
 pub struct Server {
@@ -26,7 +34,10 @@ pub struct Server {
     args: Vec<String>,
     env: Vec<(String, String)>,
     open_file_limit: Option<u64>,
+    ready_on_connect: bool,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The thread copying the running process's stderr into `logs`.
+    log_reader: Option<JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -40,6 +51,8 @@ pub struct Opts {
     pub database: Option<String>,
     /// RLIMIT_NOFILE (soft and hard) the process starts with.
     pub open_file_limit: Option<u64>,
+    /// See [`Opts::ready_on_connect`].
+    pub ready_on_connect: bool,
 }
 
 impl Opts {
@@ -66,6 +79,14 @@ impl Opts {
 
     pub fn data_dir(mut self, p: &Path) -> Opts {
         self.data_dir = Some(p.to_path_buf());
+        self
+    }
+
+    /// For a log level that hides the "listening on" line `start` waits for
+    /// (`RUST_LOG=warn`): the harness picks the port itself, and the server
+    /// has started once that port takes a connection.
+    pub fn ready_on_connect(mut self) -> Opts {
+        self.ready_on_connect = true;
         self
     }
 }
@@ -114,7 +135,9 @@ impl Server {
             args,
             env: opts.env.clone(),
             open_file_limit: opts.open_file_limit,
+            ready_on_connect: opts.ready_on_connect,
             logs: Arc::default(),
+            log_reader: None,
             _dir: dir,
         };
         s.spawn();
@@ -122,6 +145,35 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        if self.ready_on_connect && self.args[1].ends_with(":0") {
+            // No log line will say which port the kernel picked.
+            self.args[1] = format!("127.0.0.1:{}", free_port());
+        }
+        let mut child = self.command().spawn().expect("start busyapi");
+        let (announced, reader) = read_log(&mut child, self.logs.clone());
+        self.log_reader = Some(reader);
+        let addr = if self.ready_on_connect {
+            let addr = self.args[1].parse().expect("listen address");
+            accepting(&mut child, addr).then_some(addr)
+        } else {
+            let announced = announced.recv_timeout(START_MAX).ok();
+            announced.map(|a| a.parse().expect("listen address"))
+        };
+        let Some(addr) = addr else {
+            // Not left running after the test: nothing else would stop it.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "busyapi did not start; its log:\n{}",
+                self.logs.lock().expect("logs").join("\n")
+            )
+        };
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    /// The busyapi command line, environment and limits of this server.
+    fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_busyapi"));
         cmd.args(&self.args)
             .stdout(Stdio::null())
@@ -146,38 +198,7 @@ impl Server {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("start busyapi");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = self.logs.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let addr = line.split("listening on http://").nth(1).map(|rest| {
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned()
-                });
-                // The line is in `logs` before `start` returns, so a test
-                // that reads the logs right away sees the listening line.
-                logs.lock().expect("logs").push(line);
-                if let Some(addr) = addr {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
-            // Not left running after the test: nothing else would stop it.
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "busyapi did not start; its log:\n{}",
-                self.logs.lock().expect("logs").join("\n")
-            )
-        };
-        self.addr = addr.parse().expect("listen address");
-        self.child = Some(child);
+        cmd
     }
 
     /// Starts the same server again (same data directory, a new port).
@@ -239,6 +260,7 @@ impl Server {
         let until = Instant::now() + timeout;
         loop {
             if let Some(st) = child.try_wait().expect("wait") {
+                self.read_log_to_the_end();
                 return st;
             }
             if Instant::now() > until {
@@ -249,6 +271,17 @@ impl Server {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the log reader to copy what the exited process wrote last:
+    /// its stderr ends with it, so [`Server::logs`] then holds every line.
+    fn read_log_to_the_end(&mut self) {
+        if let Some(reader) = self.log_reader.take() {
+            let until = Instant::now() + LOG_LINE_MAX;
+            while !reader.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
@@ -309,6 +342,47 @@ impl Server {
         };
         (n("acknowledged"), n("lastId"))
     }
+}
+
+/// Waits until `addr` takes a connection: false if `child` exits first or
+/// [`START_MAX`] passes.
+fn accepting(child: &mut Child, addr: SocketAddr) -> bool {
+    let until = Instant::now() + START_MAX;
+    while Instant::now() < until && child.try_wait().expect("try_wait").is_none() {
+        if TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Copies `child`'s stderr, line by line, into `logs` on a thread of its
+/// own; the address of the "listening on" line comes out of the receiver.
+fn read_log(
+    child: &mut Child,
+    logs: Arc<Mutex<Vec<String>>>,
+) -> (Receiver<String>, JoinHandle<()>) {
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let addr = line.split("listening on http://").nth(1).map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            });
+            // The line is in `logs` before `start` returns, so a test
+            // that reads the logs right away sees the listening line.
+            logs.lock().expect("logs").push(line);
+            if let Some(addr) = addr {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    (rx, reader)
 }
 
 /// The lines `child` writes to its piped stderr, read to the end on a

@@ -5,11 +5,10 @@
 //! documents every flag.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::Path;
 
 use super::*;
-use common::{Opts, USAGE, free_port, shared_mongo, unique_patient_ids};
+use common::{Opts, USAGE, shared_mongo, unique_patient_ids};
 
 /// Levels as the log prints them.
 const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
@@ -93,72 +92,6 @@ fn level_of(line: &str) -> &str {
         .unwrap_or_default()
 }
 
-/// A busyapi started without the harness, which waits for the "listening"
-/// line that `RUST_LOG=warn` hides; stderr goes to a file.
-struct Quiet {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Quiet {
-    fn start(rust_log: &str) -> Quiet {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("stderr.log");
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_busyapi"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--mongodb-uri",
-                &format!("mongodb://127.0.0.1:{}", free_port()),
-            ])
-            .args(["--shutdown-grace-secs", "0"])
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start busyapi");
-        let q = Quiet {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        wait_for(Duration::from_secs(30), "busyapi to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        q
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).expect("the log file")
-    }
-
-    /// SIGTERM, and the exit code.
-    fn terminate(&mut self) -> Option<i32> {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill");
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st.code();
-            }
-            assert!(Instant::now() < until, "busyapi did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Quiet {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn every_log_line_is_logfmt_with_a_timestamp_a_level_a_target_and_a_quoted_message() {
     let mut s = Server::start(
@@ -215,15 +148,18 @@ fn a_data_dir_with_a_newline_a_quote_and_a_backslash_is_logged_escaped_and_every
 
 #[test]
 fn rust_log_warn_hides_the_info_lines_and_keeps_the_warnings() {
-    let mut q = Quiet::start("warn");
-    let mut c = Http::connect(([127, 0, 0, 1], q.port).into());
-    c.post_json(USAGE);
-    assert_eq!(c.response().status, 201);
+    let mut s = Server::start(
+        Opts::default()
+            .env("RUST_LOG", "warn")
+            .arg("--shutdown-grace-secs 0")
+            .ready_on_connect(),
+    );
+    assert_eq!(s.post(USAGE).status, 201);
     wait_for(Duration::from_secs(30), "the MongoDB warning", || {
-        q.logs().contains("MongoDB is unreachable")
+        s.logs().contains("MongoDB is unreachable")
     });
-    assert_eq!(q.terminate(), Some(0));
-    let logs = q.logs();
+    assert_eq!(s.terminate(Duration::from_secs(30)).code(), Some(0));
+    let logs = s.logs();
     for line in logs.lines() {
         assert_logfmt(line);
         assert!(
@@ -280,7 +216,7 @@ fn with_rust_log_trace_no_patient_data_and_no_body_content_reaches_the_logs() {
         );
     }
     wait_for(DELIVERY, "the first usage in MongoDB", || {
-        mongo.ids(DB) == [first as i64]
+        mongo.ids(DB) == [first]
     });
     wait_for(DELIVERY, "MongoDB to refuse the second", || {
         metric(&s, "busyapi_mongo_errors_total{kind=\"write\"}") >= 1.0

@@ -86,7 +86,7 @@ fn every_acknowledged_id_survives_repeated_sigkills_under_load_and_reaches_mongo
     let server = Server::start(online(&dir, db));
     let mut stored = Vec::new();
     wait_for(DELIVERY, "every record of the WAL in MongoDB", || {
-        stored = stored_ids(&client, db);
+        stored = stored_ids(&usages(&client, db));
         stored.len() >= in_wal.len()
     });
     assert_eq!(stored, in_wal, "MongoDB holds each WAL record once");

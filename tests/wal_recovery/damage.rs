@@ -105,7 +105,7 @@ fn a_damaged_record_in_a_sealed_segment_is_quarantined_and_later_records_reach_m
     let mut expected = [acked, later, new].concat();
     let lost = expected.remove(2);
     wait_for(DELIVERY, "every intact record in MongoDB", || {
-        stored_ids(&client, db) == expected
+        stored_ids(&usages(&client, db)) == expected
     });
     assert_eq!(
         quarantined(&dir),
@@ -226,7 +226,7 @@ fn every_record_of_the_checkpoints_segment_and_after_reaches_mongodb_when_its_he
     wait_for(
         DELIVERY,
         "every record, before and after the damage, in MongoDB",
-        || want.is_subset(&stored_ids(&client, db).into_iter().collect()),
+        || want.is_subset(&stored_ids(&usages(&client, db)).into_iter().collect()),
     );
     assert!(
         quarantined(&dir)

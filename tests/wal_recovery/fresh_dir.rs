@@ -256,7 +256,7 @@ fn first_id_after_torn_creation(db: &str, first: &[u8]) -> u64 {
 
 fn wait_for_stored(client: &Client, db: &str, ids: &[u64]) {
     common::wait_for(DELIVERY, "the acknowledged usages in MongoDB", || {
-        let stored: Vec<u64> = stored_ids(client, db)
+        let stored: Vec<u64> = stored_ids(&usages(client, db))
             .into_iter()
             .filter(|&id| Id::from_raw(id).node() == 0)
             .collect();

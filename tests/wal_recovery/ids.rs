@@ -71,7 +71,7 @@ fn deliver_and_release(dir: &Path, db: &str, client: &Client) -> Vec<u64> {
     let mut server = Server::start(online(dir, db));
     let first = post_many(&server, 20);
     wait_for(DELIVERY, "the first run's records in MongoDB", || {
-        stored_ids(client, db) == first
+        stored_ids(&usages(client, db)) == first
     });
     stop(&mut server);
     let mut server = Server::start(online(dir, db));
@@ -80,7 +80,7 @@ fn deliver_and_release(dir: &Path, db: &str, client: &Client) -> Vec<u64> {
     });
     let all = [first, post_many(&server, 20)].concat();
     wait_for(DELIVERY, "the second run's records in MongoDB", || {
-        stored_ids(client, db) == all
+        stored_ids(&usages(client, db)) == all
     });
     stop(&mut server);
     let newest = newest_segment(dir);
@@ -123,7 +123,7 @@ fn ids_stay_above_delivered_ones_and_new_records_reach_mongodb_when_only_the_che
     assert_all_above(&new, waiting[4], "after the run without MongoDB");
     let all = [delivered, waiting, new].concat();
     wait_for(DELIVERY, "every later record in MongoDB", || {
-        stored_ids(&client, db) == all
+        stored_ids(&usages(&client, db)) == all
     });
 }
 
@@ -159,7 +159,7 @@ fn ids_stay_above_delivered_ones_when_the_checkpoint_is_damaged_and_only_an_empt
     assert_all_above(&new, delivered[39], "with only an empty segment left");
     let all = [delivered, new].concat();
     wait_for(DELIVERY, "the new records in MongoDB", || {
-        stored_ids(&client, db) == all
+        stored_ids(&usages(&client, db)) == all
     });
 }
 
@@ -201,7 +201,7 @@ fn with_fresh_dir_ids_from_one_a_reused_node_id_is_reported_when_mongodb_holds_i
     let mut server = Server::start(online(&first_dir, DB));
     let first = post_many(&server, 5);
     wait_for(DELIVERY, "the first data dir's records in MongoDB", || {
-        stored_ids(&client, DB) == first
+        stored_ids(&usages(&client, DB)) == first
     });
     stop(&mut server);
     // The same node id on an empty data directory, told not to ask

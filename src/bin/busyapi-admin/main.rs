@@ -90,7 +90,7 @@ struct ShardArgs {
 
 /// The busyapi server's default for its flag `id`.
 fn server_default(id: &str) -> String {
-    busyapi::config::Args::command()
+    busyapi::config::Config::command()
         .get_arguments()
         .find(|a| a.get_id() == id)
         .and_then(|a| a.get_default_values().first())
