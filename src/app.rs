@@ -9,7 +9,10 @@ use crate::config::Config;
 use crate::metrics;
 use crate::wal::{Lanes, WalShared};
 
+/// Built once in `main.rs` after the WAL is open and shared, in an `Arc`,
+/// by the HTTP server, the flusher and the stop sequence.
 pub struct App {
+    /// The validated configuration, fixed for the life of the process.
     pub config: Config,
     /// The committed view of the log and the backlog counters.
     pub wal: Arc<WalShared>,
@@ -21,21 +24,29 @@ pub struct App {
     pub shutting_down: AtomicBool,
     /// Set by the flusher: whether MongoDB accepted the last attempt.
     pub mongo_up: AtomicBool,
+    /// When this state was built; `busyapi_uptime_seconds` counts from here.
     pub started: Instant,
 }
 
 /// Why the server is not ready for traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NotReady {
+    /// A SIGTERM or SIGINT has started the ordered stop.
     #[error("shutting down")]
     ShuttingDown,
+    /// The last WAL append failed (a full disk, say); it clears when an
+    /// append succeeds again.
     #[error("the write-ahead log cannot be written")]
     WalUnwritable,
+    /// Undelivered WAL bytes have reached `--wal-max-bytes`; POSTs get 503
+    /// until the flusher has delivered enough.
     #[error("the write-ahead log backlog is over its quota")]
     OverQuota,
 }
 
 impl App {
+    /// State for a process that has just started: not stopping, MongoDB not
+    /// yet seen up, uptime counted from now.
     pub fn new(config: Config, wal: Arc<WalShared>, lanes: Arc<Lanes>) -> App {
         App {
             config,
@@ -47,6 +58,7 @@ impl App {
         }
     }
 
+    /// Whether the ordered stop has begun (see [`crate::shutdown`]).
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }

@@ -30,12 +30,19 @@ pub use render::{CONTENT_TYPE, Gauges, render};
 /// bounded whatever clients send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// `/api/usages`: the ingest endpoint.
     Usages,
+    /// `/`: the HTML status page.
     StatusPage,
+    /// `/api/stats`: the JSON the status page polls.
     Stats,
+    /// `/metrics`: the Prometheus scrape.
     Metrics,
+    /// `/healthz`: liveness.
     Healthz,
+    /// `/readyz`: readiness ([`crate::app::App::readiness`]).
     Readyz,
+    /// Any other path, under the label `other`.
     Other,
 }
 
@@ -120,6 +127,8 @@ impl Histogram {
         }
     }
 
+    /// Counts `v`, in the histogram's unit (seconds or records), in the first
+    /// bucket whose bound is at least `v`, or in the overflow bucket.
     pub fn observe(&self, v: f64) {
         let i = self
             .bounds
@@ -168,24 +177,44 @@ pub const MONGO_ERROR_KINDS: [&str; 6] = [
 
 /// Counters of the single-threaded parts.
 pub struct Global {
+    /// Time of each WAL `fdatasync`, in seconds.
     pub fsync_seconds: Histogram,
+    /// Records per group commit: how many one `fdatasync` made durable.
     pub commit_records: Histogram,
     /// How long commits were held back to share their fsync.
     pub commit_hold_seconds: Histogram,
+    /// Time to settle one insert batch, in seconds: every try until MongoDB
+    /// answered, and the dead-lettering of what it refused.
     pub flush_seconds: Histogram,
+    /// Records per insert batch.
     pub flush_records: Histogram,
+    /// Records settled with MongoDB: stored, found already there, or
+    /// dead-lettered.
     pub records_flushed: AtomicU64,
+    /// Records sent again (after a crash or a lost reply) that MongoDB already
+    /// held under their `_id`: delivered before, so not stored twice.
     pub records_replayed_duplicate: AtomicU64,
     /// Records MongoDB refused for good and this process stored in the
     /// dead-letter collection (a replayed dead letter is a duplicate).
     pub dead_letters: AtomicU64,
+    /// Failed MongoDB calls, one counter per kind, in [`MONGO_ERROR_KINDS`]
+    /// order.
     pub mongo_errors: [AtomicU64; MONGO_ERROR_KINDS.len()],
+    /// Connections closed with a 503 at accept because `--max-connections`
+    /// were already open.
     pub connections_refused: AtomicU64,
+    /// Failed `accept` calls (out of descriptors or memory); the accept loop
+    /// pauses and retries.
     pub accept_errors: AtomicU64,
+    /// Documents MongoDB already held under ids this node had just handed
+    /// out: the sign of a node id in use by another process.
     pub id_collisions: AtomicU64,
+    /// Connections closed by a read timeout: mid-request (after a 408) or
+    /// idle (quietly).
     pub connections_timed_out: AtomicU64,
 }
 
+/// The process's one [`Global`], made on first use.
 pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
     fsync_seconds: Histogram::new(LATENCY_BOUNDS_S),
     commit_records: Histogram::new(BATCH_BOUNDS),
@@ -227,6 +256,7 @@ pub fn count_mongo_error(kind: &str) {
 pub struct Totals {
     /// Per (route label, status): only non-zero entries.
     pub requests: Vec<(&'static str, u16, u64)>,
+    /// Records acknowledged with a 201, summed over all cores.
     pub acknowledged: u64,
 }
 

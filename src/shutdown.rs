@@ -31,17 +31,25 @@ use crate::http::server::Server;
 /// Exit status after a second signal (128 + SIGINT, as shells report it).
 const FORCED_EXIT_CODE: i32 = 130;
 
+/// Why the ordered stop could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ShutdownError {
+    /// Installing the SIGTERM/SIGINT handlers, or starting the thread that
+    /// watches for a second signal, failed.
     #[error("could not install signal handlers: {0}")]
     Signals(#[from] std::io::Error),
 }
 
 /// Everything the stop sequence stops.
 pub struct Running {
+    /// The stop sets `shutting_down` here and takes its drain and grace
+    /// durations from the config.
     pub app: Arc<App>,
+    /// Closed after the drain, then waited on until in-flight requests end.
     pub server: Server,
+    /// The WAL writer thread, joined once it has committed what was queued.
     pub writer: JoinHandle<()>,
+    /// Delivers the backlog for up to `--shutdown-grace-secs`, then stops.
     pub flusher: Flusher,
 }
 

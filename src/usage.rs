@@ -12,7 +12,9 @@
 /// decimal string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatientId<'a> {
+    /// Sent as a JSON string; stored as it is.
     Text(&'a str),
+    /// Sent as a JSON integer; stored as its decimal digits.
     Number(u64),
 }
 
@@ -32,8 +34,11 @@ impl PatientId<'_> {
 /// one byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage<'a> {
+    /// Whose inhaler it was: non-empty, at most `PATIENT_ID_BYTES_MAX`
+    /// bytes in stored form.
     pub patient_id: PatientId<'a>,
     /// The event's instant, UTC epoch milliseconds.
     pub timestamp_ms: i64,
+    /// What was inhaled: non-empty, at most `MEDICATION_BYTES_MAX` bytes.
     pub medication: &'a str,
 }

@@ -27,28 +27,41 @@ pub use timestamp::TimestampError;
 /// Why a body was refused. Every variant is a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {
+    /// Not parseable as JSON.
     #[error("body is not valid JSON")]
     Json,
+    /// Valid JSON whose top-level value is not an object.
     #[error("body must be a JSON object")]
     NotObject,
+    /// A key other than `patientId`, `timestamp` and `medication`.
     #[error("unknown field (allowed: patientId, timestamp, medication)")]
     UnknownField,
+    /// A key given twice; holds its name.
     #[error("field {0} appears more than once")]
     DuplicateField(&'static str),
+    /// One of the three keys is absent; holds its name.
     #[error("missing field {0}")]
     MissingField(&'static str),
+    /// A field's JSON type is not one it may have.
     #[error("field {field} must be {expected}")]
     WrongType {
+        /// The field's JSON key.
         field: &'static str,
+        /// What the field may hold, in words for the client.
         expected: &'static str,
     },
+    /// A string field is `""`; holds the field's key.
     #[error("field {0} must not be empty")]
     Empty(&'static str),
+    /// A string field is over its bound in [`crate::limits`].
     #[error("field {field} is longer than {max_bytes} bytes")]
     TooLong {
+        /// The field's JSON key.
         field: &'static str,
+        /// The bound, in bytes of UTF-8 after JSON unescaping.
         max_bytes: usize,
     },
+    /// `timestamp` has an accepted type but is not an accepted instant.
     #[error("{0}")]
     Timestamp(#[from] TimestampError),
 }
@@ -72,6 +85,8 @@ impl Default for UsageParser {
 }
 
 impl UsageParser {
+    /// A parser whose buffers start sized for a 512-byte body; a larger
+    /// body grows them.
     pub fn new() -> Self {
         UsageParser {
             buffers: Buffers::new(512),

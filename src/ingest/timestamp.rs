@@ -20,14 +20,20 @@ use crate::limits::{TIMESTAMP_MS_MAX, TIMESTAMP_MS_MIN};
 /// Why a timestamp was refused; the text goes to the client in the 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TimestampError {
+    /// Matches none of the forms in the module docs.
     #[error(
         "timestamp is not in a known form (JavaScript Date.toString(), RFC 3339, or epoch milliseconds)"
     )]
     Format,
+    /// A known form with a field out of range: month 13, 31 November, hour
+    /// 24, second 60, an offset past 23:59.
     #[error("timestamp has a date or time field out of range")]
     Field,
+    /// An RFC 3339 date-time with neither `Z` nor `±hh:mm`.
     #[error("timestamp has a date and time but no UTC offset")]
     MissingOffset,
+    /// An instant before 1970 or after 9999 (`TIMESTAMP_MS_MIN` to
+    /// `TIMESTAMP_MS_MAX` in [`crate::limits`]).
     #[error("timestamp is outside 1970-01-01 to 9999-12-31")]
     Range,
 }

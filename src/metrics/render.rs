@@ -20,15 +20,23 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// Gauges that belong to other parts, read at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
+    /// Records in the WAL not yet confirmed by MongoDB.
     pub wal_backlog_records: u64,
+    /// WAL bytes not yet confirmed by MongoDB: what `--wal-max-bytes`
+    /// bounds.
     pub wal_backlog_bytes: u64,
     /// `--wal-max-bytes`: exported so an alert can compare the backlog
     /// with the quota at which POSTs start to get 503.
     pub wal_max_bytes: u64,
+    /// Segment files on disk, the active one included.
     pub wal_segments: u64,
+    /// False while WAL appends fail; readiness fails with it.
     pub wal_writable: bool,
+    /// Whether MongoDB accepted the flusher's last attempt.
     pub mongo_up: bool,
+    /// Whether `/readyz` answers 200 at this moment.
     pub ready: bool,
+    /// Seconds since the process built its shared state.
     pub uptime_seconds: f64,
     /// Open client connections, as the HTTP server's admission counts them.
     pub connections_open: u64,

@@ -104,6 +104,7 @@ impl InsertCommand {
         element(&mut self.buf, BSON_DOCUMENT, index.format(self.records));
     }
 
+    /// Documents appended so far.
     pub fn records(&self) -> u32 {
         self.records
     }

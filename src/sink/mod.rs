@@ -63,16 +63,27 @@ impl std::fmt::Debug for Refusal {
 /// Why a batch is not (known to be) stored. Every kind is retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
+    /// The connection failed (I/O, DNS, a cleared pool), or the server gave a
+    /// code that means "not now" (a failover, a shutdown, a write conflict);
+    /// holds the detail.
     #[error("cannot reach MongoDB: {0}")]
     Network(String),
+    /// The driver found no usable server within its selection timeout.
     #[error("no MongoDB server selected: {0}")]
     ServerSelection(String),
+    /// A socket timed out, or the server hit a time limit (`maxTimeMS`).
     #[error("MongoDB timed out: {0}")]
     Timeout(String),
+    /// MongoDB did not confirm the write concern (journaled, or majority);
+    /// the batch is sent again and what was stored comes back as duplicates.
     #[error("write concern not satisfied: {0}")]
     WriteConcern(String),
+    /// The driver reported a write error for the call as a whole; holds its
+    /// code. Per-document refusals in a reply are [`Refusal`]s instead.
     #[error("MongoDB refused a document: {0}")]
     Write(String),
+    /// Anything else: a malformed or inconsistent reply, a command error
+    /// with no transient code, an unexpected driver error.
     #[error("MongoDB error: {0}")]
     Other(String),
 }

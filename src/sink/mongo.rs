@@ -45,6 +45,9 @@ const TRANSIENT_CODES: [i32; 11] = [6, 7, 89, 91, 112, 189, 10107, 11600, 11602,
 /// limit exceeded (262). Retried like a timeout of the driver's own.
 const TIMEOUT_CODES: [i32; 2] = [50, 262];
 
+/// The [`Sink`] for MongoDB through the driver's sync API: batches go as
+/// raw `insert` commands on the database, the index is made on the
+/// collection.
 pub struct MongoSink {
     db: Database,
     coll: Collection<Document>,

@@ -61,16 +61,22 @@ pub const PROMPT_THINK_US: u64 = 1_000;
 pub struct Reply {
     /// The id of the submission's first record; the others follow in order.
     pub first_id: Result<super::Id, CommitError>,
+    /// The submission's staging buffer, handed back so the connection reuses
+    /// its allocation.
     pub staged: Vec<u8>,
 }
 
 /// Why committed records could not be acknowledged. All are 503s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CommitError {
+    /// Writing the batch to the segment failed (a full disk, say); none of it
+    /// is acknowledged.
     #[error("the write-ahead log cannot be written")]
     Write,
+    /// The batch would take this node's sequence numbers past the last one.
     #[error("this node has used up its id space")]
     IdsExhausted,
+    /// The writer stopped before it committed this submission.
     #[error("the server is shutting down")]
     Stopping,
 }
@@ -78,8 +84,10 @@ pub enum CommitError {
 /// Why a submission was not even queued. Both are 503s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
+    /// This core's lane already holds `LANE_SUBMISSIONS_MAX` submissions.
     #[error("the write-ahead log is saturated")]
     LaneFull,
+    /// The lanes were stopped for shutdown and take no more submissions.
     #[error("the server is shutting down")]
     Stopping,
 }
@@ -119,6 +127,7 @@ pub struct Lanes {
 }
 
 impl Lanes {
+    /// `count` lanes, one per may worker (at least one).
     pub fn new(count: usize) -> Arc<Lanes> {
         Arc::new(Lanes {
             queues: (0..count.max(1))
@@ -136,6 +145,7 @@ impl Lanes {
         })
     }
 
+    /// How many lanes there are: one per may worker.
     pub fn count(&self) -> usize {
         self.queues.len()
     }

@@ -128,20 +128,32 @@ pub use shared::{Opened, SegmentView, WalShared, open};
 /// it ends the process (see `sync_or_die`).
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
+    /// A file operation failed.
     #[error("could not {what}: {source}")]
     Io {
+        /// What busyapi was doing, worded to follow "could not".
         what: &'static str,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// Every sequence number of this node is used: no id is left to hand out.
     #[error("the id space of this node is exhausted")]
     IdsExhausted,
+    /// A fresh data directory's id floor could not be read from MongoDB, or
+    /// the wait for it was stopped; holds why.
     #[error("could not learn where this new data directory's ids start: {0}")]
     FreshFloor(String),
+    /// Another process holds the data directory's lock.
     #[error(
         "{dir} is in use by another busyapi process{holder}; two writers on one WAL would hand out the same ids"
     )]
-    Locked { dir: String, holder: String },
+    Locked {
+        /// The data directory, as given.
+        dir: String,
+        /// ` (pid N)`, read from the lock file, or empty if it names none.
+        holder: String,
+    },
 }
 
 impl WalError {

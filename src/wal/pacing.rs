@@ -68,8 +68,9 @@ pub struct Batch {
     /// Connections that can submit (see [`super::lanes::Lanes::attach`]).
     pub submitters: usize,
     /// Drained submissions from submitters in a closed loop (see
-    /// [`super::lanes::Submission::prompt`]), and all drained submissions.
+    /// [`super::lanes::Submission::prompt`]).
     pub prompt_submissions: usize,
+    /// All drained submissions.
     pub submissions: usize,
 }
 
@@ -85,6 +86,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    /// A pacer that holds a commit back by at most `delay_max` (zero: never).
     pub fn new(delay_max: Duration) -> Pacer {
         Pacer {
             delay_max,

@@ -29,6 +29,9 @@ pub struct ReadOutcome {
     pub segment_done: bool,
 }
 
+/// The flusher's cursor over the log: reads committed records in order
+/// from a checkpoint on, never past a segment's fsynced end, skipping
+/// damaged ranges.
 pub struct WalReader {
     shared: Arc<WalShared>,
     /// Where the next record would be read.

@@ -32,7 +32,9 @@ pub struct Record<'a> {
     pub received_at_ms: i64,
     /// The event's instant, UTC epoch milliseconds.
     pub timestamp_ms: i64,
+    /// `patientId` in stored form: a number as its decimal digits.
     pub patient_id: &'a str,
+    /// The medication name, as sent.
     pub medication: &'a str,
 }
 

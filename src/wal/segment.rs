@@ -25,6 +25,7 @@ pub use super::quarantine::QUARANTINE_DIR;
 /// The decoded header of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The node whose ids the segment's records carry.
     pub node_id: u32,
     /// The segment number, also the file name.
     pub segment_no: u64,
@@ -234,14 +235,19 @@ pub fn sync_dir(dir: &Path) {
 /// What recovery found in one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
+    /// The segment's header, as read or as rebuilt from its first intact
+    /// record.
     pub header: Header,
     /// Offset just past the last intact record (the segment's new length).
     pub end: u64,
+    /// Intact records in the segment.
     pub records: u64,
     /// Records at or after the `pending_from` offset given to the scan: the
     /// ones still owed to MongoDB.
     pub pending_records: u64,
+    /// The id of the first intact record; `None` if there is none.
     pub first_id: Option<Id>,
+    /// The id of the last intact record; `None` if there is none.
     pub last_id: Option<Id>,
     /// Ranges of bytes between intact records that hold no intact record.
     /// Readers skip them; their bytes are kept in the quarantine directory.

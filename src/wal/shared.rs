@@ -20,6 +20,7 @@ use super::{Id, Position, WalError, recovery};
 /// What a reader needs to know about one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentView {
+    /// The segment number, also the stem of its file name.
     pub no: u64,
     /// Bytes up to here are fsynced; a reader must not go past it.
     pub committed_end: u64,
@@ -33,7 +34,10 @@ pub struct SegmentView {
 pub struct WalShared {
     /// The exclusive lock on the data directory, held until the process ends.
     _lock: fs::File,
+    /// The data directory (`--data-dir`).
     pub dir: PathBuf,
+    /// This process's node id (`--node-id`), the high part of every id it
+    /// hands out.
     pub node_id: u32,
     /// Size of a segment file (`--wal-segment-bytes`).
     pub segment_bytes: u64,
@@ -55,18 +59,23 @@ pub struct WalShared {
 }
 
 impl WalShared {
+    /// WAL bytes not yet delivered to MongoDB: what `--wal-max-bytes` bounds.
     pub fn backlog_bytes(&self) -> u64 {
         self.backlog_bytes.load(Ordering::Relaxed)
     }
 
+    /// Records in the WAL not yet delivered to MongoDB.
     pub fn backlog_records(&self) -> u64 {
         self.backlog_records.load(Ordering::Relaxed)
     }
 
+    /// False while appends fail (a full disk, say).
     pub fn is_writable(&self) -> bool {
         self.writable.load(Ordering::Relaxed)
     }
 
+    /// The id of the newest committed record; raw 0 until one is committed
+    /// this run.
     pub fn last_id(&self) -> Id {
         Id::from_raw(self.last_id.load(Ordering::Relaxed))
     }
@@ -166,8 +175,12 @@ impl WalShared {
 /// A recovered data directory: the shared view, the writer's active
 /// segment, and where delivery resumes.
 pub struct Opened {
+    /// The view of the log that every part shares.
     pub shared: Arc<WalShared>,
+    /// The fresh segment for the writer thread to append to.
     pub active: Active,
+    /// Where delivery to MongoDB resumes: the saved checkpoint, or without
+    /// one the start of the oldest segment.
     pub resume: Checkpoint,
 }
 
