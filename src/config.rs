@@ -59,12 +59,25 @@ use values::{
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A flag or environment variable clap refused (or `--help`/`--version`).
     #[error(transparent)]
     Clap(#[from] clap::Error),
+    /// The `--config` file could not be read or parsed.
     #[error("--config {path}: {reason}")]
-    File { path: String, reason: String },
+    File {
+        /// The file as named by `--config`.
+        path: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A value out of its flag's bounds, wherever it was set.
     #[error("--{flag}: {reason}")]
-    Invalid { flag: String, reason: String },
+    Invalid {
+        /// The flag's long name, without `--`.
+        flag: String,
+        /// Which bound it broke.
+        reason: String,
+    },
 }
 
 /// Where the ids of a data directory with no WAL and no checkpoint start.

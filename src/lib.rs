@@ -38,10 +38,8 @@
 //! they wait for their commit on may's channels.
 
 pub mod app;
-#[allow(missing_docs)] // documented after the flags and HTTP work lands
 pub mod config;
 pub mod flusher;
-#[allow(missing_docs)] // documented after the flags and HTTP work lands
 pub mod http;
 pub mod ingest;
 pub mod limits;

@@ -30,6 +30,7 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// Admission for at most `max_connections` open connections.
     pub fn new(max_connections: usize) -> Arc<Admission> {
         Arc::new(Admission {
             max_connections: max_connections as u64,

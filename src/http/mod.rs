@@ -58,38 +58,63 @@ use crate::wal::SubmitError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {
     #[error("malformed request line or header")]
+    /// 400: the request line or a header line does not parse.
     Malformed,
     #[error("malformed Content-Length")]
+    /// 400: Content-Length is not one decimal number (or differs between
+    /// repeated headers).
     BadContentLength,
     #[error("Content-Length and Transfer-Encoding together are not allowed")]
+    /// 400: both Content-Length and Transfer-Encoding (RFC 9112 §6.3 lets a
+    /// server refuse it, and a proxy in front may read it the other way).
     LengthAndChunked,
     #[error("malformed chunked body")]
+    /// 400: a chunk size line, chunk data or trailer of a chunked body does
+    /// not parse.
     BadChunk,
     #[error("only the chunked Transfer-Encoding is supported")]
+    /// 501: a transfer coding other than chunked (gzip, deflate...).
     UnsupportedTransferEncoding,
     #[error("the last Transfer-Encoding must be chunked")]
+    /// 400: Transfer-Encoding whose last coding is not chunked, so the body
+    /// has no length a server can find.
     ChunkedNotLast,
     #[error("chunked is given more than once in Transfer-Encoding")]
+    /// 400: chunked listed more than once in Transfer-Encoding.
     ChunkedTwice,
     #[error("an HTTP/1.1 request needs a Host header")]
+    /// 400: an HTTP/1.1 request without a Host header.
     MissingHost,
     #[error("more than one Host header")]
+    /// 400: more than one Host header.
     DuplicateHost,
     #[error("malformed Host header")]
+    /// 400: a Host value that is not RFC 3986 `host[:port]`.
     BadHost,
     #[error("request target must be a path or an http(s) URL")]
+    /// 400: a target that is neither an origin-form path, nor an absolute
+    /// `http`/`https` URL with a host, nor `*`.
     BadTarget,
     #[error("request target longer than {REQUEST_TARGET_BYTES_MAX} bytes")]
+    /// 414: a request target over [`REQUEST_TARGET_BYTES_MAX`].
     TargetTooLong,
     #[error("only HTTP/1.0 and HTTP/1.1 are supported")]
+    /// 505: an HTTP version other than 1.0 and 1.1.
     Version,
     #[error("too many headers (at most {HEADERS_MAX})")]
+    /// 431: more than [`HEADERS_MAX`] header lines.
     TooManyHeaders,
     #[error("request headers larger than {HEADER_BYTES_MAX} bytes")]
+    /// 431: a request head over [`HEADER_BYTES_MAX`].
     HeadersTooLarge,
     #[error("body larger than {max_bytes} bytes")]
-    BodyTooLarge { max_bytes: usize },
+    /// 413: a body over the route's cap.
+    BodyTooLarge {
+        /// The cap that was passed, in bytes.
+        max_bytes: usize,
+    },
     #[error("request not received in time")]
+    /// 408: the head or the body missed its read deadline.
     Timeout,
 }
 
@@ -97,20 +122,33 @@ pub enum HttpError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
+    /// The request's framing (the status is the [`HttpError`]'s).
     Http(#[from] HttpError),
     #[error(transparent)]
+    /// 400: the body is not a valid usage.
     Ingest(#[from] IngestError),
     #[error("no such path")]
+    /// 404: no route has this path.
     NotFound,
     #[error("method not allowed (allowed: {allow})")]
-    MethodNotAllowed { allow: &'static str },
+    /// 405: the path exists, the method does not; `Allow` lists the methods.
+    MethodNotAllowed {
+        /// The methods the path takes, as the `Allow` header lists them.
+        allow: &'static str,
+    },
     #[error("Content-Type must be application/json (received \"{0}\")")]
+    /// 415: a body that is not `application/json`; names what was sent.
     UnsupportedMediaType(MediaTypeEcho),
     #[error(transparent)]
+    /// 503: the WAL did not take the submission (this core's lane is full,
+    /// or the lanes stopped for shutdown).
     Submit(#[from] SubmitError),
     #[error(transparent)]
+    /// 503: the WAL could not make the records durable.
     Commit(#[from] CommitError),
     #[error("{0}; retry later")]
+    /// 503: the node takes no usages now (shutting down, the WAL unwritable,
+    /// or the backlog over `--wal-max-bytes`).
     NotReady(#[from] NotReady),
 }
 
@@ -127,6 +165,7 @@ pub struct MediaTypeEcho {
 }
 
 impl MediaTypeEcho {
+    /// Keeps what may be echoed of the media type `sent`.
     pub fn new(sent: &[u8]) -> MediaTypeEcho {
         let mut bytes = [0; MEDIA_TYPE_ECHO_BYTES_MAX];
         let len = sent.len().min(MEDIA_TYPE_ECHO_BYTES_MAX);

@@ -9,30 +9,43 @@ use super::{HttpError, chunked};
 use crate::limits::{HEADER_BYTES_MAX, HEADERS_MAX, REQUEST_TARGET_BYTES_MAX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The request methods busyapi's routes tell apart.
 pub enum Method {
+    /// `GET`.
     Get,
+    /// `HEAD`: as `GET`, without the body.
     Head,
+    /// `POST`.
     Post,
+    /// Any other method: 405 on every route.
     Other,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a request's Content-Type says of its body.
 pub enum ContentType {
     #[default]
+    /// No Content-Type header.
     Missing,
+    /// `application/json`, with any parameters.
     Json,
+    /// Any other media type: 415 for a usage.
     Other,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the body's end is found (RFC 9112 §6).
 pub enum Framing {
+    /// Content-Length: this many bytes (0 for no body).
     Length(usize),
+    /// Transfer-Encoding: chunked.
     Chunked,
 }
 
 /// A parsed request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head<'a> {
+    /// The method, as far as the routes care.
     pub method: Method,
     /// The path without query string or absolute-form authority.
     pub path: &'a str,
@@ -40,10 +53,13 @@ pub struct Head<'a> {
     pub http10: bool,
     /// Whether the connection stays open after this request.
     pub keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for a 100 before its body.
     pub expect_continue: bool,
+    /// What Content-Type says of the body.
     pub content_type: ContentType,
     /// The media type as sent, without parameters (empty if none was).
     pub media_type: &'a [u8],
+    /// How the body's end is found.
     pub framing: Framing,
     /// Bytes of the request line and headers, up to the body.
     pub len: usize,

@@ -14,6 +14,7 @@ pub enum Conn {
     Close,
 }
 
+/// The Content-Type of every JSON response.
 pub const JSON: &str = "application/json";
 
 fn reason(status: u16) -> &'static str {

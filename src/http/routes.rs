@@ -11,19 +11,28 @@ use super::{ApiError, MediaTypeEcho};
 use crate::app::{App, NotReady};
 use crate::metrics::{self, Route};
 
+/// `Allow` for a path that takes only POST (`/api/usages`).
 pub const ALLOW_POST: &str = "POST";
+/// `Allow` for the read-only paths.
 pub const ALLOW_GET: &str = "GET, HEAD";
 
 /// The live status page: self-contained, polls `/api/stats`.
 const STATUS_PAGE: &str = include_str!("status.html");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a routed request asks for.
 pub enum Action {
+    /// `POST /api/usages`: a usage into the WAL (the connection handles it).
     Ingest,
+    /// `GET /`: the live status page.
     StatusPage,
+    /// `GET /api/stats`: the status page's JSON.
     Stats,
+    /// `GET /metrics`: Prometheus text.
     Metrics,
+    /// `GET /healthz`: the process is up.
     Healthz,
+    /// `GET /readyz`: the node takes usages (200) or not (503).
     Readyz,
 }
 

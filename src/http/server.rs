@@ -28,6 +28,7 @@ const DRAIN_POLL_MS: u64 = 10;
 
 /// A running accept loop.
 pub struct Server {
+    /// The address the listener is bound to (the port when `--listen` said 0).
     pub local_addr: SocketAddr,
     /// Set by [`Server::stop`]. Not `App::shutting_down`: during
     /// `--shutdown-drain-ms` new connections are still accepted and served,
