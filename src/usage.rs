@@ -36,4 +36,7 @@ pub struct Usage<'a> {
     /// The event's instant, UTC epoch milliseconds.
     pub timestamp_ms: i64,
     pub medication: &'a str,
+    /// The device's own id of this event, if it sent one: with the
+    /// patientId it names one real event, stored at most once.
+    pub event_id: Option<&'a str>,
 }
