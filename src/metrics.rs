@@ -176,6 +176,9 @@ pub struct Global {
     pub flush_records: Histogram,
     pub records_flushed: AtomicU64,
     pub records_replayed_duplicate: AtomicU64,
+    /// Records MongoDB did not store because it already had their
+    /// `(patientId, eventId)`: an event a device sent again.
+    pub events_deduplicated: AtomicU64,
     /// Records MongoDB refused for good and this process stored in the
     /// dead-letter collection (a replayed dead letter is a duplicate).
     pub dead_letters: AtomicU64,
@@ -194,6 +197,7 @@ pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
     flush_records: Histogram::new(BATCH_BOUNDS),
     records_flushed: AtomicU64::new(0),
     records_replayed_duplicate: AtomicU64::new(0),
+    events_deduplicated: AtomicU64::new(0),
     dead_letters: AtomicU64::new(0),
     mongo_errors: Default::default(),
     connections_refused: AtomicU64::new(0),
