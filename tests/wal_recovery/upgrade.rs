@@ -1,7 +1,8 @@
 //! An upgrade: a data directory written by the binary before eventIds
 //! (WAL format version 1, `tests/fixtures/wal-v1/`) is recovered and
 //! delivered by today's binary, each record exactly once with its ids and
-//! fields, and new usages go on above its ids in new-format segments.
+//! fields, and new usages go on above its ids in new-format segments; a
+//! directory holding both formats at once delivers both.
 
 use mongodb::bson::DateTime;
 
@@ -130,4 +131,41 @@ fn a_version_1_segment_is_read_back_whole_by_recovery_with_no_event_ids() {
         wal_ids(&dir)[..20],
         want.iter().map(|e| e.id).collect::<Vec<_>>()[..]
     );
+}
+
+/// The format version in segment `no`'s header.
+fn version_of(dir: &Path, no: u64) -> u32 {
+    let bytes = segment_bytes(dir, no);
+    u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"))
+}
+
+#[test]
+fn old_and_new_format_segments_in_one_data_directory_are_all_delivered() {
+    const DB: &str = "wal_recovery_upgrade_mixed";
+    let _turn = mongo_turn();
+    fresh_usages(shared_mongo(), DB);
+    let fixture_ids: Vec<u64> = expected().iter().map(|e| e.id).collect();
+    let (_tmp, dir) = copied_fixture();
+    let mut server = Server::start(offline(&dir).arg("--node-id 7"));
+    let mut new = post_many(&server, 5);
+    new.push(
+        server
+            .post(r#"{"patientId": "7", "timestamp": 2, "medication": "m", "eventId": "mixed"}"#)
+            .id(),
+    );
+    stop(&mut server);
+    let nos = segment::list(&dir).expect("list segments");
+    let versions: Vec<u32> = nos.iter().map(|&no| version_of(&dir, no)).collect();
+    assert_eq!(
+        versions,
+        [1, 2],
+        "the fixture's segment, then a new-format one"
+    );
+    let mut server = Server::start(online(&dir, DB).arg("--node-id 7"));
+    let client = shared_mongo().client();
+    let all: Vec<u64> = [fixture_ids, new].concat();
+    wait_for(DELIVERY, "both segments' usages in MongoDB", || {
+        stored_ids(&client, DB) == all
+    });
+    stop(&mut server);
 }
