@@ -31,17 +31,13 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The MongoDB error code of a duplicate key.
 const DUPLICATE_KEY: i32 = 11000;
-/// How a duplicate-key message names the `_id` index, for servers whose
-/// write errors carry no `keyPattern`.
-const ID_INDEX_IN_ERRMSG: &str = "index: _id_ ";
+/// The name MongoDB gives the `_id` index.
+const ID_INDEX_NAME: &str = "_id_";
 /// The unique index that makes a `(patientId, eventId)` one document. It
 /// covers only documents with an eventId, so usages without one are stored
 /// as before; it includes the hashed shard key's field, so a sharded
 /// cluster can enforce it.
 pub const EVENT_INDEX_NAME: &str = "patientId_eventId_unique";
-/// How a duplicate-key message names [`EVENT_INDEX_NAME`], for servers
-/// whose write errors carry no `keyPattern`.
-const EVENT_INDEX_IN_ERRMSG: &str = "index: patientId_eventId_unique ";
 /// Server error codes that mean "not now, try again" rather than a bad
 /// request or a bad document: a host unreachable or not found (6, 7), a
 /// network timeout (89), shutting down or interrupted by it (91, 11600), a
@@ -165,9 +161,9 @@ pub fn read_reply(reply: &Document, records: u64) -> Result<Delivered, SinkError
             let e = e
                 .as_document()
                 .ok_or_else(|| SinkError::Other("malformed writeErrors".into()))?;
-            if is_duplicate_on(e, &["_id"], ID_INDEX_IN_ERRMSG) {
+            if is_duplicate_on(e, &["_id"], ID_INDEX_NAME) {
                 duplicates += 1;
-            } else if is_duplicate_on(e, &["patientId", "eventId"], EVENT_INDEX_IN_ERRMSG) {
+            } else if is_duplicate_on(e, &["patientId", "eventId"], EVENT_INDEX_NAME) {
                 events_deduplicated += 1;
             } else {
                 refused.push(refusal(e, records)?);
@@ -238,17 +234,20 @@ fn transient(code: i32, what: String) -> Option<SinkError> {
 }
 
 /// Whether a write error is a duplicate key on the index of exactly `keys`
-/// (named `in_errmsg` in the message of a server without `keyPattern`).
+/// (for a server whose write errors carry no `keyPattern`: whose message
+/// names the index `index_name`, as `index: <name> `).
 /// On `_id`, an earlier attempt stored the document; on `{patientId,
 /// eventId}`, the device sent the event before. A duplicate key on any
 /// other unique index means the document was refused: it is not delivered.
-fn is_duplicate_on(e: &Document, keys: &[&str], in_errmsg: &str) -> bool {
+fn is_duplicate_on(e: &Document, keys: &[&str], index_name: &str) -> bool {
     if e.get_i32("code") != Ok(DUPLICATE_KEY) {
         return false;
     }
     match e.get_document("keyPattern") {
         Ok(pattern) => pattern.keys().eq(keys.iter().copied()),
-        Err(_) => e.get_str("errmsg").is_ok_and(|m| m.contains(in_errmsg)),
+        Err(_) => e
+            .get_str("errmsg")
+            .is_ok_and(|m| m.contains(&format!("index: {index_name} "))),
     }
 }
 
