@@ -130,6 +130,7 @@ fn validate<'a>(u: &'a UsageDe<'_>) -> Result<Usage<'a>, &'static str> {
         patient_id,
         timestamp_ms,
         medication: bounded(&u.medication, MEDICATION_BYTES_MAX)?,
+        event_id: None,
     })
 }
 
@@ -178,6 +179,7 @@ fn usages(strings: &[(String, String)]) -> Vec<Usage<'_>> {
             },
             timestamp_ms: 1_478_009_511_000 + i as i64 * 1000,
             medication: med,
+            event_id: None,
         })
         .collect()
 }

@@ -164,6 +164,8 @@ struct Batch {
 struct Settled {
     /// Already in MongoDB, or already dead-lettered, from an earlier attempt.
     duplicates: u64,
+    /// Events whose `(patientId, eventId)` MongoDB already had.
+    events_deduplicated: u64,
     /// Stored in the dead-letter collection by this process.
     dead_lettered: u64,
 }

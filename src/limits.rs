@@ -115,6 +115,10 @@ pub const PATIENT_ID_BYTES_MAX: usize = 128;
 /// `medication` in bytes (UTF-8). Drug names with dose, form and device
 /// stay well under this; stored with a u8 length.
 pub const MEDICATION_BYTES_MAX: usize = 200;
+/// `eventId` in bytes (UTF-8): a device-made UUID is 36; 64 leaves room
+/// for a prefix or a hash. Stored with a u8 length, and in MongoDB's
+/// `{patientId, eventId}` index, whose key stays far below any limit.
+pub const EVENT_ID_BYTES_MAX: usize = 64;
 /// `timestamp` as a string. The longest accepted form is the JavaScript
 /// `Date.toString()` with a long zone name in parentheses.
 pub const TIMESTAMP_BYTES_MAX: usize = 96;
@@ -172,7 +176,7 @@ pub const WAL_MAX_BYTES_MIN: u64 = 1 << 20;
 /// the disk is far behind; the request gets 503 at once instead of waiting.
 pub const LANE_SUBMISSIONS_MAX: usize = 4096;
 /// Records framed into one group commit: about 200 KiB of typical usages
-/// (at most 740 KiB), one write and one fdatasync; no waiter holds longer.
+/// (at most 854 KiB), one write and one fdatasync; no waiter holds longer.
 pub const COMMIT_RECORDS_MAX: usize = 2048;
 /// Default bound on holding a commit back so that one fdatasync serves more
 /// records (`--commit-delay-max-us`; see `wal::pacing`). An fdatasync costs
@@ -202,8 +206,8 @@ pub const FLUSH_MAX_RECORDS_DEFAULT: usize = 1000;
 /// (`maxBsonObjectSize`).
 pub const BSON_COMMAND_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Most bytes one usage takes in an `insert` command's `documents` array:
-/// its five fields at their caps, the array index key and the framing come
-/// to about 430 (`sink::encode` tests the bound).
+/// its six fields at their caps, the array index key and the framing come
+/// to about 505 (`sink::encode` tests the bound).
 pub const DOCUMENT_BYTES_MAX: usize = 512;
 /// Room in a command for everything but its documents: the collection name,
 /// `ordered`, `maxTimeMS` and the write concern.
@@ -276,9 +280,10 @@ pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 60_000;
 
 // ---------------------------------------------------------------- relations
 
-/// A framed record: 8-byte frame header, 24 fixed payload bytes, two u8
-/// lengths and the two strings.
-pub const RECORD_BYTES_MAX: usize = 8 + 24 + 2 + PATIENT_ID_BYTES_MAX + MEDICATION_BYTES_MAX;
+/// A framed record (format 2): 8-byte frame header, 24 fixed payload bytes,
+/// three u8 lengths and the three strings.
+pub const RECORD_BYTES_MAX: usize =
+    8 + 24 + 3 + PATIENT_ID_BYTES_MAX + MEDICATION_BYTES_MAX + EVENT_ID_BYTES_MAX;
 
 const _: () = assert!(
     PATIENT_ID_BYTES_MAX <= u8::MAX as usize,
@@ -287,6 +292,10 @@ const _: () = assert!(
 const _: () = assert!(
     MEDICATION_BYTES_MAX <= u8::MAX as usize,
     "medication is stored with a u8 length"
+);
+const _: () = assert!(
+    EVENT_ID_BYTES_MAX <= u8::MAX as usize,
+    "eventId is stored with a u8 length"
 );
 const _: () = assert!(
     NODE_ID_BITS + SEQ_BITS == 53,

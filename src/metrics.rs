@@ -194,6 +194,9 @@ pub struct Global {
     /// Records sent again (after a crash or a lost reply) that MongoDB already
     /// held under their `_id`: delivered before, so not stored twice.
     pub records_replayed_duplicate: AtomicU64,
+    /// Records MongoDB did not store because it already had their
+    /// `(patientId, eventId)`: an event a device sent again.
+    pub events_deduplicated: AtomicU64,
     /// Records MongoDB refused for good and this process stored in the
     /// dead-letter collection (a replayed dead letter is a duplicate).
     pub dead_letters: AtomicU64,
@@ -223,6 +226,7 @@ pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
     flush_records: Histogram::new(BATCH_BOUNDS),
     records_flushed: AtomicU64::new(0),
     records_replayed_duplicate: AtomicU64::new(0),
+    events_deduplicated: AtomicU64::new(0),
     dead_letters: AtomicU64::new(0),
     mongo_errors: Default::default(),
     connections_refused: AtomicU64::new(0),

@@ -41,4 +41,7 @@ pub struct Usage<'a> {
     pub timestamp_ms: i64,
     /// What was inhaled: non-empty, at most `MEDICATION_BYTES_MAX` bytes.
     pub medication: &'a str,
+    /// The device's own id of this event, if it sent one: with the
+    /// patientId it names one real event, stored at most once.
+    pub event_id: Option<&'a str>,
 }

@@ -21,6 +21,8 @@
 //! | [`batching`]     | a lone request goes at once, a burst in capped batches  |
 //! | [`dead_letters`] | a usage MongoDB refuses for good (a validator, another  |
 //! |                  | unique index) is dead-lettered once; delivery goes on   |
+//! | [`event_ids`]    | one document per `(patientId, eventId)` across retries, |
+//! |                  | nodes and a SIGKILL; none without an eventId is merged  |
 mod common;
 
 #[path = "delivery/batching.rs"]
@@ -31,6 +33,8 @@ mod crashes;
 mod dead_letters;
 #[path = "delivery/documents.rs"]
 mod documents;
+#[path = "delivery/event_ids.rs"]
+mod event_ids;
 #[path = "delivery/outages.rs"]
 mod outages;
 

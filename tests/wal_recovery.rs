@@ -21,6 +21,7 @@
 //! | [`damage`]  | torn tails, zeros, flipped bits, damaged and torn headers |
 //! | [`quarantine`] | copies are durable before the bytes they keep are cut |
 //! | [`fresh_dir`] | a new data directory (or a torn first segment) starts above the node's ids in MongoDB |
+//! | [`upgrade`] | a version-1 WAL (the fixture) is delivered exactly once by today's binary |
 mod common;
 
 #[path = "wal_recovery/crashes.rs"]
@@ -33,6 +34,8 @@ mod fresh_dir;
 mod ids;
 #[path = "wal_recovery/quarantine.rs"]
 mod quarantine;
+#[path = "wal_recovery/upgrade.rs"]
+mod upgrade;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -322,6 +322,9 @@ impl Coordinator {
             .records_replayed_duplicate
             .fetch_add(settled.duplicates, Relaxed);
         GLOBAL
+            .events_deduplicated
+            .fetch_add(settled.events_deduplicated, Relaxed);
+        GLOBAL
             .dead_letters
             .fetch_add(settled.dead_lettered, Relaxed);
     }

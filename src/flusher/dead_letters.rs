@@ -40,6 +40,7 @@ impl Delivery {
             let again = deadletter::insert_command(&docs, &self.collection, self.concern);
             let (answer, _) = self.answered(&again, docs.len() as u64)?;
             settled.duplicates += answer.duplicates;
+            settled.events_deduplicated += answer.events_deduplicated;
             docs = deadletter::take(&again, answer.refused);
             answers += 1;
         }

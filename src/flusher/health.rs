@@ -61,10 +61,12 @@ impl Sinks {
         };
         if !*done {
             match sink.ensure_index() {
-                Ok(()) => log::info!("index {{patientId: 1, timestamp: 1}} is in place"),
+                Ok(()) => log::info!(
+                    "indexes {{patientId: 1, timestamp: 1}} and {{patientId: 1, eventId: 1}} (unique) are in place"
+                ),
                 Err(e) if e.is_unreachable() => return Err(e),
                 Err(e) => log::warn!(
-                    "could not create the index {{patientId: 1, timestamp: 1}} ({e}); delivering without it"
+                    "could not create the indexes {{patientId: 1, timestamp: 1}} and {{patientId: 1, eventId: 1}} (unique) ({e}); delivering without them, so a resent eventId may be stored twice"
                 ),
             }
             *done = true;

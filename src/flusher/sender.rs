@@ -54,6 +54,7 @@ impl Delivery {
         }
         let mut settled = Settled {
             duplicates: answer.duplicates,
+            events_deduplicated: answer.events_deduplicated,
             dead_lettered: 0,
         };
         if !answer.refused.is_empty() {

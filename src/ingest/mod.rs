@@ -1,8 +1,9 @@
 //! Request body → validated [`Usage`]: the second step of the data flow.
 //!
 //! Owns the usage contract. A body is accepted only if it is one JSON object
-//! with exactly the fields `patientId`, `timestamp` and `medication`, each of
-//! the right type and within its bound ([`crate::limits`]). Anything else is
+//! with exactly the fields `patientId`, `timestamp` and `medication`, and
+//! optionally `eventId`, each of the right type and within its bound
+//! ([`crate::limits`]). Anything else is
 //! an [`IngestError`] whose text tells the client what was wrong; nothing is
 //! written for it. Unknown fields are refused, which also keeps `$`-prefixed
 //! keys from ever reaching MongoDB.
@@ -20,7 +21,9 @@ pub mod timestamp;
 
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
-use crate::limits::{MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, TIMESTAMP_BYTES_MAX};
+use crate::limits::{
+    EVENT_ID_BYTES_MAX, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, TIMESTAMP_BYTES_MAX,
+};
 pub use crate::usage::{PatientId, Usage};
 pub use timestamp::TimestampError;
 
@@ -33,8 +36,8 @@ pub enum IngestError {
     /// Valid JSON whose top-level value is not an object.
     #[error("body must be a JSON object")]
     NotObject,
-    /// A key other than `patientId`, `timestamp` and `medication`.
-    #[error("unknown field (allowed: patientId, timestamp, medication)")]
+    /// A key other than `patientId`, `timestamp`, `medication` and `eventId`.
+    #[error("unknown field (allowed: patientId, timestamp, medication, eventId)")]
     UnknownField,
     /// A key given twice; holds its name.
     #[error("field {0} appears more than once")]
@@ -115,13 +118,14 @@ impl UsageParser {
 const FIELD_PATIENT: &str = "patientId";
 const FIELD_TIMESTAMP: &str = "timestamp";
 const FIELD_MEDICATION: &str = "medication";
+const FIELD_EVENT: &str = "eventId";
 
 /// Walks a parsed tape: one object whose values are all scalars we know.
 fn read_usage<'a>(nodes: &[Node<'a>]) -> Result<Usage<'a>, IngestError> {
     let Some(Node::Object { len, .. }) = nodes.first() else {
         return Err(IngestError::NotObject);
     };
-    let (mut patient, mut ts, mut medication) = (None, None, None);
+    let (mut patient, mut ts, mut medication, mut event) = (None, None, None, None);
     for pair in 0..*len {
         // Values of known fields are scalars or a type error, so a pair is
         // always exactly two nodes up to the first error.
@@ -134,6 +138,7 @@ fn read_usage<'a>(nodes: &[Node<'a>]) -> Result<Usage<'a>, IngestError> {
             FIELD_PATIENT => set_once(&mut patient, FIELD_PATIENT, patient_id(value)?)?,
             FIELD_TIMESTAMP => set_once(&mut ts, FIELD_TIMESTAMP, timestamp_ms(value)?)?,
             FIELD_MEDICATION => set_once(&mut medication, FIELD_MEDICATION, medication_of(value)?)?,
+            FIELD_EVENT => set_once(&mut event, FIELD_EVENT, event_id(value)?)?,
             _ => return Err(IngestError::UnknownField),
         }
     }
@@ -141,6 +146,7 @@ fn read_usage<'a>(nodes: &[Node<'a>]) -> Result<Usage<'a>, IngestError> {
         patient_id: patient.ok_or(IngestError::MissingField(FIELD_PATIENT))?,
         timestamp_ms: ts.ok_or(IngestError::MissingField(FIELD_TIMESTAMP))?,
         medication: medication.ok_or(IngestError::MissingField(FIELD_MEDICATION))?,
+        event_id: event,
     })
 }
 
@@ -204,11 +210,26 @@ fn timestamp_ms(value: &Node<'_>) -> Result<i64, IngestError> {
     Ok(ms)
 }
 
+/// `eventId`: the device's id of the event. Optional, but when present a
+/// non-empty string; `null` is refused like any other type.
+fn event_id<'a>(value: &Node<'a>) -> Result<&'a str, IngestError> {
+    text_field(FIELD_EVENT, value, EVENT_ID_BYTES_MAX)
+}
+
 fn medication_of<'a>(value: &Node<'a>) -> Result<&'a str, IngestError> {
+    text_field(FIELD_MEDICATION, value, MEDICATION_BYTES_MAX)
+}
+
+/// A field that must be a non-empty string of at most `max_bytes`.
+fn text_field<'a>(
+    field: &'static str,
+    value: &Node<'a>,
+    max_bytes: usize,
+) -> Result<&'a str, IngestError> {
     match value {
-        Node::String(s) => bounded_str(FIELD_MEDICATION, s, MEDICATION_BYTES_MAX),
+        Node::String(s) => bounded_str(field, s, max_bytes),
         _ => Err(IngestError::WrongType {
-            field: FIELD_MEDICATION,
+            field,
             expected: "a non-empty string",
         }),
     }
@@ -394,5 +415,70 @@ mod tests {
         assert!(parse(&deep).is_err());
         let deep_obj = format!(r#"{{"patientId":{}}}"#, "[".repeat(3000));
         assert!(parse(&deep_obj).is_err());
+    }
+
+    fn event_id_of(body: &str) -> Result<Option<String>, IngestError> {
+        let mut p = UsageParser::new();
+        Ok(p.parse(body.as_bytes())?.event_id.map(str::to_owned))
+    }
+
+    #[test]
+    fn an_event_id_is_optional_and_kept_as_sent() {
+        let body = |e: &str| format!(r#"{{"patientId":"1","timestamp":0,"medication":"m"{e}}}"#);
+        assert_eq!(event_id_of(&body("")), Ok(None));
+        assert_eq!(
+            event_id_of(&body(r#","eventId":"a\u00e9""#)),
+            Ok(Some("aé".into()))
+        );
+        let longest = "e".repeat(EVENT_ID_BYTES_MAX);
+        assert_eq!(
+            event_id_of(&body(&format!(r#","eventId":"{longest}""#))),
+            Ok(Some(longest))
+        );
+    }
+
+    #[test]
+    fn a_bad_event_id_is_refused_naming_the_field() {
+        let body = |e: &str| {
+            format!(r#"{{"patientId":"1","timestamp":0,"medication":"m","eventId":{e}}}"#)
+        };
+        let too_long = format!(r#""{}""#, "e".repeat(EVENT_ID_BYTES_MAX + 1));
+        for (value, want) in [
+            (r#""""#, IngestError::Empty("eventId")),
+            (
+                &*too_long,
+                IngestError::TooLong {
+                    field: "eventId",
+                    max_bytes: EVENT_ID_BYTES_MAX,
+                },
+            ),
+            (
+                "null",
+                IngestError::WrongType {
+                    field: "eventId",
+                    expected: "a non-empty string",
+                },
+            ),
+            (
+                "7",
+                IngestError::WrongType {
+                    field: "eventId",
+                    expected: "a non-empty string",
+                },
+            ),
+            (
+                r#"["e"]"#,
+                IngestError::WrongType {
+                    field: "eventId",
+                    expected: "a non-empty string",
+                },
+            ),
+            (
+                r#""a","eventId":"a""#,
+                IngestError::DuplicateField("eventId"),
+            ),
+        ] {
+            assert_eq!(event_id_of(&body(value)), Err(want), "{value}");
+        }
     }
 }

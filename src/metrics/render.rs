@@ -110,6 +110,11 @@ impl Scrape {
                 g.records_replayed_duplicate.load(Relaxed),
             ),
             (
+                "busyapi_events_deduplicated",
+                "Records not stored because MongoDB already had their (patientId, eventId): an event sent again.",
+                g.events_deduplicated.load(Relaxed),
+            ),
+            (
                 "busyapi_dead_letters",
                 "Records MongoDB refused for good, stored in the dead-letter collection instead.",
                 g.dead_letters.load(Relaxed),

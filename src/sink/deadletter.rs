@@ -108,7 +108,8 @@ fn truncated(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
     use crate::limits::{
-        DEAD_LETTER_BYTES_MAX, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, SEQ_MAX,
+        DEAD_LETTER_BYTES_MAX, EVENT_ID_BYTES_MAX, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX,
+        SEQ_MAX,
     };
     use crate::wal::Id;
     use crate::wal::record::Record;
@@ -129,6 +130,7 @@ mod tests {
             timestamp_ms: 1000,
             patient_id: "100",
             medication,
+            event_id: None,
         }
     }
 
@@ -197,12 +199,14 @@ mod tests {
     fn a_dead_letter_of_the_largest_usage_with_a_long_message_fits_its_bound() {
         let patient = "p".repeat(PATIENT_ID_BYTES_MAX);
         let medication = "m".repeat(MEDICATION_BYTES_MAX);
+        let event = "e".repeat(EVENT_ID_BYTES_MAX);
         let largest = Record {
             id: Id::new(0, SEQ_MAX),
             received_at_ms: i64::MAX,
             timestamp_ms: i64::MIN,
             patient_id: &patient,
             medication: &medication,
+            event_id: Some(&event),
         };
         let cmd = batch(&[largest]);
         let long = "é".repeat(DEAD_LETTER_MESSAGE_BYTES_MAX);

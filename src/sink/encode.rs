@@ -2,7 +2,8 @@
 //! reused buffer: no intermediate document per record, no copy per record.
 //!
 //! Each document is
-//! `{_id: Int64, patientId: String, timestamp: Date, medication: String, receivedAt: Date}`.
+//! `{_id: Int64, patientId: String, timestamp: Date, medication: String, receivedAt: Date}`,
+//! and `eventId: String` after them when the usage had one.
 //! The `_id` is the id of the 201, so a replayed batch collides with
 //! itself (duplicate key) instead of storing a record twice.
 
@@ -86,6 +87,9 @@ impl InsertCommand {
         string(buf, "medication", r.medication);
         element(buf, BSON_DATETIME, "receivedAt");
         buf.extend_from_slice(&r.received_at_ms.to_le_bytes());
+        if let Some(event_id) = r.event_id {
+            string(buf, "eventId", event_id);
+        }
         close(buf, doc_at);
         self.records += 1;
     }
@@ -153,6 +157,7 @@ mod tests {
             timestamp_ms: 1000,
             patient_id: pid,
             medication: "Albuterol",
+            event_id: None,
         }
     }
 
@@ -189,6 +194,24 @@ mod tests {
     }
 
     #[test]
+    fn an_event_id_is_stored_last_and_only_when_there_is_one() {
+        let mut cmd = InsertCommand::start(Vec::new(), "usages", Concern::Journaled);
+        cmd.push(&Record {
+            event_id: Some("evt-1"),
+            ..record(7, "100")
+        });
+        cmd.push(&record(8, "100"));
+        let raw = RawDocumentBuf::from_bytes(cmd.finish()).expect("valid BSON");
+        let doc = raw.to_document().expect("decodes");
+        let docs = doc.get_array("documents").expect("documents");
+        let with = docs[0].as_document().expect("doc");
+        assert_eq!(with.len(), 6, "{with}");
+        assert_eq!(with.keys().last().map(String::as_str), Some("eventId"));
+        assert_eq!(with.get_str("eventId"), Ok("evt-1"));
+        assert!(!docs[1].as_document().expect("doc").contains_key("eventId"));
+    }
+
+    #[test]
     fn majority_is_a_string_w() {
         let cmd = InsertCommand::start(Vec::new(), "c", Concern::Majority);
         let raw = RawDocumentBuf::from_bytes(cmd.finish()).expect("valid BSON");
@@ -203,11 +226,12 @@ mod tests {
     #[test]
     fn a_batch_of_the_largest_usages_at_the_record_limit_fits_in_one_bson_command() {
         use crate::limits::{
-            BSON_COMMAND_BYTES_MAX, DOCUMENT_BYTES_MAX, FLUSH_MAX_RECORDS_LIMIT,
-            MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, SEQ_MAX,
+            BSON_COMMAND_BYTES_MAX, DOCUMENT_BYTES_MAX, EVENT_ID_BYTES_MAX,
+            FLUSH_MAX_RECORDS_LIMIT, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, SEQ_MAX,
         };
         let patient = "p".repeat(PATIENT_ID_BYTES_MAX);
         let medication = "m".repeat(MEDICATION_BYTES_MAX);
+        let event = "e".repeat(EVENT_ID_BYTES_MAX);
         let collection = "c".repeat(120);
         let largest = |id| Record {
             id,
@@ -215,6 +239,7 @@ mod tests {
             timestamp_ms: i64::MIN,
             patient_id: &patient,
             medication: &medication,
+            event_id: Some(&event),
         };
         let mut cmd = InsertCommand::start(Vec::new(), &collection, Concern::Majority);
         let mut before = cmd.buf.len();

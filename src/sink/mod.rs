@@ -5,8 +5,9 @@
 //! (unordered, with a journaled write concern) and sorts the outcome three
 //! ways:
 //! - a document stored, or already stored: a duplicate `_id` (code 11000
-//!   on the `_id` index) is an earlier attempt's document, so it counts as
-//!   delivered;
+//!   on the `_id` index) is an earlier attempt's document, and a duplicate
+//!   on the `{patientId, eventId}` index is an event the device sent
+//!   before, so both count as delivered;
 //! - a document refused for good: any other per-document write error
 //!   (`writeErrors`), such as a schema validator's 121 or an 11000 on
 //!   another unique index, comes back as a [`Refusal`] with its index in
@@ -33,6 +34,10 @@ pub struct Delivered {
     pub inserted: u64,
     /// Documents MongoDB already had from an earlier attempt.
     pub duplicates: u64,
+    /// Documents whose `(patientId, eventId)` MongoDB already had: a device
+    /// sent the event again (a retry, maybe through another node), and the
+    /// first copy stays the stored one.
+    pub events_deduplicated: u64,
     /// Documents MongoDB refused; retrying the same document cannot help.
     pub refused: Vec<Refusal>,
 }
@@ -116,7 +121,8 @@ pub trait Sink: Send + Sync {
     /// means every document is accounted for: stored, already there, or
     /// refused.
     fn insert(&self, command: Vec<u8>, records: u64) -> Result<Delivered, SinkError>;
-    /// Creates `{patientId: 1, timestamp: 1}` if it is missing.
+    /// Creates `{patientId: 1, timestamp: 1}` and the unique, partial
+    /// `{patientId: 1, eventId: 1}` if they are missing.
     fn ensure_index(&self) -> Result<(), SinkError>;
     /// Checks that MongoDB answers (`ping`).
     fn ping(&self) -> Result<(), SinkError>;

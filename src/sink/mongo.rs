@@ -18,7 +18,7 @@ use std::time::Duration;
 use mongodb::IndexModel;
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::{Error, ErrorKind, WriteFailure};
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::sync::{Client, Collection, Database};
 
 use super::{Delivered, Refusal, Sink, SinkError};
@@ -31,9 +31,13 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The MongoDB error code of a duplicate key.
 const DUPLICATE_KEY: i32 = 11000;
-/// How a duplicate-key message names the `_id` index, for servers whose
-/// write errors carry no `keyPattern`.
-const ID_INDEX_IN_ERRMSG: &str = "index: _id_ ";
+/// The name MongoDB gives the `_id` index.
+const ID_INDEX_NAME: &str = "_id_";
+/// The unique index that makes a `(patientId, eventId)` one document. It
+/// covers only documents with an eventId, so usages without one are stored
+/// as before; it includes the hashed shard key's field, so a sharded
+/// cluster can enforce it.
+pub const EVENT_INDEX_NAME: &str = "patientId_eventId_unique";
 /// Server error codes that mean "not now, try again" rather than a bad
 /// request or a bad document: a host unreachable or not found (6, 7), a
 /// network timeout (89), shutting down or interrupted by it (91, 11600), a
@@ -122,15 +126,30 @@ impl Sink for MongoSink {
     }
 
     fn ensure_index(&self) -> Result<(), SinkError> {
-        let model = IndexModel::builder()
+        let by_time = IndexModel::builder()
             .keys(doc! {"patientId": 1, "timestamp": 1})
             .build();
         self.coll
-            .create_index(model)
+            .create_indexes([by_time, event_index()])
             .run()
             .map(|_| ())
             .map_err(|e| classify(&e))
     }
+}
+
+/// `{patientId: 1, eventId: 1}`, unique over the documents that have an
+/// eventId: at most one document per real event, across retries, nodes
+/// and restarts.
+pub fn event_index() -> IndexModel {
+    let options = IndexOptions::builder()
+        .name(EVENT_INDEX_NAME.to_owned())
+        .unique(true)
+        .partial_filter_expression(doc! {"eventId": {"$exists": true}})
+        .build();
+    IndexModel::builder()
+        .keys(doc! {"patientId": 1, "eventId": 1})
+        .options(options)
+        .build()
 }
 
 /// Reads an `insert` reply (`ok: 1`; `n`, `writeErrors`, `writeConcernError`).
@@ -138,15 +157,17 @@ pub fn read_reply(reply: &Document, records: u64) -> Result<Delivered, SinkError
     if let Ok(wce) = reply.get_document("writeConcernError") {
         return Err(SinkError::WriteConcern(code_of(wce)));
     }
-    let mut duplicates = 0;
+    let (mut duplicates, mut events_deduplicated) = (0, 0);
     let mut refused = Vec::new();
     if let Ok(errors) = reply.get_array("writeErrors") {
         for e in errors {
             let e = e
                 .as_document()
                 .ok_or_else(|| SinkError::Other("malformed writeErrors".into()))?;
-            if is_duplicate_id(e) {
+            if is_duplicate_on(e, &["_id"], ID_INDEX_NAME) {
                 duplicates += 1;
+            } else if is_duplicate_on(e, &["patientId", "eventId"], EVENT_INDEX_NAME) {
+                events_deduplicated += 1;
             } else {
                 refused.push(refusal(e, records)?);
             }
@@ -161,15 +182,16 @@ pub fn read_reply(reply: &Document, records: u64) -> Result<Delivered, SinkError
     };
     let inserted =
         u64::try_from(inserted).map_err(|_| SinkError::Other("insert reply without n".into()))?;
-    if inserted + duplicates + refused.len() as u64 != records {
+    if inserted + duplicates + events_deduplicated + refused.len() as u64 != records {
         return Err(SinkError::Other(format!(
-            "MongoDB confirmed {inserted} inserted, {duplicates} duplicates and {} refused of {records} documents",
+            "MongoDB confirmed {inserted} inserted, {duplicates} duplicates, {events_deduplicated} events deduplicated and {} refused of {records} documents",
             refused.len()
         )));
     }
     Ok(Delivered {
         inserted,
         duplicates,
+        events_deduplicated,
         refused,
     })
 }
@@ -214,18 +236,21 @@ fn transient(code: i32, what: String) -> Option<SinkError> {
     }
 }
 
-/// Whether a write error says MongoDB already has a document with this
-/// `_id`, i.e. an earlier attempt stored it. A duplicate key on any other
-/// unique index means the document was refused: it is not delivered.
-fn is_duplicate_id(e: &Document) -> bool {
+/// Whether a write error is a duplicate key on the index of exactly `keys`
+/// (for a server whose write errors carry no `keyPattern`: whose message
+/// names the index `index_name`, as `index: <name> `).
+/// On `_id`, an earlier attempt stored the document; on `{patientId,
+/// eventId}`, the device sent the event before. A duplicate key on any
+/// other unique index means the document was refused: it is not delivered.
+fn is_duplicate_on(e: &Document, keys: &[&str], index_name: &str) -> bool {
     if e.get_i32("code") != Ok(DUPLICATE_KEY) {
         return false;
     }
     match e.get_document("keyPattern") {
-        Ok(pattern) => pattern.keys().eq(["_id"]),
+        Ok(pattern) => pattern.keys().eq(keys.iter().copied()),
         Err(_) => e
             .get_str("errmsg")
-            .is_ok_and(|m| m.contains(ID_INDEX_IN_ERRMSG)),
+            .is_ok_and(|m| m.contains(&format!("index: {index_name} "))),
     }
 }
 
@@ -291,9 +316,42 @@ mod tests {
             Ok(Delivered {
                 inserted: 1,
                 duplicates: 2,
+                events_deduplicated: 0,
                 refused: Vec::new(),
             })
         );
+    }
+
+    #[test]
+    fn a_duplicate_on_the_event_index_is_a_replayed_event_not_a_refusal() {
+        let reply = doc! {"n": 1, "ok": 1.0, "writeErrors": [
+            {"index": 0, "code": 11000, "keyPattern": {"patientId": 1, "eventId": 1}, "keyValue": {"patientId": "secret", "eventId": "e"}, "errmsg": "dup"},
+            {"index": 1, "code": 11000, "errmsg": "E11000 duplicate key error collection: b.usages index: patientId_eventId_unique dup key: { patientId: \"secret\", eventId: \"e\" }"},
+            {"index": 2, "code": 11000, "keyPattern": {"_id": 1}, "errmsg": "dup"},
+        ]};
+        assert_eq!(
+            read_reply(&reply, 4),
+            Ok(Delivered {
+                inserted: 1,
+                duplicates: 1,
+                events_deduplicated: 2,
+                refused: Vec::new(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_duplicate_on_an_index_merely_like_the_event_index_is_refused() {
+        for e in [
+            doc! {"index": 0, "code": 11000, "keyPattern": {"eventId": 1, "patientId": 1}},
+            doc! {"index": 0, "code": 11000, "keyPattern": {"eventId": 1}},
+            doc! {"index": 0, "code": 11000, "keyPattern": {"patientId": 1, "eventId": 1, "timestamp": 1}},
+            doc! {"index": 0, "code": 121, "keyPattern": {"patientId": 1, "eventId": 1}},
+        ] {
+            let reply = doc! {"n": 0, "ok": 1.0, "writeErrors": [e.clone()]};
+            let d = read_reply(&reply, 1).expect("answered");
+            assert_eq!((d.refused.len(), d.events_deduplicated), (1, 0), "{e}");
+        }
     }
 
     #[test]

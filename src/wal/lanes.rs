@@ -388,6 +388,7 @@ mod tests {
                 patient_id: crate::usage::PatientId::Number(n),
                 timestamp_ms: 5,
                 medication: "Albuterol",
+                event_id: None,
             };
             Submission::stage(&mut staged, &usage, 9);
         }
@@ -397,7 +398,7 @@ mod tests {
             record::frame_staged(&staged, crate::wal::Id::from_raw(1), &mut framed),
             64
         );
-        match record::decode(&framed) {
+        match record::decode(&framed, record::Format::CURRENT) {
             record::Decoded::Record(r, _) => {
                 assert_eq!((r.patient_id, r.medication), ("0", "Albuterol"));
                 assert_eq!((r.timestamp_ms, r.received_at_ms), (5, 9));

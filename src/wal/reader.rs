@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::checkpoint::Checkpoint;
-use super::record::{self, Decoded, Record};
+use super::record::{self, Decoded, Format, Record};
 use super::segment;
 use super::{Id, Position, SegmentView, WalError, WalShared};
 
@@ -145,7 +145,7 @@ impl WalReader {
             .map(|r| r.start)
             .filter(|&s| s > self.at.offset)
             .fold(view.committed_end, u64::min);
-        if !self.holds_a_record(stop) {
+        if !self.holds_a_record(stop, view.format) {
             self.fill(stop)?;
         }
         let end = ((self.buf_at + self.buf.len() as u64).min(stop) - self.buf_at) as usize;
@@ -154,7 +154,7 @@ impl WalReader {
         let at_stop = self.buf_at + end as u64 == stop;
         let (mut pos, mut records) = ((self.at.offset - self.buf_at) as usize, 0);
         while records < max && pos < end {
-            match record::decode(&self.buf[pos..end]) {
+            match record::decode(&self.buf[pos..end], view.format) {
                 Decoded::Record(r, n) => {
                     f(&r);
                     self.last_id = r.id;
@@ -162,7 +162,7 @@ impl WalReader {
                     pos += n;
                 }
                 Decoded::Incomplete if !at_stop => break,
-                _ => pos += self.skip_damage(pos, end),
+                _ => pos += self.skip_damage(pos, end, view.format),
             }
         }
         self.at.offset = self.buf_at + pos as u64;
@@ -171,7 +171,7 @@ impl WalReader {
 
     /// Whether the buffer holds this segment's bytes at the offset, with a
     /// whole record there (or everything up to `stop`).
-    fn holds_a_record(&self, stop: u64) -> bool {
+    fn holds_a_record(&self, stop: u64, format: Format) -> bool {
         let buf_end = self.buf_at + self.buf.len() as u64;
         if self.buf_no != Some(self.at.segment)
             || self.at.offset < self.buf_at
@@ -180,7 +180,11 @@ impl WalReader {
             return false;
         }
         let from = (self.at.offset - self.buf_at) as usize;
-        buf_end >= stop || !matches!(record::decode(&self.buf[from..]), Decoded::Incomplete)
+        buf_end >= stop
+            || !matches!(
+                record::decode(&self.buf[from..], format),
+                Decoded::Incomplete
+            )
     }
 
     /// Reads up to a chunk of committed bytes from the offset.
@@ -202,8 +206,8 @@ impl WalReader {
 
     /// Committed bytes that do not decode: the disk changed them after
     /// recovery. Skip to the next intact record (or the end) and say so.
-    fn skip_damage(&self, pos: usize, end: usize) -> usize {
-        let skip = record::resync(&self.buf[pos..end], self.last_id).unwrap_or(end - pos);
+    fn skip_damage(&self, pos: usize, end: usize, format: Format) -> usize {
+        let skip = record::resync(&self.buf[pos..end], self.last_id, format).unwrap_or(end - pos);
         log::error!(
             "WAL segment {} is damaged at offset {} ({} bytes skipped); it was intact when written",
             self.at.segment,

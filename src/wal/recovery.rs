@@ -10,6 +10,7 @@ use std::fs;
 use std::path::Path;
 
 use super::checkpoint::{self, Checkpoint};
+use super::record::Format;
 use super::segment::{self, Header};
 use super::writer::Active;
 use super::{Id, Position, SegmentView, WalError, record};
@@ -65,6 +66,7 @@ pub(super) fn recover(
         node_id,
         segment_no: new_no,
         base_seq: next_seq,
+        format: Format::CURRENT,
     };
     let file = start_active(dir, header, segment_bytes)?;
     views.push_back(SegmentView {
@@ -72,6 +74,7 @@ pub(super) fn recover(
         committed_end: Position::first_in(new_no).offset,
         sealed: false,
         damaged: Vec::new(),
+        format: Format::CURRENT,
     });
     let resume = ckpt.unwrap_or(Checkpoint {
         at: Position::first_in(views.front().map_or(new_no, |s| s.no)),
@@ -157,6 +160,7 @@ fn recover_all(
             committed_end: scan.end,
             sealed: true,
             damaged: scan.damaged,
+            format: scan.header.format,
         });
     }
     Ok(r)

@@ -13,6 +13,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::checkpoint::Checkpoint;
+use super::record::Format;
 use super::segment::{self, QUARANTINE_DIR};
 use super::writer::Active;
 use super::{Id, Position, WalError, recovery};
@@ -28,6 +29,8 @@ pub struct SegmentView {
     pub sealed: bool,
     /// Ranges found damaged at recovery; readers skip them.
     pub damaged: Vec<Range<u64>>,
+    /// The layout of its records, from its header.
+    pub format: Format,
 }
 
 /// State shared between the WAL writer, the flusher and the HTTP layer.
@@ -135,6 +138,7 @@ impl WalShared {
             committed_end: Position::first_in(new_no).offset,
             sealed: false,
             damaged: Vec::new(),
+            format: Format::CURRENT,
         });
         drop(segs);
         self.changed.notify_all();

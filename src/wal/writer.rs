@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::lanes::{CommitError, Lanes, Reply, Submission};
 use super::pacing::{Batch, Pacer};
+use super::record::Format;
 use super::segment::{self, Header, SparePace};
 use super::{Id, Position, WalShared, record};
 use crate::limits::{COMMIT_RECORDS_MAX, RECORD_BYTES_MAX, SEQ_MAX};
@@ -207,6 +208,7 @@ impl Writer {
             node_id: self.shared.node_id,
             segment_no: no,
             base_seq: self.active.next_seq,
+            format: Format::CURRENT,
         };
         let file = segment::create(&self.shared.dir, header, self.shared.segment_bytes)?;
         // The spare became this segment: start filling the next one.

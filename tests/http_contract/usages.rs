@@ -163,7 +163,7 @@ fn an_unknown_field_such_as_dollar_set_gets_400_and_nothing_is_written() {
         let body = format!(r#"{{"patientId": "1", "timestamp": 0, "medication": "m", {field}}}"#);
         (
             body,
-            "unknown field (allowed: patientId, timestamp, medication)",
+            "unknown field (allowed: patientId, timestamp, medication, eventId)",
         )
     };
     assert_bodies_refused(&[
@@ -255,5 +255,40 @@ fn over_long_fields_get_400_naming_the_field_and_its_limit_and_nothing_is_writte
         s.post(&at_limits).id(),
         2,
         "fields exactly at their limits are accepted"
+    );
+}
+
+#[test]
+fn an_event_id_that_is_not_a_string_of_1_to_64_bytes_gets_400_naming_it_and_nothing_is_written() {
+    let with = |event: &str| {
+        format!(r#"{{"patientId": "1", "timestamp": 0, "medication": "m", "eventId": {event}}}"#)
+    };
+    let wrong_type = "field eventId must be a non-empty string";
+    let s = assert_bodies_refused(&[
+        (with(r#""""#), "field eventId must not be empty"),
+        (
+            with(&format!("\"{}\"", "e".repeat(65))),
+            "field eventId is longer than 64 bytes",
+        ),
+        // Bytes, not characters: 33 two-byte characters are 66 bytes.
+        (
+            with(&format!("\"{}\"", "é".repeat(33))),
+            "field eventId is longer than 64 bytes",
+        ),
+        (with("null"), wrong_type),
+        (with("17"), wrong_type),
+        (with("true"), wrong_type),
+        (with(r#"["e"]"#), wrong_type),
+        (with(r#"{"$gt": ""}"#), wrong_type),
+        (
+            with(r#""a", "eventId": "a""#),
+            "field eventId appears more than once",
+        ),
+    ]);
+    let longest = with(&format!("\"{}\"", "e".repeat(64)));
+    assert_eq!(
+        s.post(&longest).id(),
+        2,
+        "an eventId of 64 bytes is accepted"
     );
 }

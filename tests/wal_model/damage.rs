@@ -76,7 +76,15 @@ pub fn crash(
         .open(segment::path_of(&wal.dir, no))
         .and_then(|mut f| f.write_all(&torn))
         .expect("append the torn commit");
-    let whole = ends.iter().take_while(|&&end| end <= keep).count();
+    // A record is written whole when its bytes are on disk as framed: cut
+    // off by `keep`, it can still be whole when the bytes it lost are zeros
+    // and a zero tail puts them back (a version-2 record without an
+    // eventId ends in its zero length byte). Nothing can tell such a record
+    // from one whose write completed, so recovery rightly keeps it.
+    let whole = ends
+        .iter()
+        .take_while(|&&end| torn.get(..end) == Some(&framed[..end]))
+        .count();
     let lost = recs.split_off(whole);
     (recs, lost.into_iter().map(|r| r.patient).collect())
 }

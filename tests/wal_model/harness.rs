@@ -132,6 +132,7 @@ pub fn usage(patient: &str) -> Usage<'_> {
         patient_id: PatientId::Text(patient),
         timestamp_ms: 7,
         medication: "Albuterol",
+        event_id: None,
     }
 }
 

@@ -14,7 +14,7 @@
 //! | step | database | command                                                                 |
 //! |------|----------|-------------------------------------------------------------------------|
 //! | 1    | `admin`  | `{enableSharding: "<db>"}`                                              |
-//! | 2    | `<db>`   | `{createIndexes: "<coll>", indexes: [{key: {patientId: "hashed"}, name: "patientId_hashed"}, {key: {patientId: 1, timestamp: 1}, name: "patientId_1_timestamp_1"}]}` |
+//! | 2    | `<db>`   | `{createIndexes: "<coll>", indexes: [{key: {patientId: "hashed"}, name: "patientId_hashed"}, {key: {patientId: 1, timestamp: 1}, name: "patientId_1_timestamp_1"}, {key: {patientId: 1, eventId: 1}, name: "patientId_eventId_unique", unique: true, partialFilterExpression: {eventId: {$exists: true}}}]}` |
 //! | 3    | `admin`  | `{shardCollection: "<db>.<coll>", key: {patientId: "hashed"}}`          |
 //!
 //! `<db>` and `<coll>` default to the server's own defaults (`busyapi`,
@@ -28,6 +28,9 @@
 //! delivery still holds on the sharded collection: `_id` is unique per shard
 //! only, but a replayed record carries the same `patientId` as the first
 //! copy, so it lands on the same shard and meets its duplicate-key error.
+//! The unique `{patientId: 1, eventId: 1}` index (one document per real
+//! event) starts with the shard key's field for the same reason: both
+//! copies of an event live on one shard, which can enforce it.
 //!
 //! **Failure.** Every step is idempotent (repeating the tool is safe). A step
 //! the server refuses is reported with the server's code and message, and
@@ -49,6 +52,8 @@ use mongodb::event::EventHandler;
 use mongodb::event::sdam::SdamEvent;
 use mongodb::options::ClientOptions;
 use mongodb::sync::Client;
+
+use busyapi::sink::mongo::EVENT_INDEX_NAME;
 
 /// How long the driver looks for a server before a step fails, unless the
 /// URI says otherwise. Long enough for a mongos under load, short enough for
@@ -122,6 +127,12 @@ fn shard_plan(database: &str, collection: &str) -> [Step; 3] {
                 "indexes": [
                     {"key": {SHARD_KEY_FIELD: "hashed"}, "name": "patientId_hashed"},
                     {"key": {SHARD_KEY_FIELD: 1, "timestamp": 1}, "name": "patientId_1_timestamp_1"},
+                    {
+                        "key": {SHARD_KEY_FIELD: 1, "eventId": 1},
+                        "name": EVENT_INDEX_NAME,
+                        "unique": true,
+                        "partialFilterExpression": {"eventId": {"$exists": true}},
+                    },
                 ],
             },
             needs_mongos: false,

@@ -1,0 +1,185 @@
+//! Event identity: a usage with an `eventId` is stored at most once per
+//! `(patientId, eventId)`, across retries, nodes and restarts, enforced by
+//! the unique partial index busyapi creates; a duplicate on it counts as
+//! delivered (`busyapi_events_deduplicated_total`), never as a refusal or
+//! a dead letter. Usages without an eventId are stored as before.
+
+use busyapi::sink::mongo::{EVENT_INDEX_NAME, event_index};
+use mongodb::error::{ErrorKind, WriteFailure};
+
+use super::*;
+use common::{Opts, dead_letters, fresh_usages, metric, shared_mongo, wait_drained};
+
+const DEDUPLICATED: &str = "busyapi_events_deduplicated_total";
+
+fn with_event(patient: &str, event: &str) -> String {
+    format!(
+        r#"{{"patientId": "{patient}", "timestamp": "2016-11-01T14:11:51Z", "medication": "Albuterol", "eventId": "{event}"}}"#
+    )
+}
+
+fn count(coll: &Collection<Document>, filter: Document) -> u64 {
+    coll.count_documents(filter).run().expect("count")
+}
+
+/// A node of its own delivering into `db`.
+fn node(db: &str, node_id: u16) -> Server {
+    let mongo = shared_mongo();
+    Server::start(
+        Opts::default()
+            .mongo(mongo.uri(), db)
+            .arg(&format!("--node-id {node_id}")),
+    )
+}
+
+#[test]
+fn the_dev_mongodb_enforces_the_partial_unique_event_index_only_where_an_event_id_exists() {
+    let coll = fresh_usages(shared_mongo(), "event_ids_index");
+    coll.create_index(event_index())
+        .run()
+        .expect("createIndexes");
+    let names: Vec<String> = coll.list_index_names().run().expect("listIndexes");
+    assert!(names.iter().any(|n| n == EVENT_INDEX_NAME), "{names:?}");
+    coll.insert_many([
+        doc! {"_id": 1, "patientId": "a"},
+        doc! {"_id": 2, "patientId": "a"},
+    ])
+    .run()
+    .expect("two documents without an eventId and one patientId both insert");
+    coll.insert_one(doc! {"_id": 3, "patientId": "a", "eventId": "e"})
+        .run()
+        .expect("the first (a, e)");
+    coll.insert_one(doc! {"_id": 4, "patientId": "b", "eventId": "e"})
+        .run()
+        .expect("the same eventId for another patient");
+    let err = coll
+        .insert_one(doc! {"_id": 5, "patientId": "a", "eventId": "e"})
+        .run()
+        .expect_err("a second (a, e) must collide");
+    match *err.kind {
+        ErrorKind::Write(WriteFailure::WriteError(ref w)) => assert_eq!(w.code, 11000, "{w:?}"),
+        ref other => panic!("not a write error: {other:?}"),
+    }
+    // The driver keeps keyPattern out of its error type: read the reply.
+    let reply = shared_mongo()
+        .client()
+        .database("event_ids_index")
+        .run_command(
+            doc! {"insert": "usages", "documents": [{"_id": 6, "patientId": "a", "eventId": "e"}]},
+        )
+        .run()
+        .expect("insert command");
+    let e = reply.get_array("writeErrors").expect("writeErrors")[0]
+        .as_document()
+        .expect("a write error")
+        .clone();
+    assert_eq!(e.get_i32("code"), Ok(11000), "{e}");
+    let keys: Vec<&str> = e
+        .get_document("keyPattern")
+        .expect("keyPattern")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["patientId", "eventId"], "{e}");
+    assert_eq!(count(&coll, doc! {}), 4);
+}
+
+#[test]
+fn the_same_event_posted_twice_gets_two_201s_and_is_stored_once() {
+    const DB: &str = "event_ids_retry";
+    let coll = fresh_usages(shared_mongo(), DB);
+    let server = node(DB, 0);
+    let body = with_event("100", "evt-retry");
+    let (first, second) = (server.post(&body).id(), server.post(&body).id());
+    assert_ne!(first, second, "each POST gets its own id");
+    wait_drained(&server);
+    assert_eq!(count(&coll, doc! {}), 1, "one document for one event");
+    let stored = coll
+        .find_one(doc! {})
+        .run()
+        .expect("find")
+        .expect("a document");
+    assert_eq!(
+        stored.get_i64("_id"),
+        Ok(first as i64),
+        "the first is the stored one"
+    );
+    assert_eq!(stored.get_str("eventId"), Ok("evt-retry"));
+    assert_eq!(metric(&server, DEDUPLICATED), 1.0);
+    assert_eq!(metric(&server, "busyapi_dead_letters_total"), 0.0);
+    assert_eq!(
+        count(&dead_letters(shared_mongo(), DB), doc! {}),
+        0,
+        "a replayed event is no dead letter"
+    );
+}
+
+#[test]
+fn one_event_id_for_two_patients_is_two_events() {
+    const DB: &str = "event_ids_two_patients";
+    let coll = fresh_usages(shared_mongo(), DB);
+    let server = node(DB, 0);
+    server.post(&with_event("100", "evt-shared"));
+    server.post(&with_event("200", "evt-shared"));
+    wait_drained(&server);
+    assert_eq!(count(&coll, doc! {"eventId": "evt-shared"}), 2);
+    assert_eq!(metric(&server, DEDUPLICATED), 0.0);
+}
+
+#[test]
+fn the_same_event_sent_to_two_nodes_is_stored_once() {
+    const DB: &str = "event_ids_two_nodes";
+    let coll = fresh_usages(shared_mongo(), DB);
+    let (a, b) = (node(DB, 1), node(DB, 2));
+    let body = with_event("300", "evt-balanced");
+    let (id_a, id_b) = (a.post(&body).id(), b.post(&body).id());
+    assert_ne!(id_a, id_b);
+    wait_drained(&a);
+    wait_drained(&b);
+    assert_eq!(count(&coll, doc! {}), 1, "one document across nodes");
+    let replays = metric(&a, DEDUPLICATED) + metric(&b, DEDUPLICATED);
+    assert_eq!(replays, 1.0, "one of the nodes saw the replay");
+}
+
+#[test]
+fn events_acknowledged_before_a_sigkill_are_stored_once_each_after_the_restart() {
+    const DB: &str = "event_ids_sigkill";
+    let coll = fresh_usages(shared_mongo(), DB);
+    let mut server = node(DB, 0);
+    let mut c = server.connect();
+    let mut req = Vec::new();
+    for _ in 0..2 {
+        for i in 0..10 {
+            req.extend(post_request(&with_event(
+                &format!("p{i}"),
+                &format!("evt-{i}"),
+            )));
+        }
+    }
+    c.send(&req);
+    for _ in 0..20 {
+        c.response().id();
+    }
+    server.kill9();
+    server.restart();
+    wait_drained(&server);
+    assert_eq!(count(&coll, doc! {}), 10, "one document per event");
+    for i in 0..10 {
+        assert_eq!(count(&coll, doc! {"eventId": format!("evt-{i}")}), 1);
+    }
+}
+
+#[test]
+fn two_identical_usages_without_an_event_id_are_still_two_documents() {
+    const DB: &str = "event_ids_none";
+    let coll = fresh_usages(shared_mongo(), DB);
+    let server = node(DB, 0);
+    let ids = [
+        server.post(common::USAGE).id(),
+        server.post(common::USAGE).id(),
+    ];
+    wait_drained(&server);
+    assert_eq!(stored_ids(&coll), ids.to_vec());
+    assert_eq!(count(&coll, doc! {"eventId": {"$exists": true}}), 0);
+    assert_eq!(metric(&server, DEDUPLICATED), 0.0);
+}
