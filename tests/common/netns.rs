@@ -16,6 +16,11 @@
 //! deleted on drop, a panicking test included; hosts of a test process that
 //! was killed are swept by the next [`TestHost::new`].
 //!
+//! The root namespace also gets a route `unreachable 10.200.0.0/16`, below
+//! the hosts' own /30 routes: a packet for a host that is gone (from a
+//! busyapi a killed test left running) fails at once on this machine
+//! instead of leaving it through the default route.
+//!
 //! This kernel has neither `sch_netem` (`tc qdisc ... netem`) nor the `gact`
 //! action (`tc filter ... action drop`), but it has netfilter, so:
 //! - a blackhole is DROP both ways: packets vanish, nothing is refused;
@@ -36,6 +41,8 @@ use super::which;
 const NETNS_PREFIX: &str = "busyapi-nf";
 /// Slots: the third byte of `10.200.N.0/30`.
 const SLOTS: u32 = 256;
+/// Every slot's addresses; kept on this machine by an `unreachable` route.
+const HOSTS_NET: &str = "10.200.0.0/16";
 /// The netfilter queue a delay uses; queues are per namespace.
 const DELAY_QUEUE: u16 = 0;
 
@@ -72,6 +79,8 @@ impl TestHost {
     pub fn new() -> TestHost {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         tool("iptables");
+        ip(&["route", "replace", "unreachable", HOSTS_NET])
+            .unwrap_or_else(|e| panic!("ip route replace unreachable {HOSTS_NET}: {e}"));
         sweep_stale();
         let first = std::process::id()
             .wrapping_mul(7)
