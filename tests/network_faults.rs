@@ -4,8 +4,9 @@
 //! busyapi, in the root namespace, reaches over a veth pair
 //! ([`common::netns`]). A steady load POSTs usages the whole time and keeps
 //! every answer. A fault then goes on that host's MongoDB traffic: packets
-//! dropped silently both ways for 30 s, 200 ms added to every packet from
-//! MongoDB, or 20% of packets lost both ways. Through each fault busyapi
+//! dropped silently both ways for 30 s, MongoDB's replies alone dropped
+//! (so batches it stored come back as replays), 200 ms added to every
+//! packet from MongoDB, or 20% of packets lost both ways. Through each fault busyapi
 //! must go on answering 201 from its WAL at the offered rate; through the
 //! blackhole it must report MongoDB unreachable (`mongoUp`,
 //! `busyapi_mongo_up`) within a bound taken from its own timeouts; once the
@@ -92,32 +93,24 @@ const OFFERED_SHARE_MIN: f64 = 0.9;
 #[test]
 fn a_30_s_blackhole_to_mongodb_is_reported_within_the_timeouts_while_201s_go_on_and_all_drains_once()
  {
-    let run = FaultRun::new(
+    unreachable_run(
         "netfault_blackhole",
         Fault::Blackhole,
         Duration::from_secs(30),
-    )
-    .go();
-    let reported = run
-        .first_down
-        .unwrap_or_else(|| panic!("mongoUp never turned false during the blackhole: {run:?}"));
-    assert!(
-        reported <= UNREACHABLE_REPORTED_MAX,
-        "MongoDB reported unreachable {reported:?} into the blackhole, over {UNREACHABLE_REPORTED_MAX:?}"
     );
-    assert_eq!(
-        run.metric_at_first_down,
-        Some(0.0),
-        "busyapi_mongo_up when /api/stats said mongoUp false"
+}
+
+#[test]
+fn when_mongodbs_replies_are_lost_the_batches_it_stored_are_replayed_as_duplicates_and_stored_once()
+{
+    let run = unreachable_run(
+        "netfault_replies_lost",
+        Fault::RepliesLost,
+        Duration::from_secs(12),
     );
     assert!(
-        run.up_after_heal,
-        "mongoUp is not true again after the heal: {run:?}"
-    );
-    assert_eq!(
-        run.connect_during,
-        Some(Err(ErrorKind::TimedOut)),
-        "a connection to MongoDB during the blackhole must time out, not be refused"
+        run.replayed > 0.0,
+        "no batch MongoDB stored without its reply reaching busyapi was sent again: {run:?}"
     );
 }
 
@@ -189,6 +182,36 @@ struct Seen {
     up_after_heal: bool,
     acknowledged: usize,
     drained_in: Duration,
+}
+
+/// A run of a fault that cuts MongoDB off: a handshake with it times out
+/// (it is not refused), `mongoUp` turns false within
+/// [`UNREACHABLE_REPORTED_MAX`] with `busyapi_mongo_up` at 0, and both are
+/// up again after the heal.
+fn unreachable_run(db: &'static str, fault: Fault, length: Duration) -> Seen {
+    let run = FaultRun::new(db, fault, length).go();
+    assert_eq!(
+        run.connect_during,
+        Some(Err(ErrorKind::TimedOut)),
+        "a connection to MongoDB during the fault must time out, not be refused"
+    );
+    let reported = run
+        .first_down
+        .unwrap_or_else(|| panic!("mongoUp never turned false during the fault: {run:?}"));
+    assert!(
+        reported <= UNREACHABLE_REPORTED_MAX,
+        "MongoDB reported unreachable {reported:?} into the fault, over {UNREACHABLE_REPORTED_MAX:?}"
+    );
+    assert_eq!(
+        run.metric_at_first_down,
+        Some(0.0),
+        "busyapi_mongo_up when /api/stats said mongoUp false"
+    );
+    assert!(
+        run.up_after_heal,
+        "mongoUp is not true again after the heal: {run:?}"
+    );
+    run
 }
 
 impl FaultRun {

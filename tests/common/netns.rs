@@ -24,6 +24,7 @@
 //! This kernel has neither `sch_netem` (`tc qdisc ... netem`) nor the `gact`
 //! action (`tc filter ... action drop`), but it has netfilter, so:
 //! - a blackhole is DROP both ways: packets vanish, nothing is refused;
+//! - lost replies are DROP on the namespace's output alone;
 //! - loss is DROP both ways with `-m statistic --mode random`;
 //! - latency is NFQUEUE on the namespace's output, whose reader
 //!   ([`super::nfqueue`]) lets each packet go after a fixed delay.
@@ -58,6 +59,9 @@ pub struct TestHost {
 pub enum Fault {
     /// Every packet dropped, both ways, without a reply.
     Blackhole,
+    /// Every packet from the host dropped: what is sent to it arrives and
+    /// is acted on, its answers vanish.
+    RepliesLost,
     /// Each packet dropped with this probability, both ways.
     Loss { percent: u32 },
     /// Each packet from the host held this long: the round trip grows by it,
@@ -159,6 +163,10 @@ impl TestHost {
         };
         let (rules, queue) = match fault {
             Fault::Blackhole => (both_ways(&["-j", "DROP"]), None),
+            Fault::RepliesLost => {
+                let rule = ["OUTPUT", "-p", "tcp", "--sport", &port, "-j", "DROP"];
+                (vec![rule.map(String::from).into()], None)
+            }
             Fault::Loss { percent } => {
                 let p = format!("{:.2}", f64::from(percent) / 100.0);
                 let rules = both_ways(&[
