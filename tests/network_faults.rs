@@ -4,11 +4,11 @@
 //! busyapi, in the root namespace, reaches over a veth pair
 //! ([`common::netns`]). A steady load POSTs usages the whole time and keeps
 //! every answer. A fault then goes on that host's MongoDB traffic: packets
-//! dropped silently both ways for 30 s, MongoDB's replies alone dropped
-//! (so batches it stored come back as replays), 200 ms added to every
-//! packet from MongoDB, or 20% of packets lost both ways. Through each fault busyapi
-//! must go on answering 201 from its WAL at the offered rate; through the
-//! blackhole it must report MongoDB unreachable (`mongoUp`,
+//! dropped silently both ways for 30 s, MongoDB's replies alone dropped (so
+//! batches it stored come back as replays), 200 ms added to every packet
+//! from MongoDB, or 20% of packets lost both ways. Through each fault
+//! busyapi must go on answering 201 from its WAL at the offered rate; when
+//! MongoDB is cut off it must report it unreachable (`mongoUp`,
 //! `busyapi_mongo_up`) within a bound taken from its own timeouts; once the
 //! network heals and the load stops, its backlog must reach 0 within a
 //! bound, and MongoDB must hold every acknowledged id, each once, and
