@@ -19,11 +19,15 @@ export BUSYAPI_SECANTUSD="$ROOT/.venv/bin/secantusd-py"
 # and the rolling-restart test runs HAProxy in front of busyapi. strace:
 # wal_recovery reads the order of recovery's syncs and cuts. promtool (in
 # Debian's prometheus package) checks and unit-tests the alerting rules.
+# iproute2 and iptables: the network-fault tests put the dev MongoDB in a
+# network namespace and drop, lose or delay its packets.
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v strace >/dev/null || need+=(strace)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || need+=(iproute2)
+command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need+=(iptables)
 if (( ${#need[@]} )); then
   echo "== installing ${need[*]} from Debian's packages"
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -11,6 +11,9 @@
 //! | [`server`]  | a busyapi process, its options, `/api/stats`, draining   |
 //! | [`http`]    | the raw client, request framing, load, refusal checks    |
 //! | [`metrics`] | `/metrics` scraped and read                              |
+//! | [`netns`]   | a test host in a network namespace, and network faults   |
+//! | [`nfqueue`] | a netfilter queue that delays packets (latency faults)   |
+//! | [`paced`]   | a load at a fixed rate, each answer with its time        |
 //! | [`wal`]     | segment files read with busyapi's decoder, and rewritten |
 //! | [`wire`]    | a proxy recording the MongoDB commands a client sends    |
 //! | [`docs`]    | Markdown headings as link anchors                        |
@@ -20,6 +23,9 @@ pub mod docs;
 pub mod http;
 pub mod metrics;
 pub mod mongo;
+pub mod netns;
+pub mod nfqueue;
+pub mod paced;
 pub mod server;
 pub mod wal;
 pub mod wire;

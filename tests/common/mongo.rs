@@ -1,7 +1,7 @@
 //! The dev MongoDB (SecantusDB) as a child process, and the collection
 //! setup every suite that delivers needs.
 
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::OnceLock;
@@ -39,6 +39,10 @@ pub struct Mongo {
     /// (for the shared instance, which lives in a static and is never
     /// dropped). Such an instance cannot be killed to fake an outage.
     watched: bool,
+    /// Where it listens: loopback, or a test host's address.
+    host: IpAddr,
+    /// What runs it: nothing, or `ip netns exec NAME` for a test host.
+    launcher: Vec<String>,
 }
 
 impl Mongo {
@@ -47,18 +51,35 @@ impl Mongo {
     }
 
     fn start_with(watched: bool) -> Mongo {
+        Mongo::start_at(
+            watched,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            free_port(),
+            Vec::new(),
+        )
+    }
+
+    /// A server on `host:port` inside a network namespace, run by
+    /// `launcher` (`ip netns exec NAME`).
+    pub fn start_in(host: IpAddr, port: u16, launcher: Vec<String>) -> Mongo {
+        Mongo::start_at(false, host, port, launcher)
+    }
+
+    fn start_at(watched: bool, host: IpAddr, port: u16, launcher: Vec<String>) -> Mongo {
         let mut m = Mongo {
             child: None,
-            port: free_port(),
+            port,
             dir: tempfile::tempdir().expect("tempdir"),
             watched,
+            host,
+            launcher,
         };
         m.restart();
         m
     }
 
     pub fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}", self.port)
+        format!("mongodb://{}:{}", self.host, self.port)
     }
 
     /// (Re)starts the server on the same port and storage.
@@ -77,13 +98,17 @@ impl Mongo {
                 .arg(secantusd())
                 .env("WATCH_PID", std::process::id().to_string());
             c
+        } else if let Some((program, args)) = self.launcher.split_first() {
+            let mut c = Command::new(program);
+            c.args(args).arg(secantusd());
+            c
         } else {
             Command::new(secantusd())
         };
         let child = cmd
             .args([
                 "--host",
-                "127.0.0.1",
+                &self.host.to_string(),
                 "--port",
                 &self.port.to_string(),
                 "--log-level",
@@ -96,9 +121,9 @@ impl Mongo {
             .spawn()
             .expect("start secantusd-py");
         self.child = Some(child);
-        let port = self.port;
+        let addr = (self.host, self.port);
         wait_for(Duration::from_secs(30), "the dev MongoDB to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            TcpStream::connect(addr).is_ok()
         });
     }
 
