@@ -320,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn with_nothing_set_every_flag_has_the_default_its_constant_gives() {
+    fn with_nothing_set_every_place_has_the_default_its_constant_gives() {
         let c = load(&[]).expect("the defaults are valid");
         let places = (
             c.config.as_deref(),
@@ -343,6 +343,11 @@ mod tests {
                 DEAD_LETTER_COLLECTION_DEFAULT,
             )
         );
+    }
+
+    #[test]
+    fn with_nothing_set_every_size_and_mode_has_the_default_its_constant_gives() {
+        let c = load(&[]).expect("the defaults are valid");
         let sizes = (
             c.node_id,
             c.fresh_dir_ids,
@@ -372,6 +377,11 @@ mod tests {
                 METRICS_DEFAULT,
             )
         );
+    }
+
+    #[test]
+    fn with_nothing_set_every_duration_has_the_default_its_constant_gives() {
+        let c = load(&[]).expect("the defaults are valid");
         let times = [
             c.commit_delay_max_us,
             c.flush_interval_ms,
