@@ -1,0 +1,98 @@
+//! JSON → usage validation (`ingest::UsageParser`) on arbitrary bodies.
+//!
+//! An accepted body must be:
+//! - within every field bound, so that the WAL's `record::stage` (which
+//!   asserts those bounds) takes it, and the framed record decodes back to
+//!   the same fields;
+//! - valid JSON to an independent parser (serde_json), one object holding
+//!   exactly `patientId`, `timestamp` and `medication` with the values
+//!   busyapi read;
+//! - read the same the second time by the same parser, whose buffers are
+//!   reused from request to request on a connection.
+#![no_main]
+
+use busyapi::ingest::{PatientId, Usage, UsageParser};
+use busyapi::limits::{
+    MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, TIMESTAMP_MS_MAX, TIMESTAMP_MS_MIN,
+};
+use busyapi::wal::record::{self, Decoded};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+/// An owned copy of a usage, to compare two parses.
+#[derive(Debug, PartialEq, Eq)]
+struct Owned {
+    patient_id: String,
+    timestamp_ms: i64,
+    medication: String,
+}
+
+fn owned(u: &Usage<'_>) -> Owned {
+    let mut digits = itoa::Buffer::new();
+    let pid = u.patient_id.as_bytes(&mut digits);
+    Owned {
+        patient_id: String::from_utf8(pid.to_vec()).expect("a patient id is UTF-8"),
+        timestamp_ms: u.timestamp_ms,
+        medication: u.medication.to_owned(),
+    }
+}
+
+fn check_bounds(u: &Usage<'_>, o: &Owned) {
+    assert!((1..=PATIENT_ID_BYTES_MAX).contains(&o.patient_id.len()));
+    assert!((1..=MEDICATION_BYTES_MAX).contains(&o.medication.len()));
+    assert!((TIMESTAMP_MS_MIN..=TIMESTAMP_MS_MAX).contains(&o.timestamp_ms));
+    let mut staged = Vec::new();
+    record::stage(u, 7, &mut staged);
+    let mut framed = Vec::new();
+    assert_eq!(record::frame_staged(&staged, 42, &mut framed), 1);
+    let Decoded::Record(r, n) = record::decode(&framed) else {
+        panic!("a staged usage must frame into a decodable record");
+    };
+    assert_eq!(n, framed.len());
+    assert_eq!(
+        (r.id, r.received_at_ms, r.timestamp_ms),
+        (42, 7, o.timestamp_ms)
+    );
+    assert_eq!(
+        (r.patient_id, r.medication),
+        (&*o.patient_id, &*o.medication)
+    );
+}
+
+fn check_against_serde(body: &[u8], u: &Usage<'_>, o: &Owned) {
+    let v: Value =
+        serde_json::from_slice(body).expect("busyapi accepted JSON that serde_json refuses");
+    let obj = v.as_object().expect("an accepted body is an object");
+    assert_eq!(obj.len(), 3, "exactly the three fields");
+    match u.patient_id {
+        PatientId::Text(s) => assert_eq!(obj["patientId"].as_str(), Some(s)),
+        PatientId::Number(n) => assert_eq!(obj["patientId"].as_u64(), Some(n)),
+    }
+    assert_eq!(obj["medication"].as_str(), Some(&*o.medication));
+    match &obj["timestamp"] {
+        Value::Number(n) => assert_eq!(n.as_i64(), Some(o.timestamp_ms)),
+        Value::String(s) => assert_eq!(
+            busyapi::ingest::timestamp::parse_text(s),
+            Ok(o.timestamp_ms)
+        ),
+        other => panic!("timestamp accepted as {other:?}"),
+    }
+}
+
+fuzz_target!(|body: &[u8]| {
+    let mut parser = UsageParser::new();
+    let first = match parser.parse(body) {
+        Ok(u) => {
+            let o = owned(&u);
+            check_bounds(&u, &o);
+            check_against_serde(body, &u, &o);
+            Ok(o)
+        }
+        Err(e) => Err(e),
+    };
+    let second = parser.parse(body).map(|u| owned(&u));
+    assert_eq!(
+        first, second,
+        "a reused parser reads the same body the same way"
+    );
+});
