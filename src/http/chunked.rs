@@ -120,13 +120,20 @@ const CHUNK_LINE_BYTES_MAX: usize = 1024;
 
 /// Skips the trailer section after the last chunk; returns the request
 /// end. The section is parsed once its blank line is here; until then
-/// each call searches only the bytes the last one did not.
+/// each call searches only the bytes the last one did not. Its lines must
+/// end in CRLF, as size lines must: httparse would take a bare LF, and the
+/// search for the blank line would not, so the same request would end in
+/// one place when it came in one read and hang when its last byte came
+/// in another (found by fuzz/fuzz_targets/chunked.rs).
 fn trailers(buf: &[u8], p: &mut Progress) -> Result<Option<usize>, HttpError> {
     let rest = &buf[p.at..];
     if rest.starts_with(b"\r\n") {
         return Ok(Some(p.at + 2));
     }
     let from = p.trailers_searched.saturating_sub(3);
+    if (from..rest.len()).any(|i| rest[i] == b'\n' && (i == 0 || rest[i - 1] != b'\r')) {
+        return Err(HttpError::BadChunk);
+    }
     let found = rest[from..].windows(4).any(|w| w == b"\r\n\r\n");
     p.examined(rest.len() - from);
     p.trailers_searched = rest.len();
@@ -251,6 +258,25 @@ mod tests {
             parse_body_once(tab.as_bytes(), &h, 100, &mut Vec::new()),
             Ok(Some((Body::Scratch, _)))
         ));
+    }
+
+    #[test]
+    fn a_trailer_section_with_a_bare_lf_is_refused_in_one_read_or_many() {
+        const HEAD: &str = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in ["2\r\n{}\r\n0\r\n\n", "2\r\n{}\r\n0\r\nX-T: t\n\r\n\r\n\r\n"] {
+            let raw = format!("{HEAD}{body}");
+            let h = head(&raw).expect("ok").expect("complete");
+            assert_eq!(
+                parse_body_once(raw.as_bytes(), &h, 100, &mut Vec::new()),
+                Err(HttpError::BadChunk),
+                "whole: {body:?}"
+            );
+            let (mut p, mut out) = (Progress::default(), Vec::new());
+            let fed = (h.len + 1..=raw.len())
+                .map(|cut| parse_body(&raw.as_bytes()[..cut], &h, 100, &mut out, &mut p))
+                .find(|r| *r != Ok(None));
+            assert_eq!(fed, Some(Err(HttpError::BadChunk)), "fed: {body:?}");
+        }
     }
 
     /// Feeds the chunked request `raw` to the decoder `piece` bytes at a
