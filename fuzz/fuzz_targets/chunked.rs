@@ -2,9 +2,10 @@
 //! `http::request::parse_body`), two ways, chosen by the first byte:
 //!
 //! - raw: arbitrary bytes after a chunked head. A body that decodes must
-//!   fit the cap, decode the same from its own bytes alone, and ask for
-//!   more bytes (never fail) at every shorter prefix: a connection
-//!   re-decodes from the start after each read.
+//!   fit the cap and decode the same from its own bytes alone; fed as
+//!   growing prefixes with one `chunked::Progress` kept between them (as
+//!   a connection feeds its reads), every shorter prefix must ask for
+//!   more bytes (never fail) and the whole must give the same body.
 //! - built: a body the fuzzer chooses, cut into chunks of the fuzzer's
 //!   sizes, with extensions and trailers, encoded as a client would. It
 //!   must decode to exactly that body and end exactly at the encoding's end.
@@ -12,6 +13,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use busyapi::http::HttpError;
+use busyapi::http::chunked::Progress;
 use busyapi::http::request::{Body, ContentType, Framing, Head, Method, parse_body};
 use busyapi::limits::BODY_BYTES_MAX_DEFAULT;
 use busyapi_fuzz::prefix_cuts;
@@ -27,13 +29,19 @@ fn chunked_head(len: usize) -> Head<'static> {
         keep_alive: true,
         expect_continue: false,
         content_type: ContentType::Json,
+        media_type: b"application/json",
         framing: Framing::Chunked,
         len,
     }
 }
 
-fn decode(buf: &[u8], head: &Head<'_>, scratch: &mut Vec<u8>) -> Result<Option<usize>, HttpError> {
-    parse_body(buf, head, BODY_BYTES_MAX_DEFAULT, scratch).map(|done| {
+fn decode(
+    buf: &[u8],
+    head: &Head<'_>,
+    scratch: &mut Vec<u8>,
+    progress: &mut Progress,
+) -> Result<Option<usize>, HttpError> {
+    parse_body(buf, head, BODY_BYTES_MAX_DEFAULT, scratch, progress).map(|done| {
         done.map(|(body, end)| {
             assert_eq!(
                 body,
@@ -48,20 +56,27 @@ fn decode(buf: &[u8], head: &Head<'_>, scratch: &mut Vec<u8>) -> Result<Option<u
 fn raw(data: &[u8]) {
     let head = chunked_head(0);
     let mut body = Vec::new();
-    let Ok(Some(end)) = decode(data, &head, &mut body) else {
+    let Ok(Some(end)) = decode(data, &head, &mut body, &mut Progress::default()) else {
         return;
     };
     assert!(end <= data.len() && body.len() <= BODY_BYTES_MAX_DEFAULT);
     let mut again = Vec::new();
-    assert_eq!(decode(&data[..end], &head, &mut again), Ok(Some(end)));
+    let whole = decode(&data[..end], &head, &mut again, &mut Progress::default());
+    assert_eq!(whole, Ok(Some(end)));
     assert_eq!(again, body);
+    let (mut fed, mut progress) = (Vec::new(), Progress::default());
     for cut in prefix_cuts(end) {
         assert_eq!(
-            decode(&data[..cut], &head, &mut again),
+            decode(&data[..cut], &head, &mut fed, &mut progress),
             Ok(None),
-            "a chunked body cut at {cut} of {end} must ask for more"
+            "a chunked body fed up to {cut} of {end} must ask for more"
         );
     }
+    assert_eq!(
+        decode(&data[..end], &head, &mut fed, &mut progress),
+        Ok(Some(end))
+    );
+    assert_eq!(fed, body, "fed in reads, the body decodes as it does whole");
 }
 
 /// One chunk as a client sends it.
@@ -141,7 +156,7 @@ fn built(u: &mut Unstructured<'_>) {
     buf.extend_from_slice(&b.after);
     let mut body = Vec::new();
     assert_eq!(
-        decode(&buf, &chunked_head(0), &mut body),
+        decode(&buf, &chunked_head(0), &mut body, &mut Progress::default()),
         Ok(Some(encoded.len()))
     );
     assert_eq!(body, b.body);

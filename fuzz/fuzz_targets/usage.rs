@@ -5,17 +5,19 @@
 //!   asserts those bounds) takes it, and the framed record decodes back to
 //!   the same fields;
 //! - valid JSON to an independent parser (serde_json), one object holding
-//!   exactly `patientId`, `timestamp` and `medication` with the values
-//!   busyapi read;
+//!   exactly `patientId`, `timestamp`, `medication` and (if busyapi read
+//!   one) `eventId`, with the values busyapi read;
 //! - read the same the second time by the same parser, whose buffers are
 //!   reused from request to request on a connection.
 #![no_main]
 
 use busyapi::ingest::{PatientId, Usage, UsageParser};
 use busyapi::limits::{
-    MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, TIMESTAMP_MS_MAX, TIMESTAMP_MS_MIN,
+    EVENT_ID_BYTES_MAX, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, TIMESTAMP_MS_MAX,
+    TIMESTAMP_MS_MIN,
 };
-use busyapi::wal::record::{self, Decoded};
+use busyapi::wal::Id;
+use busyapi::wal::record::{self, Decoded, Format};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -25,6 +27,7 @@ struct Owned {
     patient_id: String,
     timestamp_ms: i64,
     medication: String,
+    event_id: Option<String>,
 }
 
 fn owned(u: &Usage<'_>) -> Owned {
@@ -34,6 +37,7 @@ fn owned(u: &Usage<'_>) -> Owned {
         patient_id: String::from_utf8(pid.to_vec()).expect("a patient id is UTF-8"),
         timestamp_ms: u.timestamp_ms,
         medication: u.medication.to_owned(),
+        event_id: u.event_id.map(str::to_owned),
     }
 }
 
@@ -41,21 +45,27 @@ fn check_bounds(u: &Usage<'_>, o: &Owned) {
     assert!((1..=PATIENT_ID_BYTES_MAX).contains(&o.patient_id.len()));
     assert!((1..=MEDICATION_BYTES_MAX).contains(&o.medication.len()));
     assert!((TIMESTAMP_MS_MIN..=TIMESTAMP_MS_MAX).contains(&o.timestamp_ms));
+    if let Some(e) = &o.event_id {
+        assert!((1..=EVENT_ID_BYTES_MAX).contains(&e.len()));
+    }
     let mut staged = Vec::new();
     record::stage(u, 7, &mut staged);
     let mut framed = Vec::new();
-    assert_eq!(record::frame_staged(&staged, 42, &mut framed), 1);
-    let Decoded::Record(r, n) = record::decode(&framed) else {
+    assert_eq!(
+        record::frame_staged(&staged, Id::from_raw(42), &mut framed),
+        1
+    );
+    let Decoded::Record(r, n) = record::decode(&framed, Format::CURRENT) else {
         panic!("a staged usage must frame into a decodable record");
     };
     assert_eq!(n, framed.len());
     assert_eq!(
         (r.id, r.received_at_ms, r.timestamp_ms),
-        (42, 7, o.timestamp_ms)
+        (Id::from_raw(42), 7, o.timestamp_ms)
     );
     assert_eq!(
-        (r.patient_id, r.medication),
-        (&*o.patient_id, &*o.medication)
+        (r.patient_id, r.medication, r.event_id),
+        (&*o.patient_id, &*o.medication, o.event_id.as_deref())
     );
 }
 
@@ -63,7 +73,12 @@ fn check_against_serde(body: &[u8], u: &Usage<'_>, o: &Owned) {
     let v: Value =
         serde_json::from_slice(body).expect("busyapi accepted JSON that serde_json refuses");
     let obj = v.as_object().expect("an accepted body is an object");
-    assert_eq!(obj.len(), 3, "exactly the three fields");
+    let fields = 3 + usize::from(o.event_id.is_some());
+    assert_eq!(obj.len(), fields, "exactly the fields busyapi read");
+    assert_eq!(
+        obj.get("eventId").and_then(Value::as_str),
+        o.event_id.as_deref()
+    );
     match u.patient_id {
         PatientId::Text(s) => assert_eq!(obj["patientId"].as_str(), Some(s)),
         PatientId::Number(n) => assert_eq!(obj["patientId"].as_u64(), Some(n)),

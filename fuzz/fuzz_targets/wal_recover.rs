@@ -23,8 +23,11 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use busyapi::ingest::{PatientId, Usage};
-use busyapi::limits::{MEDICATION_BYTES_MAX, NODE_ID_MAX, PATIENT_ID_BYTES_MAX, SEQ_BITS, SEQ_MAX};
-use busyapi::wal::record::{self, Decoded};
+use busyapi::limits::{
+    EVENT_ID_BYTES_MAX, MEDICATION_BYTES_MAX, NODE_ID_MAX, PATIENT_ID_BYTES_MAX, SEQ_MAX,
+};
+use busyapi::wal::Id;
+use busyapi::wal::record::{self, Decoded, Format};
 use busyapi::wal::segment::{self, HEADER_BYTES, Header, QUARANTINE_DIR, Scan};
 use libfuzzer_sys::fuzz_target;
 
@@ -71,6 +74,7 @@ fn field(s: &str, max_bytes: usize) -> String {
 struct Rec {
     patient_id: String,
     medication: String,
+    event_id: Option<String>,
     timestamp_ms: i64,
     received_at_ms: i64,
 }
@@ -132,20 +136,25 @@ struct Owned {
     timestamp_ms: i64,
     patient_id: String,
     medication: String,
+    event_id: Option<String>,
 }
 
 /// Decodes records back to back from the header on, as far as they go.
 fn records_of(bytes: &[u8]) -> Vec<(Owned, usize)> {
     let mut out = Vec::new();
     let mut pos = HEADER_BYTES as usize;
-    while let Some(Decoded::Record(r, n)) = bytes.get(pos..).map(record::decode) {
+    while let Some(Decoded::Record(r, n)) = bytes
+        .get(pos..)
+        .map(|rest| record::decode(rest, Format::CURRENT))
+    {
         pos += n;
         let owned = Owned {
-            id: r.id,
+            id: r.id.raw(),
             received_at_ms: r.received_at_ms,
             timestamp_ms: r.timestamp_ms,
             patient_id: r.patient_id.to_owned(),
             medication: r.medication.to_owned(),
+            event_id: r.event_id.map(str::to_owned),
         };
         out.push((owned, pos));
     }
@@ -161,20 +170,23 @@ fn write_segment(dir: &Path, b: &Built) -> (Header, Vec<u8>, Vec<(Owned, usize)>
         node_id,
         segment_no: u64::from(b.segment_no),
         base_seq: seq,
+        format: Format::CURRENT,
     };
     let file = segment::create(dir, header, 0).expect("create a segment");
     let mut staged = Vec::new();
     for r in b.records.iter().take(RECORDS_MAX) {
         let pid = field(&r.patient_id, PATIENT_ID_BYTES_MAX);
+        let event_id = r.event_id.as_deref().map(|e| field(e, EVENT_ID_BYTES_MAX));
         let usage = Usage {
             patient_id: PatientId::Text(&pid),
             timestamp_ms: r.timestamp_ms,
             medication: &field(&r.medication, MEDICATION_BYTES_MAX),
+            event_id: event_id.as_deref(),
         };
         record::stage(&usage, r.received_at_ms, &mut staged);
     }
     let mut framed = Vec::new();
-    record::frame_staged(&staged, (u64::from(node_id) << SEQ_BITS) | seq, &mut framed);
+    record::frame_staged(&staged, Id::new(node_id, seq), &mut framed);
     file.write_all_at(&framed, HEADER_BYTES)
         .expect("write records");
     let bytes = fs::read(segment::path_of(dir, header.segment_no)).expect("read the segment");
