@@ -234,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn size_lines_that_proxies_could_read_differently_are_refused() {
+    fn lines_that_proxies_could_read_differently_are_refused() {
         const HEAD: &str = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
         for body in [
             "\r\n\r\n",
@@ -243,6 +243,8 @@ mod tests {
             "2\n{}\r\n0\r\n\r\n",
             "2;a\x01b\r\n{}\r\n0\r\n\r\n",
             "2\r{}\r\n0\r\n\r\n",
+            BARE_LF_TRAILERS[0],
+            BARE_LF_TRAILERS[1],
         ] {
             let raw = format!("{HEAD}{body}");
             let h = head(&raw).expect("ok").expect("complete");
@@ -260,17 +262,17 @@ mod tests {
         ));
     }
 
+    /// Trailer sections whose lines end in a bare LF (the second with a
+    /// CRLF CRLF later in the same read, which once let it through whole).
+    const BARE_LF_TRAILERS: [&str; 2] =
+        ["2\r\n{}\r\n0\r\n\n", "2\r\n{}\r\n0\r\nX-T: t\n\r\n\r\n\r\n"];
+
     #[test]
-    fn a_trailer_section_with_a_bare_lf_is_refused_in_one_read_or_many() {
+    fn a_trailer_section_with_a_bare_lf_is_refused_when_fed_in_reads_too() {
         const HEAD: &str = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
-        for body in ["2\r\n{}\r\n0\r\n\n", "2\r\n{}\r\n0\r\nX-T: t\n\r\n\r\n\r\n"] {
+        for body in BARE_LF_TRAILERS {
             let raw = format!("{HEAD}{body}");
             let h = head(&raw).expect("ok").expect("complete");
-            assert_eq!(
-                parse_body_once(raw.as_bytes(), &h, 100, &mut Vec::new()),
-                Err(HttpError::BadChunk),
-                "whole: {body:?}"
-            );
             let (mut p, mut out) = (Progress::default(), Vec::new());
             let fed = (h.len + 1..=raw.len())
                 .map(|cut| parse_body(&raw.as_bytes()[..cut], &h, 100, &mut out, &mut p))
