@@ -131,10 +131,16 @@ fn trailers(buf: &[u8], p: &mut Progress) -> Result<Option<usize>, HttpError> {
         return Ok(Some(p.at + 2));
     }
     let from = p.trailers_searched.saturating_sub(3);
-    if (from..rest.len()).any(|i| rest[i] == b'\n' && (i == 0 || rest[i - 1] != b'\r')) {
+    // Only the section itself: what follows it is the next request's.
+    let section_end = rest[from..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| from + i + 4);
+    let section = &rest[..section_end.unwrap_or(rest.len())];
+    if (from..section.len()).any(|i| section[i] == b'\n' && (i == 0 || section[i - 1] != b'\r')) {
         return Err(HttpError::BadChunk);
     }
-    let found = rest[from..].windows(4).any(|w| w == b"\r\n\r\n");
+    let found = section_end.is_some();
     p.examined(rest.len() - from);
     p.trailers_searched = rest.len();
     if !found {
@@ -279,6 +285,11 @@ mod tests {
                 .find(|r| *r != Ok(None));
             assert_eq!(fed, Some(Err(HttpError::BadChunk)), "fed: {body:?}");
         }
+        // A bare LF after the section is the next request's business.
+        let raw = format!("{HEAD}2\r\n{{}}\r\n0\r\nX-T: t\r\n\r\nGET\n");
+        let h = head(&raw).expect("ok").expect("complete");
+        let done = parse_body_once(raw.as_bytes(), &h, 100, &mut Vec::new());
+        assert_eq!(done, Ok(Some((Body::Scratch, raw.len() - 4))));
     }
 
     /// Feeds the chunked request `raw` to the decoder `piece` bytes at a
