@@ -28,11 +28,11 @@ mod deadlines;
 mod round;
 
 use super::admission::Admitted;
-use super::chunked;
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
 use super::{ApiError, HttpError};
+use super::{chunked, fields};
 use crate::app::App;
 use crate::ingest::UsageParser;
 use crate::limits::{
@@ -262,13 +262,16 @@ impl<'a> Connection<'a> {
     ) {
         let outcome = action.and_then(|a| routes::precheck(head, a, self.app).map(|()| a));
         match outcome {
-            Ok(Action::Ingest) => match self.parser.parse(body) {
-                Ok(usage) => {
-                    Submission::stage(&mut self.staged, &usage, now_ms());
-                    self.staged_conns.push(conn);
+            Ok(Action::Ingest) => {
+                let usage = self.parser.parse(body).map_err(ApiError::from);
+                match usage.and_then(|u| Ok(fields::keyed(u, head.idempotency_key)?)) {
+                    Ok(usage) => {
+                        Submission::stage(&mut self.staged, &usage, now_ms());
+                        self.staged_conns.push(conn);
+                    }
+                    Err(e) => self.respond_error(route, &e, conn, false),
                 }
-                Err(e) => self.respond_error(route, &e.into(), conn, false),
-            },
+            }
             Ok(other) => {
                 self.commit_staged();
                 let status = routes::respond(

@@ -18,6 +18,28 @@ fn with_event(patient: &str, event: &str) -> String {
     )
 }
 
+/// A usage POST whose event is named by `Idempotency-Key: key`.
+fn post_keyed(server: &Server, key: &str, body: &str) -> common::Response {
+    let mut c = server.connect();
+    let mut raw = post_request(body);
+    let at = raw
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("a request line")
+        + 2;
+    raw.splice(at..at, format!("Idempotency-Key: {key}\r\n").into_bytes());
+    c.send(&raw);
+    c.response()
+}
+
+/// The one document in `coll`.
+fn the_document(coll: &Collection<Document>) -> Document {
+    coll.find_one(doc! {})
+        .run()
+        .expect("find")
+        .expect("a document")
+}
+
 fn count(coll: &Collection<Document>, filter: Document) -> u64 {
     coll.count_documents(filter).run().expect("count")
 }
@@ -94,11 +116,7 @@ fn the_same_event_posted_twice_gets_two_201s_and_is_stored_once() {
     assert_ne!(first, second, "each POST gets its own id");
     wait_drained(&server);
     assert_eq!(count(&coll, doc! {}), 1, "one document for one event");
-    let stored = coll
-        .find_one(doc! {})
-        .run()
-        .expect("find")
-        .expect("a document");
+    let stored = the_document(&coll);
     assert_eq!(
         stored.get_i64("_id"),
         Ok(first as i64),
@@ -182,4 +200,21 @@ fn two_identical_usages_without_an_event_id_are_still_two_documents() {
     assert_eq!(stored_ids(&coll), ids.to_vec());
     assert_eq!(count(&coll, doc! {"eventId": {"$exists": true}}), 0);
     assert_eq!(metric(&server, DEDUPLICATED), 0.0);
+}
+
+#[test]
+fn an_idempotency_key_is_stored_as_the_event_id_and_a_retry_with_it_adds_nothing() {
+    const DB: &str = "event_ids_idempotency_key";
+    let coll = fresh_usages(shared_mongo(), DB);
+    let server = node(DB, 0);
+    let first = post_keyed(&server, "\"evt-key\"", common::USAGE);
+    assert_eq!(first.status, 201, "{}", first.text());
+    // The retry also names its event in the body: the same one.
+    let retry = post_keyed(&server, "evt-key", &with_event("100", "evt-key"));
+    assert_eq!(retry.status, 201, "{}", retry.text());
+    wait_drained(&server);
+    assert_eq!(count(&coll, doc! {}), 1, "one document for one key");
+    let stored = the_document(&coll);
+    assert_eq!(stored.get_str("eventId"), Ok("evt-key"));
+    assert_eq!(stored.get_i64("_id"), Ok(first.id() as i64));
 }
