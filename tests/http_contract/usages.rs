@@ -354,3 +354,22 @@ fn an_idempotency_key_on_another_route_is_ignored() {
     let raw = request("GET", "/healthz", "Idempotency-Key: \"\"\r\n", b"");
     assert_eq!(exchange(&s, &raw).status, 200);
 }
+
+#[test]
+fn a_retry_answered_with_its_first_id_keeps_its_place_among_pipelined_responses() {
+    let s = start();
+    let event = r#"{"patientId": "1", "timestamp": 0, "medication": "m", "eventId": "evt-p"}"#;
+    let first = s.post(event).id();
+    let mut c = s.connect();
+    let raw = [USAGE, event, USAGE]
+        .map(|b| post_json(b.as_bytes()))
+        .concat();
+    c.send(&raw);
+    let ids: Vec<u64> = (0..3).map(|_| c.response().id()).collect();
+    assert_eq!(
+        ids,
+        [first + 1, first, first + 2],
+        "responses in request order"
+    );
+    assert_eq!(s.written(), (3, first + 2), "the retry wrote nothing");
+}
