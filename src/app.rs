@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::metrics;
+use crate::retry_window::RetryWindow;
 use crate::wal::{Lanes, WalShared};
 
 /// Built once in `main.rs` after the WAL is open and shared, in an `Arc`,
@@ -26,6 +27,9 @@ pub struct App {
     pub mongo_up: AtomicBool,
     /// When this state was built; `busyapi_uptime_seconds` counts from here.
     pub started: Instant,
+    /// The events this node acknowledged lately, so that a retry of one is
+    /// answered with its first id and not written again. Empty at start.
+    pub retries: RetryWindow,
 }
 
 /// Why the server is not ready for traffic.
@@ -55,6 +59,7 @@ impl App {
             shutting_down: AtomicBool::new(false),
             mongo_up: AtomicBool::new(false),
             started: Instant::now(),
+            retries: RetryWindow::default(),
         }
     }
 

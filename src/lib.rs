@@ -28,7 +28,8 @@
 //! Around the flow: [`config`] (flags, environment, file), [`metrics`]
 //! (per-core counters, `/metrics`), [`app`] (shared state and readiness),
 //! [`startup`] (what is decided before the first request: a fresh data
-//! directory's id floor) and [`shutdown`] (the ordered stop).
+//! directory's id floor), [`shutdown`] (the ordered stop) and
+//! [`retry_window`] (the ids a node answers a retried event with).
 //!
 //! Threads: one may worker per core (`--workers`) runs every connection
 //! coroutine; the workers are pinned one per CPU only when the process may
@@ -44,6 +45,7 @@ pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod retry_window;
 pub mod sched;
 pub mod shutdown;
 pub mod sink;

@@ -129,6 +129,20 @@ pub const TIMESTAMP_MS_MAX: i64 = 253_402_300_799_999;
 /// anything earlier is a clock that was never set.
 pub const TIMESTAMP_MS_MIN: i64 = 0;
 
+// ---------------------------------------------------------------- retry window
+
+/// `(patientId, eventId)` pairs a node remembers to answer a retry with
+/// the first id (`retry_window`). A retry after a lost 201 comes within a
+/// client timeout, seconds to a minute: 65,536 pairs cover a minute at
+/// 1,000 events with an eventId a second. About 290 bytes a pair (a
+/// 216-byte slot holding both keys at their bounds, and its index entries
+/// at half load), so 18 MiB per node, the slots touched only as they fill.
+pub const RETRY_WINDOW_EVENTS: usize = 65_536;
+/// Locks the window is split over, so workers rarely wait on one another:
+/// far more than the cores a node has. Eviction is first in, first out
+/// within a shard.
+pub const RETRY_WINDOW_SHARDS: usize = 64;
+
 // ---------------------------------------------------------------- ids
 
 /// Bits of an id that carry `--node-id`. 1,024 nodes is far beyond the
@@ -279,6 +293,11 @@ pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 0;
 pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 60_000;
 
 // ---------------------------------------------------------------- relations
+
+const _: () = assert!(
+    RETRY_WINDOW_EVENTS.is_multiple_of(RETRY_WINDOW_SHARDS),
+    "every retry-window shard holds as many pairs"
+);
 
 /// A framed record (format 2): 8-byte frame header, 24 fixed payload bytes,
 /// three u8 lengths and the three strings.

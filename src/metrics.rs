@@ -72,6 +72,7 @@ fn status_index(status: u16) -> usize {
 pub struct Core {
     requests: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
     acknowledged: AtomicU64,
+    retries_answered: AtomicU64,
 }
 
 static CORES: Mutex<Vec<Arc<CachePadded<Core>>>> = Mutex::new(Vec::new());
@@ -82,6 +83,7 @@ thread_local! {
         let core = Arc::new(CachePadded::new(Core {
             requests: Default::default(),
             acknowledged: AtomicU64::new(0),
+            retries_answered: AtomicU64::new(0),
         }));
         CORES.lock().push(core.clone());
         core
@@ -104,6 +106,14 @@ pub fn count_request(route: Route, status: u16) {
 pub fn count_acknowledged(records: u64) {
     if ENABLED.load(Relaxed) {
         LOCAL.with(|c| c.acknowledged.fetch_add(records, Relaxed));
+    }
+}
+
+/// Counts a retried event answered from the retry window: a 201 with the
+/// first id, nothing written.
+pub fn count_retry_answered() {
+    if ENABLED.load(Relaxed) {
+        LOCAL.with(|c| c.retries_answered.fetch_add(1, Relaxed));
     }
 }
 
@@ -262,6 +272,8 @@ pub struct Totals {
     pub requests: Vec<(&'static str, u16, u64)>,
     /// Records acknowledged with a 201, summed over all cores.
     pub acknowledged: u64,
+    /// Retried events answered from the retry window, over all cores.
+    pub retries_answered: u64,
 }
 
 /// Sums every core's block.
@@ -270,6 +282,7 @@ pub fn totals() -> Totals {
     let mut grid = [[0u64; STATUSES.len()]; ROUTES.len()];
     for core in CORES.lock().iter() {
         t.acknowledged += core.acknowledged.load(Relaxed);
+        t.retries_answered += core.retries_answered.load(Relaxed);
         for (r, row) in core.requests.iter().enumerate() {
             for (s, n) in row.iter().enumerate() {
                 grid[r][s] += n.load(Relaxed);

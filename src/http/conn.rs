@@ -28,11 +28,11 @@ mod deadlines;
 mod round;
 
 use super::admission::Admitted;
-use super::chunked;
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
 use super::{ApiError, HttpError};
+use super::{chunked, fields};
 use crate::app::App;
 use crate::ingest::UsageParser;
 use crate::limits::{
@@ -40,6 +40,7 @@ use crate::limits::{
     READ_BUF_BYTES_INITIAL, STAGED_BYTES_INITIAL, WRITE_BUF_BYTES_INITIAL,
 };
 use crate::metrics::{self, Route};
+use crate::retry_window::Pending;
 use crate::wal::lanes::PROMPT_THINK_US;
 use crate::wal::{Attached, Id, Reply, Submission};
 
@@ -91,6 +92,9 @@ struct Connection<'a> {
     /// header: they become one submission and then their 201s.
     staged: Vec<u8>,
     staged_conns: Vec<ConnHeader>,
+    /// The staged usages that carry an eventId, for the retry window once
+    /// their commit is acknowledged.
+    pending: Pending,
     reply_tx: mpsc::Sender<Reply>,
     reply_rx: mpsc::Receiver<Reply>,
     /// The 100 Continue for the request at `rpos` has been sent.
@@ -133,6 +137,7 @@ impl<'a> Connection<'a> {
             chunked: chunked::Progress::default(),
             staged: Vec::with_capacity(STAGED_BYTES_INITIAL),
             staged_conns: Vec::with_capacity(64),
+            pending: Pending::default(),
             reply_tx,
             reply_rx,
             continue_sent: false,
@@ -262,13 +267,25 @@ impl<'a> Connection<'a> {
     ) {
         let outcome = action.and_then(|a| routes::precheck(head, a, self.app).map(|()| a));
         match outcome {
-            Ok(Action::Ingest) => match self.parser.parse(body) {
-                Ok(usage) => {
-                    Submission::stage(&mut self.staged, &usage, now_ms());
-                    self.staged_conns.push(conn);
+            Ok(Action::Ingest) => {
+                let usage = self.parser.parse(body).map_err(ApiError::from);
+                match usage.and_then(|u| Ok(fields::keyed(u, head.idempotency_key)?)) {
+                    Ok(usage) => {
+                        if let Some(event) = usage.event_id {
+                            let mut digits = itoa::Buffer::new();
+                            let patient = usage.patient_id.as_bytes(&mut digits);
+                            let event = event.as_bytes();
+                            if let Some(id) = self.app.retries.first_id(patient, event) {
+                                return self.answer_retry(id, conn);
+                            }
+                            self.pending.push(self.staged_conns.len(), patient, event);
+                        }
+                        Submission::stage(&mut self.staged, &usage, now_ms());
+                        self.staged_conns.push(conn);
+                    }
+                    Err(e) => self.respond_error(route, &e, conn, false),
                 }
-                Err(e) => self.respond_error(route, &e.into(), conn, false),
-            },
+            }
             Ok(other) => {
                 self.commit_staged();
                 let status = routes::respond(
@@ -283,6 +300,15 @@ impl<'a> Connection<'a> {
             }
             Err(e) => self.respond_error(route, &e, conn, head.method == request::Method::Head),
         }
+    }
+
+    /// A retried event the window still knows: `201` with the id its first
+    /// record got, after the responses of the usages staged before it.
+    fn answer_retry(&mut self, id: Id, conn: ConnHeader) {
+        self.commit_staged();
+        response::write_created(&mut self.wbuf, id.raw(), conn);
+        metrics::count_request(Route::Usages, 201);
+        metrics::count_retry_answered();
     }
 
     /// Answers an error and closes if the error leaves the stream unusable.
@@ -355,6 +381,7 @@ impl<'a> Connection<'a> {
         self.staged.clear();
         match outcome {
             Ok(first_id) => {
+                self.pending.acknowledged(&self.app.retries, first_id);
                 for (i, conn) in self.staged_conns.iter().enumerate() {
                     let id = first_id.plus(i as u64).raw();
                     response::write_created(&mut self.wbuf, id, *conn);
@@ -363,6 +390,7 @@ impl<'a> Connection<'a> {
                 metrics::count_acknowledged(count as u64);
             }
             Err(e) => {
+                self.pending.clear();
                 for conn in &self.staged_conns {
                     response::write_error(
                         &mut self.wbuf,

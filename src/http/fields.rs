@@ -1,10 +1,13 @@
 //! The header fields busyapi acts on, read once per request head, and the
 //! syntax each must have: `Content-Length` digits, the `Transfer-Encoding`
 //! list (RFC 9112 §6.3, §7), `Host` (RFC 9110 §7.2, RFC 3986 §3.2),
-//! `Connection` tokens, `Expect` and the media type.
+//! `Connection` tokens, `Expect`, the media type and `Idempotency-Key`
+//! (draft-ietf-httpapi-idempotency-key-header).
 
 use super::HttpError;
 use super::request::ContentType;
+use crate::limits::EVENT_ID_BYTES_MAX;
+use crate::usage::Usage;
 
 /// The header fields busyapi acts on.
 #[derive(Default)]
@@ -21,6 +24,11 @@ pub(super) struct Fields<'a> {
     pub content_type: ContentType,
     /// The media type as sent (no parameters), so a 415 can name it.
     pub media_type: &'a [u8],
+    /// `Idempotency-Key` field lines seen: more than one is a 400.
+    pub idempotency_keys: usize,
+    /// The last `Idempotency-Key` value, trimmed, unchecked: only a usage
+    /// POST reads it, and checks it then ([`idempotency_key`]).
+    pub idempotency_key: Option<&'a [u8]>,
 }
 
 impl<'a> Fields<'a> {
@@ -51,6 +59,9 @@ impl<'a> Fields<'a> {
                     return Err(HttpError::BadHost);
                 }
                 f.hosts += 1;
+            } else if name.eq_ignore_ascii_case("idempotency-key") {
+                f.idempotency_key = Some(trim(h.value));
+                f.idempotency_keys += 1;
             }
         }
         Ok(f)
@@ -194,6 +205,44 @@ fn content_type(media: &[u8]) -> ContentType {
     }
 }
 
+/// An `Idempotency-Key` value as the usage's eventId. The draft makes it
+/// a structured-field string (`"..."`, RFC 8941 §3.3.3); a bare value is
+/// taken too, as many clients send one. Either way the key is 1 to
+/// [`EVENT_ID_BYTES_MAX`] bytes of printable ASCII without `"` or `\`,
+/// so no escape needs undoing and the key is the bytes as sent.
+pub(super) fn idempotency_key(value: &[u8]) -> Result<&str, HttpError> {
+    let key = match value {
+        [b'"', inner @ .., b'"'] => inner,
+        [b'"', ..] => return Err(HttpError::BadIdempotencyKey),
+        bare => bare,
+    };
+    let printable = |&b: &u8| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\';
+    if key.is_empty() || key.len() > EVENT_ID_BYTES_MAX || !key.iter().all(printable) {
+        return Err(HttpError::BadIdempotencyKey);
+    }
+    std::str::from_utf8(key).map_err(|_| HttpError::BadIdempotencyKey)
+}
+
+/// A usage POST's `Idempotency-Key` (`header`, as [`Fields`] kept it)
+/// becomes the usage's eventId. A body that names another event with its
+/// own eventId is refused: which one the client meant is unknown.
+pub(super) fn keyed<'u>(
+    mut usage: Usage<'u>,
+    header: Option<&'u [u8]>,
+) -> Result<Usage<'u>, HttpError> {
+    let Some(value) = header else {
+        return Ok(usage);
+    };
+    let key = idempotency_key(value)?;
+    match usage.event_id {
+        Some(sent) if sent != key => Err(HttpError::IdempotencyKeyMismatch),
+        _ => {
+            usage.event_id = Some(key);
+            Ok(usage)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +260,68 @@ mod tests {
         assert_eq!(
             classify(b"application/x-www-form-urlencoded"),
             ContentType::Other
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_are_sf_strings_or_bare_within_the_event_id_bound() {
+        let longest = "k".repeat(EVENT_ID_BYTES_MAX);
+        for (sent, key) in [
+            ("abc", "abc"),
+            ("\"abc\"", "abc"),
+            ("\"a b\"", "a b"),
+            (
+                "8e03978e-40d5-43e8-bc93-6894a57f9324",
+                "8e03978e-40d5-43e8-bc93-6894a57f9324",
+            ),
+            (longest.as_str(), longest.as_str()),
+        ] {
+            assert_eq!(idempotency_key(sent.as_bytes()), Ok(key), "{sent:?}");
+        }
+        let too_long = "k".repeat(EVENT_ID_BYTES_MAX + 1);
+        let quoted_too_long = format!("\"{too_long}\"");
+        for bad in [
+            "",
+            "\"\"",
+            "\"",
+            "\"abc",
+            "\"a\\\"b\"",
+            "a\\b",
+            "é",
+            "a\tb",
+            too_long.as_str(),
+            quoted_too_long.as_str(),
+        ] {
+            assert_eq!(
+                idempotency_key(bad.as_bytes()),
+                Err(HttpError::BadIdempotencyKey),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_idempotency_key_becomes_the_event_id_unless_the_body_names_another() {
+        let usage = |event_id| Usage {
+            patient_id: crate::usage::PatientId::Number(1),
+            timestamp_ms: 0,
+            medication: "m",
+            event_id,
+        };
+        assert_eq!(keyed(usage(None), None), Ok(usage(None)));
+        assert_eq!(keyed(usage(Some("e")), None), Ok(usage(Some("e"))));
+        assert_eq!(keyed(usage(None), Some(b"k")), Ok(usage(Some("k"))));
+        assert_eq!(
+            keyed(usage(Some("k")), Some(b"\"k\"")),
+            Ok(usage(Some("k")))
+        );
+        assert_eq!(
+            keyed(usage(Some("e")), Some(b"k")),
+            Err(HttpError::IdempotencyKeyMismatch)
+        );
+        assert_eq!(
+            keyed(usage(None), Some(b"")),
+            Err(HttpError::BadIdempotencyKey)
         );
     }
 

@@ -49,7 +49,8 @@ pub use admission::{Admission, Admitted};
 use crate::app::NotReady;
 use crate::ingest::IngestError;
 use crate::limits::{
-    HEADER_BYTES_MAX, HEADERS_MAX, MEDIA_TYPE_ECHO_BYTES_MAX, REQUEST_TARGET_BYTES_MAX,
+    EVENT_ID_BYTES_MAX, HEADER_BYTES_MAX, HEADERS_MAX, MEDIA_TYPE_ECHO_BYTES_MAX,
+    REQUEST_TARGET_BYTES_MAX,
 };
 use crate::wal::CommitError;
 use crate::wal::SubmitError;
@@ -91,6 +92,18 @@ pub enum HttpError {
     #[error("malformed Host header")]
     /// 400: a Host value that is not RFC 3986 `host[:port]`.
     BadHost,
+    #[error("more than one Idempotency-Key header")]
+    /// 400: more than one `Idempotency-Key` header: which names the event
+    /// would be a guess.
+    DuplicateIdempotencyKey,
+    #[error(
+        "malformed Idempotency-Key header (1 to {EVENT_ID_BYTES_MAX} bytes of printable ASCII, bare or in double quotes)"
+    )]
+    /// 400: an `Idempotency-Key` that cannot be an eventId.
+    BadIdempotencyKey,
+    #[error("Idempotency-Key header and eventId in the body differ")]
+    /// 400: a usage names its event twice, two ways: nothing is written.
+    IdempotencyKeyMismatch,
     #[error("request target must be a path or an http(s) URL")]
     /// 400: a target that is neither an origin-form path, nor an absolute
     /// `http`/`https` URL with a host, nor `*`.
@@ -216,6 +229,9 @@ impl ApiError {
                 | HttpError::MissingHost
                 | HttpError::DuplicateHost
                 | HttpError::BadHost
+                | HttpError::DuplicateIdempotencyKey
+                | HttpError::BadIdempotencyKey
+                | HttpError::IdempotencyKeyMismatch
                 | HttpError::BadTarget => 400,
             },
             ApiError::Ingest(_) => 400,
@@ -256,6 +272,9 @@ mod tests {
             (HttpError::ChunkedTwice.into(), 400),
             (HttpError::DuplicateHost.into(), 400),
             (HttpError::BadHost.into(), 400),
+            (HttpError::DuplicateIdempotencyKey.into(), 400),
+            (HttpError::BadIdempotencyKey.into(), 400),
+            (HttpError::IdempotencyKeyMismatch.into(), 400),
             (HttpError::BadTarget.into(), 400),
             (HttpError::UnsupportedTransferEncoding.into(), 501),
             (HttpError::Version.into(), 505),

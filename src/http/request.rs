@@ -61,6 +61,9 @@ pub struct Head<'a> {
     pub media_type: &'a [u8],
     /// How the body's end is found.
     pub framing: Framing,
+    /// The `Idempotency-Key` value, trimmed and not yet checked (a usage
+    /// POST takes it as its eventId, see `conn`); `None` without one.
+    pub idempotency_key: Option<&'a [u8]>,
     /// Bytes of the request line and headers, up to the body.
     pub len: usize,
 }
@@ -103,6 +106,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
         0 | 1 => {}
         _ => return Err(HttpError::DuplicateHost),
     }
+    if fields.idempotency_keys > 1 {
+        return Err(HttpError::DuplicateIdempotencyKey);
+    }
     let framing = match (fields.content_length, fields.codings.chunked()?) {
         (Some(_), true) => return Err(HttpError::LengthAndChunked),
         (_, true) if http10 => return Err(HttpError::UnsupportedTransferEncoding),
@@ -125,6 +131,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
         content_type: fields.content_type,
         media_type: fields.media_type,
         framing,
+        idempotency_key: fields.idempotency_key,
         len,
     }))
 }

@@ -100,6 +100,11 @@ impl Scrape {
                 t.acknowledged,
             ),
             (
+                "busyapi_event_retries_answered",
+                "Retried events answered with their first id from the retry window; nothing written.",
+                t.retries_answered,
+            ),
+            (
                 "busyapi_records_flushed",
                 "Records confirmed by MongoDB, dead letters included.",
                 g.records_flushed.load(Relaxed),

@@ -11,11 +11,47 @@ use super::*;
 use common::{Opts, dead_letters, fresh_usages, metric, shared_mongo, wait_drained};
 
 const DEDUPLICATED: &str = "busyapi_events_deduplicated_total";
+const RETRIES_ANSWERED: &str = "busyapi_event_retries_answered_total";
 
 fn with_event(patient: &str, event: &str) -> String {
     format!(
         r#"{{"patientId": "{patient}", "timestamp": "2016-11-01T14:11:51Z", "medication": "Albuterol", "eventId": "{event}"}}"#
     )
+}
+
+/// A usage POST whose event is named by `Idempotency-Key: key`.
+fn post_keyed(server: &Server, key: &str, body: &str) -> common::Response {
+    let mut c = server.connect();
+    let mut raw = post_request(body);
+    let at = raw
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("a request line")
+        + 2;
+    raw.splice(at..at, format!("Idempotency-Key: {key}\r\n").into_bytes());
+    c.send(&raw);
+    c.response()
+}
+
+/// The one document in `coll`.
+fn the_document(coll: &Collection<Document>) -> Document {
+    coll.find_one(doc! {})
+        .run()
+        .expect("find")
+        .expect("a document")
+}
+
+/// Once `server` has delivered: `DB` holds one document, under `first_id`,
+/// MongoDB's index caught `deduplicated` copies, and none is a dead letter.
+fn assert_stored_once(server: &Server, db: &str, first_id: u64, deduplicated: f64) {
+    wait_drained(server);
+    let coll = common::usages(&shared_mongo().client(), db);
+    assert_eq!(count(&coll, doc! {}), 1, "one document for one event");
+    assert_eq!(the_document(&coll).get_i64("_id"), Ok(first_id as i64));
+    assert_eq!(metric(server, DEDUPLICATED), deduplicated);
+    assert_eq!(metric(server, "busyapi_dead_letters_total"), 0.0);
+    let dead = count(&dead_letters(shared_mongo(), db), doc! {});
+    assert_eq!(dead, 0, "a replayed event is no dead letter");
 }
 
 fn count(coll: &Collection<Document>, filter: Document) -> u64 {
@@ -85,33 +121,36 @@ fn the_dev_mongodb_enforces_the_partial_unique_event_index_only_where_an_event_i
 }
 
 #[test]
-fn the_same_event_posted_twice_gets_two_201s_and_is_stored_once() {
+fn the_same_event_posted_twice_to_one_node_gets_the_first_id_again_and_is_written_once() {
     const DB: &str = "event_ids_retry";
     let coll = fresh_usages(shared_mongo(), DB);
     let server = node(DB, 0);
     let body = with_event("100", "evt-retry");
     let (first, second) = (server.post(&body).id(), server.post(&body).id());
-    assert_ne!(first, second, "each POST gets its own id");
+    assert_eq!(second, first, "the retry is answered with the first id");
+    assert_eq!(server.written(), (1, first), "the retry wrote no record");
+    assert_eq!(metric(&server, RETRIES_ANSWERED), 1.0);
+    // Nothing reached MongoDB twice.
+    assert_stored_once(&server, DB, first, 0.0);
+    assert_eq!(the_document(&coll).get_str("eventId"), Ok("evt-retry"));
+}
+
+#[test]
+fn after_a_restart_a_retry_gets_a_new_id_and_the_stored_document_stays_the_first() {
+    const DB: &str = "event_ids_retry_restart";
+    fresh_usages(shared_mongo(), DB);
+    let mut server = node(DB, 0);
+    let body = with_event("100", "evt-restart");
+    let first = server.post(&body).id();
     wait_drained(&server);
-    assert_eq!(count(&coll, doc! {}), 1, "one document for one event");
-    let stored = coll
-        .find_one(doc! {})
-        .run()
-        .expect("find")
-        .expect("a document");
-    assert_eq!(
-        stored.get_i64("_id"),
-        Ok(first as i64),
-        "the first is the stored one"
-    );
-    assert_eq!(stored.get_str("eventId"), Ok("evt-retry"));
-    assert_eq!(metric(&server, DEDUPLICATED), 1.0);
-    assert_eq!(metric(&server, "busyapi_dead_letters_total"), 0.0);
-    assert_eq!(
-        count(&dead_letters(shared_mongo(), DB), doc! {}),
-        0,
-        "a replayed event is no dead letter"
-    );
+    let stopped = server.terminate(std::time::Duration::from_secs(10));
+    assert!(stopped.success(), "{stopped:?}");
+    server.restart();
+    let retry = server.post(&body).id();
+    assert_ne!(retry, first, "the window is empty after a restart");
+    assert_eq!(metric(&server, RETRIES_ANSWERED), 0.0);
+    // MongoDB's index caught the retry.
+    assert_stored_once(&server, DB, first, 1.0);
 }
 
 #[test]
@@ -182,4 +221,22 @@ fn two_identical_usages_without_an_event_id_are_still_two_documents() {
     assert_eq!(stored_ids(&coll), ids.to_vec());
     assert_eq!(count(&coll, doc! {"eventId": {"$exists": true}}), 0);
     assert_eq!(metric(&server, DEDUPLICATED), 0.0);
+}
+
+#[test]
+fn an_idempotency_key_is_stored_as_the_event_id_and_a_retry_with_it_gets_the_first_id() {
+    const DB: &str = "event_ids_idempotency_key";
+    let coll = fresh_usages(shared_mongo(), DB);
+    let server = node(DB, 0);
+    let first = post_keyed(&server, "\"evt-key\"", common::USAGE);
+    assert_eq!(first.status, 201, "{}", first.text());
+    // The retry also names its event in the body: the same one.
+    let retry = post_keyed(&server, "evt-key", &with_event("100", "evt-key"));
+    assert_eq!(retry.status, 201, "{}", retry.text());
+    assert_eq!(retry.id(), first.id(), "the retry window knows the key");
+    wait_drained(&server);
+    assert_eq!(count(&coll, doc! {}), 1, "one document for one key");
+    let stored = the_document(&coll);
+    assert_eq!(stored.get_str("eventId"), Ok("evt-key"));
+    assert_eq!(stored.get_i64("_id"), Ok(first.id() as i64));
 }

@@ -14,10 +14,19 @@ const EXAMPLE_MS: i64 = 1_478_009_511_000;
 /// Posts each body on one keep-alive connection of a fresh server and
 /// expects a 400 whose text contains the needle; then nothing is written.
 fn assert_bodies_refused<B: AsRef<[u8]>>(cases: &[(B, &str)]) -> Server {
+    let requests: Vec<(Vec<u8>, &str)> = cases
+        .iter()
+        .map(|(body, needle)| (post_json(body.as_ref()), *needle))
+        .collect();
+    assert_requests_refused(&requests)
+}
+
+/// As [`assert_bodies_refused`], for whole requests.
+fn assert_requests_refused(cases: &[(Vec<u8>, &str)]) -> Server {
     let s = start();
     let mut c = s.connect();
-    for (body, needle) in cases {
-        c.send(&post_json(body.as_ref()));
+    for (raw, needle) in cases {
+        c.send(raw);
         let r = c.response();
         assert_error(&r, 400, needle);
         assert_eq!(
@@ -291,4 +300,76 @@ fn an_event_id_that_is_not_a_string_of_1_to_64_bytes_gets_400_naming_it_and_noth
         2,
         "an eventId of 64 bytes is accepted"
     );
+}
+
+/// A POST of `body` with `Idempotency-Key` lines `keys` (each a raw value).
+fn post_keyed(keys: &[&str], body: &str) -> Vec<u8> {
+    let lines: String = keys
+        .iter()
+        .map(|k| format!("Idempotency-Key: {k}\r\n"))
+        .collect();
+    post_with(
+        &format!("Content-Type: application/json\r\n{lines}"),
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn a_malformed_idempotency_key_gets_400_naming_the_header_and_nothing_is_written() {
+    let too_long = "k".repeat(65);
+    let names = "malformed Idempotency-Key header";
+    let cases: Vec<(Vec<u8>, &str)> = ["\"\"", "\"open", "\"a\\\"b\"", "a\\b", "é", &too_long]
+        .iter()
+        .map(|key| (post_keyed(&[key], USAGE), names))
+        .collect();
+    assert_requests_refused(&cases);
+}
+
+#[test]
+fn an_idempotency_key_that_differs_from_the_body_event_id_gets_400_and_nothing_is_written() {
+    let body = r#"{"patientId": "1", "timestamp": 0, "medication": "m", "eventId": "evt-a"}"#;
+    let s = start();
+    let r = exchange(&s, &post_keyed(&["evt-b"], body));
+    assert_error(
+        &r,
+        400,
+        "Idempotency-Key header and eventId in the body differ",
+    );
+    assert_nothing_written(&s);
+    let same = exchange(&s, &post_keyed(&["\"evt-a\""], body));
+    assert_eq!(same.status, 201, "the same key twice: {}", same.text());
+}
+
+#[test]
+fn two_idempotency_key_headers_get_400_and_nothing_is_written() {
+    let s = start();
+    let raw = post_keyed(&["evt-a", "evt-a"], USAGE);
+    assert_refused(&s, &raw, 400, "more than one Idempotency-Key header");
+    assert_nothing_written(&s);
+}
+
+#[test]
+fn an_idempotency_key_on_another_route_is_ignored() {
+    let s = start();
+    let raw = request("GET", "/healthz", "Idempotency-Key: \"\"\r\n", b"");
+    assert_eq!(exchange(&s, &raw).status, 200);
+}
+
+#[test]
+fn a_retry_answered_with_its_first_id_keeps_its_place_among_pipelined_responses() {
+    let s = start();
+    let event = r#"{"patientId": "1", "timestamp": 0, "medication": "m", "eventId": "evt-p"}"#;
+    let first = s.post(event).id();
+    let mut c = s.connect();
+    let raw = [USAGE, event, USAGE]
+        .map(|b| post_json(b.as_bytes()))
+        .concat();
+    c.send(&raw);
+    let ids: Vec<u64> = (0..3).map(|_| c.response().id()).collect();
+    assert_eq!(
+        ids,
+        [first + 1, first, first + 2],
+        "responses in request order"
+    );
+    assert_eq!(s.written(), (3, first + 2), "the retry wrote nothing");
 }

@@ -6,9 +6,10 @@ use super::*;
 use common::{Opts, USAGE};
 
 /// Every family an operator's dashboards and alerts rely on, and its type.
-const FAMILIES: [(&str, &str); 21] = [
+const FAMILIES: [(&str, &str); 22] = [
     ("busyapi_http_requests_total", "counter"),
     ("busyapi_records_acknowledged_total", "counter"),
+    ("busyapi_event_retries_answered_total", "counter"),
     ("busyapi_records_flushed_total", "counter"),
     ("busyapi_records_replayed_duplicate_total", "counter"),
     ("busyapi_dead_letters_total", "counter"),
