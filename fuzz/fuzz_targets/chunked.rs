@@ -30,6 +30,7 @@ fn chunked_head(len: usize) -> Head<'static> {
         expect_continue: false,
         content_type: ContentType::Json,
         media_type: b"application/json",
+        idempotency_key: None,
         framing: Framing::Chunked,
         len,
     }
