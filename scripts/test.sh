@@ -37,6 +37,7 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --check
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 
 echo "== cargo clippy"
 cargo clippy --locked --all-targets --features failpoints -- -D warnings
@@ -58,5 +59,11 @@ python3 -m unittest discover -s bench -p 'test_*.py'
 
 echo "== status page in headless Chromium"
 scripts/browser-test.sh
+
+# Every fuzz target for a few seconds from its committed seeds: a crash
+# (or a broken property) fails the suite. The first run installs
+# cargo-fuzz and builds the targets with AddressSanitizer (minutes).
+echo "== fuzz targets, a short run each (docs/TESTING.md, Fuzzing)"
+scripts/fuzz.sh smoke "${BUSYAPI_FUZZ_SMOKE_S:-10}"
 
 echo "== all tests passed"
