@@ -42,17 +42,20 @@ pub enum Route {
     Healthz,
     /// `/readyz`: readiness ([`crate::app::App::readiness`]).
     Readyz,
+    /// `/openapi.json`: the API document.
+    OpenApi,
     /// Any other path, under the label `other`.
     Other,
 }
 
-const ROUTES: [(Route, &str); 7] = [
+const ROUTES: [(Route, &str); 8] = [
     (Route::Usages, "/api/usages"),
     (Route::StatusPage, "/"),
     (Route::Stats, "/api/stats"),
     (Route::Metrics, "/metrics"),
     (Route::Healthz, "/healthz"),
     (Route::Readyz, "/readyz"),
+    (Route::OpenApi, "/openapi.json"),
     (Route::Other, "other"),
 ];
 
