@@ -93,3 +93,17 @@ fn every_documented_operation_answers_on_its_path_and_nothing_else_does() {
         );
     }
 }
+
+#[test]
+fn a_414_is_counted_under_its_own_status_and_as_a_client_error() {
+    let s = start();
+    let long = format!("/{}", "a".repeat(9 * 1024));
+    assert_eq!(status_of(&s, "GET", &long), 414);
+    let metrics = s.get("/metrics").text();
+    let line = r#"busyapi_http_requests_total{route="other",status="414"} 1"#;
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no {line:?} in:\n{metrics}"
+    );
+    assert_eq!(s.stats()["clientErrors"], 1);
+}
