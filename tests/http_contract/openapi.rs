@@ -61,6 +61,7 @@ fn the_served_document_is_the_repositorys_and_names_every_route() {
         serde_json::from_str(include_str!("../../docs/openapi.json")).expect("docs/openapi.json");
     assert_eq!(served, kept, "the served document is not docs/openapi.json");
     assert_eq!(served["openapi"], "3.1.0");
+    assert_eq!(served["info"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(documented_paths(&served), routed_paths());
 }
 
