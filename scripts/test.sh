@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need
-# (the dev MongoDB into .venv; Chromium and playwright-core for the status
-# page test), then runs formatting, lints, and every test against the real
-# binary and the real dev MongoDB. Exits non-zero on any failure, and also
+# (the dev MongoDB and schemathesis into .venv; Chromium and playwright-core
+# for the status page test), then runs formatting, lints, and every test
+# against the real binary and the real dev MongoDB. Exits non-zero on any failure, and also
 # if fewer tests ran than the suite holds (a guard against "0 tests, green").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
 # The suite has at least this many tests; raise it when adding tests.
-MIN_TESTS=227
+MIN_TESTS=231
 
 echo "== installing the dev MongoDB (SecantusDB) into .venv"
 scripts/dev-mongo.sh install
@@ -54,6 +54,9 @@ if (( passed < MIN_TESTS )); then
   echo "only $passed tests ran; the suite holds at least $MIN_TESTS" >&2
   exit 1
 fi
+echo "== schemathesis against the running binary and docs/openapi.json"
+scripts/schemathesis.sh
+
 echo "== the benchmark tool's arithmetic and parsing (bench/test_*.py)"
 python3 -m unittest discover -s bench -p 'test_*.py'
 

@@ -42,23 +42,26 @@ pub enum Route {
     Healthz,
     /// `/readyz`: readiness ([`crate::app::App::readiness`]).
     Readyz,
+    /// `/openapi.json`: the API document.
+    OpenApi,
     /// Any other path, under the label `other`.
     Other,
 }
 
-const ROUTES: [(Route, &str); 7] = [
+const ROUTES: [(Route, &str); 8] = [
     (Route::Usages, "/api/usages"),
     (Route::StatusPage, "/"),
     (Route::Stats, "/api/stats"),
     (Route::Metrics, "/metrics"),
     (Route::Healthz, "/healthz"),
     (Route::Readyz, "/readyz"),
+    (Route::OpenApi, "/openapi.json"),
     (Route::Other, "other"),
 ];
 
 /// Statuses busyapi sends; anything else would be counted as the last.
-const STATUSES: [u16; 14] = [
-    200, 201, 400, 404, 405, 408, 413, 415, 431, 500, 501, 503, 505, 0,
+const STATUSES: [u16; 15] = [
+    200, 201, 400, 404, 405, 408, 413, 414, 415, 431, 500, 501, 503, 505, 0,
 ];
 
 fn status_index(status: u16) -> usize {
@@ -302,6 +305,26 @@ pub fn totals() -> Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_status_the_api_document_lists_has_its_own_label() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/openapi.json")).expect("the document");
+        let operations = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .flat_map(|ops| ops.as_object().expect("operations").values());
+        let mut statuses = 0;
+        for op in operations {
+            let responses = op["responses"].as_object().expect("responses");
+            for status in responses.keys().map(|k| k.parse::<u16>().expect(k)) {
+                assert_ne!(status_index(status), STATUSES.len() - 1, "{status}");
+                statuses += 1;
+            }
+        }
+        assert!(statuses > 20, "{statuses} statuses read");
+    }
 
     #[test]
     fn counts_from_several_threads_are_summed() {

@@ -16,6 +16,7 @@
 //! | [`rfc_details`]| Host, Transfer-Encoding lists, 414, absolute form, ...|
 //! | [`memory`]     | silent pipelining clients hold bounded memory each    |
 //! | [`operations`] | /healthz, /readyz, HEAD, /metrics, /api/stats         |
+//! | [`openapi`]    | /openapi.json is the repository's, names every route  |
 mod common;
 
 #[path = "http_contract/hostile.rs"]
@@ -24,6 +25,8 @@ mod hostile;
 mod http11;
 #[path = "http_contract/memory.rs"]
 mod memory;
+#[path = "http_contract/openapi.rs"]
+mod openapi;
 #[path = "http_contract/operations.rs"]
 mod operations;
 #[path = "http_contract/refusals.rs"]

@@ -19,6 +19,9 @@ pub const ALLOW_GET: &str = "GET, HEAD";
 /// The live status page: self-contained, polls `/api/stats`.
 const STATUS_PAGE: &str = include_str!("status.html");
 
+/// The API as an OpenAPI 3.1 document, served as kept in the repository.
+const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// What a routed request asks for.
 pub enum Action {
@@ -34,6 +37,8 @@ pub enum Action {
     Healthz,
     /// `GET /readyz`: the node takes usages (200) or not (503).
     Readyz,
+    /// `GET /openapi.json`: the API as an OpenAPI document.
+    OpenApi,
 }
 
 /// Maps a request to its route (for metrics) and action.
@@ -45,6 +50,7 @@ pub fn route(head: &Head<'_>) -> (Route, Result<Action, ApiError>) {
         "/metrics" => (Route::Metrics, Action::Metrics),
         "/healthz" => (Route::Healthz, Action::Healthz),
         "/readyz" => (Route::Readyz, Action::Readyz),
+        "/openapi.json" => (Route::OpenApi, Action::OpenApi),
         _ => return (Route::Other, Err(ApiError::NotFound)),
     };
     let allowed = match action {
@@ -119,6 +125,7 @@ pub fn respond(
             Cow::Owned(stats_json(app, admission).into_bytes()),
             NO_STORE,
         ),
+        Action::OpenApi => (response::JSON, Cow::Borrowed(OPENAPI.as_bytes()), &[]),
         Action::StatusPage => (
             "text/html; charset=utf-8",
             Cow::Borrowed(STATUS_PAGE.as_bytes()),
