@@ -28,8 +28,9 @@
 //! Around the flow: [`config`] (flags, environment, file), [`metrics`]
 //! (per-core counters, `/metrics`), [`app`] (shared state and readiness),
 //! [`startup`] (what is decided before the first request: a fresh data
-//! directory's id floor), [`shutdown`] (the ordered stop) and
-//! [`retry_window`] (the ids a node answers a retried event with).
+//! directory's id floor), [`shutdown`] (the ordered stop),
+//! [`retry_window`] (the ids a node answers a retried event with) and
+//! [`sched`] (delivery's threads yield the CPU to acknowledgements).
 //!
 //! Threads: one may worker per core (`--workers`) runs every connection
 //! coroutine; the workers are pinned one per CPU only when the process may
