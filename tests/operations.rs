@@ -130,16 +130,6 @@ fn assert_stored_exactly(mongo: &Mongo, db: &str, acked: &[u64]) {
     assert!(extra.is_empty(), "stored but never acknowledged: {extra:?}");
 }
 
-/// The resident set of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in {status}"))
-}
-
 /// What a run of the binary that is expected to end by itself left.
 struct Exited {
     code: Option<i32>,

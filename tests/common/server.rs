@@ -228,6 +228,17 @@ impl Server {
         self.child.as_ref().expect("running").id() as i32
     }
 
+    /// The process's resident set (`VmRSS` of `/proc/PID/status`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+    }
+
     /// Whether the process is still alive (it has not exited or crashed).
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -25,15 +25,6 @@ const RSS_NOISE_KIB: u64 = 512;
 /// The longest the server may take to settle.
 const SETTLE_MAX: Duration = Duration::from_secs(60);
 
-/// The resident set of the server, from `/proc/PID/status`, in KiB.
-fn vm_rss_kib(s: &Server) -> u64 {
-    let path = format!("/proc/{}/status", s.pid());
-    let status = std::fs::read_to_string(&path).expect("the server's status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"));
-    let kib = line.and_then(|l| l.split_whitespace().nth(1));
-    kib.and_then(|n| n.parse().ok()).expect("VmRSS in kB")
-}
-
 /// Status pages served so far.
 fn pages_served(s: &Server) -> f64 {
     let series = r#"busyapi_http_requests_total{route="/",status="200"}"#;
@@ -45,10 +36,10 @@ fn pages_served(s: &Server) -> f64 {
 /// the silent clients.
 fn wait_settled(s: &Server) -> (f64, u64) {
     let until = Instant::now() + SETTLE_MAX;
-    let mut last = (pages_served(s), vm_rss_kib(s));
+    let mut last = (pages_served(s), s.rss_kib());
     loop {
         std::thread::sleep(SETTLED);
-        let now = (pages_served(s), vm_rss_kib(s));
+        let now = (pages_served(s), s.rss_kib());
         if now.0 == last.0 && now.1.abs_diff(last.1) <= RSS_NOISE_KIB {
             return now;
         }

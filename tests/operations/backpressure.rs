@@ -88,11 +88,11 @@ fn at_the_quota_a_post_gets_503_at_once_nothing_is_written_and_memory_stays_boun
         .collect();
     // The first moments grow buffers to their working size.
     std::thread::sleep(Duration::from_millis(500));
-    let baseline_kib = rss_kib(s.pid());
+    let baseline_kib = s.rss_kib();
     let mut peak_kib = baseline_kib;
     let until = Instant::now() + HAMMER;
     while Instant::now() < until {
-        peak_kib = peak_kib.max(rss_kib(s.pid()));
+        peak_kib = peak_kib.max(s.rss_kib());
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
