@@ -69,6 +69,15 @@ pub const CLOSE_DRAIN_BYTES_MAX: usize = BODY_BYTES_MAX_LIMIT;
 /// Coroutine stack. Connection state lives on the heap; the parser and the
 /// response writer are shallow. 64 KiB leaves room for `log` formatting.
 pub const COROUTINE_STACK_BYTES: usize = 64 * 1024;
+/// Allocations from this size up get pages of their own from the kernel,
+/// which go back to it when they are freed: a buffer that grew for one
+/// large body is given back whole, not kept in the allocator's heap.
+/// glibc starts at this value too but raises it to the largest block ever
+/// freed, so after the first large body every later one stayed behind as
+/// heap the process could not return (an idle connection that once took a
+/// 512 KiB body held 77–107 KiB instead of 73–76 KiB). Usages are a few
+/// hundred bytes, so only rare, large rounds pay the `mmap` this costs.
+pub const MALLOC_MMAP_THRESHOLD_BYTES: usize = 128 * 1024;
 
 /// Time allowed from the first byte of a request to the end of its headers.
 pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;

@@ -12,7 +12,7 @@ use busyapi::app::App;
 use busyapi::config::{Config, ConfigError};
 use busyapi::flusher::{Flusher, SinkFactory};
 use busyapi::http::server::Server;
-use busyapi::limits::{COROUTINE_STACK_BYTES, FD_RESERVE};
+use busyapi::limits::{COROUTINE_STACK_BYTES, FD_RESERVE, MALLOC_MMAP_THRESHOLD_BYTES};
 use busyapi::shutdown::{self, Running};
 use busyapi::sink::Sink;
 use busyapi::sink::mongo::MongoSink;
@@ -48,6 +48,7 @@ fn run(mut config: Config) -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
     let mut signals = shutdown::install()?;
     fit_connections_to_fd_limit(&mut config);
+    fix_mmap_threshold();
     metrics::set_enabled(config.metrics);
     may::config()
         .set_workers(config.workers)
@@ -209,3 +210,19 @@ fn logfmt_quoted(msg: &str) -> String {
     }
     out
 }
+
+/// Pins glibc's mmap threshold at [`MALLOC_MMAP_THRESHOLD_BYTES`], so that
+/// large buffers are returned to the kernel when freed (see the constant).
+#[cfg(target_env = "gnu")]
+fn fix_mmap_threshold() {
+    let bytes = libc::c_int::try_from(MALLOC_MMAP_THRESHOLD_BYTES).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets a tunable of the allocator, under the
+    // allocator's own locks; it touches no memory of ours.
+    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) } != 1 {
+        log::warn!("the allocator refused its mmap threshold; large buffers may stay resident");
+    }
+}
+
+/// Other allocators return large blocks to the kernel by themselves.
+#[cfg(not(target_env = "gnu"))]
+fn fix_mmap_threshold() {}

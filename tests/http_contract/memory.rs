@@ -142,6 +142,10 @@ fn buffers_grown_for_one_large_body_are_given_back_once_the_connection_is_idle()
     // Each connection stays open, idle, after its large round.
     let (_, after_kib) = wait_settled(&s);
     let grown_kib = after_kib.saturating_sub(before_kib);
+    eprintln!(
+        "RSS {before_kib} KiB -> {after_kib} KiB: {} KiB per idle connection",
+        grown_kib / CLIENTS as u64
+    );
     assert!(
         grown_kib < RSS_KIB_PER_CONNECTION_MAX * CLIENTS as u64 + RSS_NOISE_KIB,
         "{CLIENTS} idle connections that each took a {BODY_BYTES}-byte body hold {grown_kib} KiB"
