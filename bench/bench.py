@@ -36,7 +36,12 @@ closed loop) or oha (open loop, at fixed rates).
                against busyapi with the dev MongoDB live at nice 19; every
                response must be a 201, and after the drain every one a
                document
-  all          all of the above
+  soak         two runs of BENCH_SOAK_S at fixed rates, sampled every
+               BENCH_SOAK_SAMPLE_S: with the dev MongoDB live at a rate it
+               keeps up with (measured first), then at BENCH_SOAK_INGEST_RATE
+               with MongoDB unreachable; RSS, open fds, WAL segments and
+               backlog to soak.csv and soak.png (bench/soak.py); not in all
+  all          all of the above but soak
 
 Settings (environment):
   BENCH_DURATION         wrk duration per run                  default 15s
@@ -55,6 +60,10 @@ Settings (environment):
   BENCH_BASE_REV         the closed-loop mode's baseline       default 4039c4b
   BENCH_CLOSED_CONNECTIONS wrk connections, closed-loop mode   default 4,16,64
   BENCH_HEADLINE_S       seconds of load in the headline mode  default 60
+  BENCH_SOAK_S           seconds of each soak run              default 1800
+  BENCH_SOAK_SAMPLE_S    seconds between soak samples          default 10
+  BENCH_SOAK_DELIVERY_RATE the delivery run's rate             default: measured
+  BENCH_SOAK_INGEST_RATE the ingest run's rate                 default 10000
 
 Every run's raw output (wrk, oha, server logs) is kept in
 bench/results/<date>-<mode>/. The numbers mean something only on an
@@ -74,6 +83,7 @@ import live_modes
 import modes
 import node_mode
 import sidebyside
+import soak
 from kit import BenchError, ROOT
 
 
@@ -101,6 +111,10 @@ class Context:
         self.base_rev = env.get("BENCH_BASE_REV", "4039c4b")
         self.closed_connections = env.get("BENCH_CLOSED_CONNECTIONS", "4,16,64")
         self.headline_s = int(env.get("BENCH_HEADLINE_S", "60"))
+        self.soak_s = int(env.get("BENCH_SOAK_S", "1800"))
+        self.soak_sample_s = float(env.get("BENCH_SOAK_SAMPLE_S", "10"))
+        self.soak_delivery_rate = int(env.get("BENCH_SOAK_DELIVERY_RATE", "0"))
+        self.soak_ingest_rate = int(env.get("BENCH_SOAK_INGEST_RATE", "10000"))
         tmp = env.get("BENCH_TMPDIR", os.path.join(ROOT, "target", "bench-tmp"))
         os.makedirs(tmp, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="run.", dir=tmp)
@@ -162,11 +176,15 @@ def ensure_tools(ctx):
         print("== installing wrk", flush=True)
         run(*sudo, "apt-get", "update")
         run(*sudo, "apt-get", "install", "-y", "wrk")
-    if ctx.mode in ("cpu", "headline", "all") and not ctx.have("oha"):
+    if ctx.mode in ("cpu", "headline", "soak", "all") and not ctx.have("oha"):
         print("== installing oha (cargo install --locked oha; slow to build)", flush=True)
         run("cargo", "install", "--locked", "oha")
-    if ctx.mode in ("e2e", "node", "headline", "all") and not os.access(kit.VENV_PY, os.X_OK):
+    if ctx.mode in ("e2e", "node", "headline", "soak", "all") and not os.access(kit.VENV_PY, os.X_OK):
         run(os.path.join(ROOT, "scripts", "dev-mongo.sh"), "install")
+    if ctx.mode == "soak" and subprocess.run([kit.VENV_PY, "-c", "import matplotlib"],
+                                             capture_output=True).returncode != 0:
+        print("== installing matplotlib into .venv (for the soak's chart)", flush=True)
+        run(kit.VENV_PY, "-m", "pip", "install", "--quiet", "matplotlib")
 
 
 def build(ctx):
@@ -236,6 +254,7 @@ MODES = {
     "cpu": [cpu],
     "closed-loop": [closed_loop],
     "headline": [live_modes.headline],
+    "soak": [soak.soak],
 }
 MODES["all"] = [modes.usages, modes.ingest, modes.mixed, modes.metrics, modes.open_loop,
                 live_modes.e2e, node_mode.node, modes.fsync_floor, cpu, closed_loop,
