@@ -201,6 +201,9 @@ impl Writer {
         let last_id = Id::new(node, seq - 1);
         self.shared
             .publish_commit(self.active.end, self.buf.len() as u64, records, last_id);
+        // Durable, not yet answered: a test's SIGKILL here loses every
+        // reply of the commit and none of its records.
+        fail::fail_point!("wal::before_reply");
         Ok(())
     }
 
