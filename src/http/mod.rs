@@ -15,7 +15,8 @@
 //!   connection cap and the count of requests in progress, which the
 //!   server owns and the shutdown drain asks it about.
 //! - [`conn`]: one connection: reading with timeouts, pipelining, grouping
-//!   a read's usages into one WAL submission, writing responses in order.
+//!   a read's usages into one WAL submission (a batch POST into one of its
+//!   own, answered with all its ids), writing responses in order.
 //! - [`request`] / [`response`]: framing, as pure functions; `fields`: the
 //!   header fields acted on and their syntax; [`chunked`]: chunked request
 //!   bodies, strictly.
