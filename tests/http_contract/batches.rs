@@ -203,3 +203,34 @@ fn a_retried_batch_gets_its_first_ids_again_and_writes_nothing_twice() {
     // A single POST of an event a batch wrote answers the batch's id.
     assert_eq!(s.post(&with_event(7)).id(), 4);
 }
+
+#[test]
+fn a_batch_the_wal_cannot_take_gets_503_with_retry_after_and_nothing_of_it_is_written() {
+    let s = Server::start(Opts::default().env("FAILPOINTS", "wal::write=1*return"));
+    let r = post_batch(&s, JSON, &json_array(&nths(3)));
+    assert_error(&r, 503, "the write-ahead log cannot be written");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(s.written(), (0, 0), "a refused batch was written");
+    assert_eq!(post_batch(&s, JSON, &json_array(&nths(3))).ids(), [1, 2, 3]);
+}
+
+#[test]
+fn a_batch_over_the_wal_quota_gets_503_like_a_single_usage() {
+    let s = Server::start(Opts::default().arg("--wal-max-bytes 1MiB"));
+    let full = json_array(&nths(1000));
+    let mut refused = None;
+    for _ in 0..100 {
+        let r = post_batch(&s, JSON, &full);
+        if r.status != 201 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the quota was never reached");
+    assert_error(&r, 503, "retry later");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let written = s.written();
+    assert_error(&post_batch(&s, NDJSON, &nth(0)), 503, "retry later");
+    assert_error(&s.post(USAGE), 503, "retry later");
+    assert_eq!(s.written(), written, "nothing was written over the quota");
+}
