@@ -32,6 +32,10 @@ closed loop) or oha (open loop, at fixed rates).
   closed-loop  busyapi at BENCH_BASE_REV (built in a git worktree under
                target/) vs this tree, wrk -t1 at BENCH_CLOSED_CONNECTIONS,
                alternating: req/s and CPU per request, ratios to the base
+  batch        records/s and server CPU per record for batch POSTs of
+               BENCH_BATCH_SIZES usages (bench/batch.lua) beside single
+               POSTs, wrk -t1 (MongoDB unreachable), alternating; then
+               the retry window's RSS once full
   headline     the mission on this box: oha -q 18000 for BENCH_HEADLINE_S
                against busyapi with the dev MongoDB live at nice 19; every
                response must be a 201, and after the drain every one a
@@ -55,6 +59,7 @@ Settings (environment):
   BENCH_BASE_REV         the closed-loop mode's baseline       default 4039c4b
   BENCH_CLOSED_CONNECTIONS wrk connections, closed-loop mode   default 4,16,64
   BENCH_HEADLINE_S       seconds of load in the headline mode  default 60
+  BENCH_BATCH_SIZES      usages per request, batch mode        default 1,10,100,1000
 
 Every run's raw output (wrk, oha, server logs) is kept in
 bench/results/<date>-<mode>/. The numbers mean something only on an
@@ -69,6 +74,7 @@ import sys
 import tempfile
 import time
 
+import batch_mode
 import kit
 import live_modes
 import modes
@@ -101,6 +107,7 @@ class Context:
         self.base_rev = env.get("BENCH_BASE_REV", "4039c4b")
         self.closed_connections = env.get("BENCH_CLOSED_CONNECTIONS", "4,16,64")
         self.headline_s = int(env.get("BENCH_HEADLINE_S", "60"))
+        self.batch_sizes = env.get("BENCH_BATCH_SIZES", "1,10,100,1000")
         tmp = env.get("BENCH_TMPDIR", os.path.join(ROOT, "target", "bench-tmp"))
         os.makedirs(tmp, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="run.", dir=tmp)
@@ -236,10 +243,11 @@ MODES = {
     "cpu": [cpu],
     "closed-loop": [closed_loop],
     "headline": [live_modes.headline],
+    "batch": [batch_mode.batch],
 }
 MODES["all"] = [modes.usages, modes.ingest, modes.mixed, modes.metrics, modes.open_loop,
                 live_modes.e2e, node_mode.node, modes.fsync_floor, cpu, closed_loop,
-                live_modes.headline]
+                live_modes.headline, batch_mode.batch]
 
 
 def main(argv):
