@@ -28,7 +28,11 @@ pub const BATCH_RECORDS_MAX_DEFAULT: usize = 1_000;
 /// group commit, so it may not hold more than a commit does.
 pub const BATCH_RECORDS_LIMIT: usize = COMMIT_RECORDS_MAX;
 /// `--batch-max-bytes`: the body cap of a batch (a JSON array or NDJSON).
-/// 1,000 usages of about 100 bytes, with room for long ids.
+/// 1,000 usages of about 100 bytes, with room for long ids. A connection
+/// in the middle of one holds its body, so the read buffer of any
+/// connection may grow to this (four times it for a chunked body) where a
+/// single usage's cap bounded it before: 10,000 connections all sending
+/// batches at once are gigabytes, not the 1 GiB of idle ones.
 pub const BATCH_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// The largest `--batch-max-bytes`: the read buffer of a connection that
 /// sends one grows to four times this at worst (chunked framing), and
