@@ -205,6 +205,19 @@ fn a_retried_batch_gets_its_first_ids_again_and_writes_nothing_twice() {
 }
 
 #[test]
+fn an_event_sent_twice_in_one_batch_is_written_once_and_both_get_its_id() {
+    let s = start();
+    let twice = [with_event(0), with_event(1), with_event(0)];
+    assert_eq!(post_batch(&s, JSON, &json_array(&twice)).ids(), [1, 2, 1]);
+    assert_eq!(s.written(), (2, 2));
+    // One eventId for two patients is two events, in a batch too.
+    let other = r#"{"patientId": "q", "timestamp": 0, "medication": "m", "eventId": "e0"}"#;
+    let two = [with_event(0), other.to_owned()];
+    assert_eq!(post_batch(&s, JSON, &json_array(&two)).ids(), [1, 3]);
+    assert_eq!(s.written(), (3, 3));
+}
+
+#[test]
 fn a_batch_the_wal_cannot_take_gets_503_with_retry_after_and_nothing_of_it_is_written() {
     let s = Server::start(Opts::default().env("FAILPOINTS", "wal::write=1*return"));
     let r = post_batch(&s, JSON, &json_array(&nths(3)));

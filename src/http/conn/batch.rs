@@ -18,6 +18,8 @@
 //! batch). Until then a body may grow to the larger cap; once whole, it
 //! is checked against its own ([`Connection::body_over_cap`]).
 
+use std::collections::HashMap;
+
 use super::{Connection, now_ms};
 use crate::http::request::{ContentType, Framing, Head};
 use crate::http::response::{self, Conn as ConnHeader};
@@ -40,8 +42,10 @@ enum Slot {
 /// A batch that passed validation, staged and not yet submitted.
 struct Staged {
     slots: Vec<Slot>,
-    /// How many of `slots` are [`Slot::Staged`]: the submission's records.
+    /// Records staged: the submission's records.
     records: usize,
+    /// Usages the retry window answered.
+    known: usize,
 }
 
 impl Staged {
@@ -157,7 +161,9 @@ impl Connection<'_> {
         let (staged, pending) = (&mut self.staged, &mut self.pending);
         let received_at_ms = now_ms();
         let mut slots = Vec::new();
-        let mut records = 0_usize;
+        let (mut records, mut known) = (0_usize, 0_usize);
+        // The batch's own events, so one sent twice in it is one record.
+        let mut events: HashMap<(Vec<u8>, Vec<u8>), u64> = HashMap::new();
         let max_records = self.app.config.batch_max_records;
         self.parser
             .parse_batch(body, form, max_records, |_, usage| {
@@ -166,8 +172,15 @@ impl Connection<'_> {
                     let patient = usage.patient_id.as_bytes(&mut digits);
                     if let Some(id) = window.first_id(patient, event.as_bytes()) {
                         slots.push(Slot::Known(id));
+                        known += 1;
                         return;
                     }
+                    let key = (patient.to_vec(), event.as_bytes().to_vec());
+                    if let Some(&k) = events.get(&key) {
+                        slots.push(Slot::Staged(k));
+                        return;
+                    }
+                    events.insert(key, records as u64);
                     pending.push(records, patient, event.as_bytes());
                 }
                 Submission::stage(staged, &usage, received_at_ms);
@@ -175,7 +188,11 @@ impl Connection<'_> {
                 records += 1;
             })
             .map_err(ApiError::from)?;
-        Ok(Staged { slots, records })
+        Ok(Staged {
+            slots,
+            records,
+            known,
+        })
     }
 
     /// The batch's records are durable from `first_id` on: its 201.
@@ -195,7 +212,7 @@ impl Connection<'_> {
         metrics::count_request(Route::Usages, 201);
         metrics::count_acknowledged(staged.records as u64);
         metrics::count_batch(staged.usages() as u64);
-        for _ in staged.records..staged.usages() {
+        for _ in 0..staged.known {
             metrics::count_retry_answered();
         }
     }
