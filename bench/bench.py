@@ -32,6 +32,10 @@ closed loop) or oha (open loop, at fixed rates).
   closed-loop  busyapi at BENCH_BASE_REV (built in a git worktree under
                target/) vs this tree, wrk -t1 at BENCH_CLOSED_CONNECTIONS,
                alternating: req/s and CPU per request, ratios to the base
+  batch        records/s and server CPU per record for batch POSTs of
+               BENCH_BATCH_SIZES usages (bench/batch.lua) beside single
+               POSTs, wrk -t1 (MongoDB unreachable), alternating; then
+               the retry window's RSS once full
   headline     the mission on this box: oha -q 18000 for BENCH_HEADLINE_S
                against busyapi with the dev MongoDB live at nice 19; every
                response must be a 201, and after the drain every one a
@@ -64,6 +68,7 @@ Settings (environment):
   BENCH_SOAK_SAMPLE_S    seconds between soak samples          default 10
   BENCH_SOAK_DELIVERY_RATE the delivery run's rate             default: measured
   BENCH_SOAK_INGEST_RATE the ingest run's rate                 default 10000
+  BENCH_BATCH_SIZES      usages per request, batch mode        default 1,10,100,1000
 
 Every run's raw output (wrk, oha, server logs) is kept in
 bench/results/<date>-<mode>/. The numbers mean something only on an
@@ -78,6 +83,7 @@ import sys
 import tempfile
 import time
 
+import batch_mode
 import kit
 import live_modes
 import modes
@@ -115,6 +121,7 @@ class Context:
         self.soak_sample_s = float(env.get("BENCH_SOAK_SAMPLE_S", "10"))
         self.soak_delivery_rate = int(env.get("BENCH_SOAK_DELIVERY_RATE", "0"))
         self.soak_ingest_rate = int(env.get("BENCH_SOAK_INGEST_RATE", "10000"))
+        self.batch_sizes = env.get("BENCH_BATCH_SIZES", "1,10,100,1000")
         tmp = env.get("BENCH_TMPDIR", os.path.join(ROOT, "target", "bench-tmp"))
         os.makedirs(tmp, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="run.", dir=tmp)
@@ -255,10 +262,11 @@ MODES = {
     "closed-loop": [closed_loop],
     "headline": [live_modes.headline],
     "soak": [soak.soak],
+    "batch": [batch_mode.batch],
 }
 MODES["all"] = [modes.usages, modes.ingest, modes.mixed, modes.metrics, modes.open_loop,
                 live_modes.e2e, node_mode.node, modes.fsync_floor, cpu, closed_loop,
-                live_modes.headline]
+                live_modes.headline, batch_mode.batch]
 
 
 def main(argv):

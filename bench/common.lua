@@ -82,6 +82,17 @@ function common.tally(status)
   end
 end
 
+-- A request() that hands out the elements of `list` in turn, from the
+-- first again after the last; `list` may be filled after this call (in
+-- init()).
+function common.cycle(list)
+  local at = 0
+  return function()
+    at = at % #list + 1
+    return list[at]
+  end
+end
+
 local function ms(us)
   return us / 1000.0
 end

@@ -20,7 +20,8 @@ alike), it starts the server, waits for it to answer, drives it with
   per commit, from the deltas of busyapi_wal_fsync_seconds and
   busyapi_wal_commit_records over the run.
 
-`closed-loop` drives each server with `wrk -t1 -cN` (bench/usages.lua)
+`closed-loop` drives each server with `wrk -t1 -cN` (bench/usages.lua,
+or the `script` and `script_args` a caller's args name: the batch mode)
 instead and records requests per second, p50 and p99 (wrk's, which hide
 coordinated omission) and CPU per response.
 
@@ -71,7 +72,8 @@ def run_load(server, load, args, label):
         rps = None
     else:
         bench = kit.run_wrk(server.base, load, f"{args.duration_s}s",
-                            os.path.join(args.results, f"{label}.wrk.txt"))
+                            os.path.join(args.results, f"{label}.wrk.txt"),
+                            getattr(args, "script", "usages.lua"), getattr(args, "script_args", ()))
         rps, p50, p99, responses, non2xx = kit.wrk_figures(bench)
         p999 = None
     return {"rps": rps, "p50": p50, "p99": p99, "p999": p999,

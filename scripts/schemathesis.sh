@@ -51,7 +51,9 @@ done
 
 # From the scratch folder: schemathesis keeps a crash cache in the current one.
 status=0
-(cd "$work" && "$VENV/bin/schemathesis" --config-file "$ROOT/tests/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
+# The hooks give schemathesis a serializer for NDJSON batches.
+(cd "$work" && PYTHONPATH="$ROOT/tests" SCHEMATHESIS_HOOKS=schemathesis_hooks \
+  "$VENV/bin/schemathesis" --config-file "$ROOT/tests/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
   --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance,response_headers_conformance,negative_data_rejection,unsupported_method \
   --max-examples "$EXAMPLES" --max-time "$MAX_TIME" --seed "$SEED" \
   --phases examples,coverage,fuzzing --workers 1 --request-timeout 5 \

@@ -178,6 +178,18 @@ pub struct Config {
     #[arg(default_value = bytes_text(BODY_BYTES_MAX_DEFAULT as u64))]
     #[arg(value_parser = bytes_within(BODY_BYTES_MAX_MIN, BODY_BYTES_MAX_LIMIT))]
     pub max_body_bytes: usize,
+    /// Usages one batch POST (a JSON array, or NDJSON) may hold; more get
+    /// 413 and nothing of the batch is written.
+    #[arg(long, env = "BUSYAPI_BATCH_MAX_RECORDS")]
+    #[arg(default_value_t = BATCH_RECORDS_MAX_DEFAULT)]
+    #[arg(value_parser = within(1, BATCH_RECORDS_LIMIT))]
+    pub batch_max_records: usize,
+    /// Largest accepted batch body (a JSON array, or NDJSON); larger ones get
+    /// 413. A single usage stays under --max-body-bytes.
+    #[arg(long, env = "BUSYAPI_BATCH_MAX_BYTES")]
+    #[arg(default_value = bytes_text(BATCH_BYTES_MAX_DEFAULT as u64))]
+    #[arg(value_parser = bytes_within(BATCH_BYTES_MAX_MIN, BATCH_BYTES_MAX_LIMIT))]
+    pub batch_max_bytes: usize,
     /// Longest a WAL commit is held back so that one fdatasync serves more
     /// records; only while more records are expected (0: never hold).
     #[arg(long, env = "BUSYAPI_COMMIT_DELAY_MAX_US")]
@@ -355,6 +367,7 @@ mod tests {
             c.wal_max_bytes,
             c.wal_segment_bytes,
             c.max_body_bytes,
+            (c.batch_max_records, c.batch_max_bytes),
             c.flush_max_records,
             c.flush_concurrency,
             c.write_concern,
@@ -370,6 +383,7 @@ mod tests {
                 WAL_MAX_BYTES_DEFAULT,
                 SEGMENT_BYTES_DEFAULT,
                 BODY_BYTES_MAX_DEFAULT,
+                (BATCH_RECORDS_MAX_DEFAULT, BATCH_BYTES_MAX_DEFAULT),
                 FLUSH_MAX_RECORDS_DEFAULT,
                 FLUSH_CONCURRENCY_DEFAULT,
                 Concern::Journaled,
@@ -424,6 +438,9 @@ mod tests {
             (&["--wal-max-bytes", "10"][..], "wal-max-bytes"),
             (&["--max-body-bytes", "2GiB"][..], "max-body-bytes"),
             (&["--flush-max-records", "0"][..], "flush-max-records"),
+            (&["--batch-max-records", "0"][..], "batch-max-records"),
+            (&["--batch-max-records", "2049"][..], "batch-max-records"),
+            (&["--batch-max-bytes", "9MiB"][..], "batch-max-bytes"),
             (&["--idle-timeout-ms", "1"][..], "idle-timeout-ms"),
             (&["--mongodb-uri", "http://x"][..], "mongodb-uri"),
             (&["--collection", "a$b"][..], "collection"),

@@ -20,6 +20,26 @@ pub const BODY_BYTES_MAX_LIMIT: usize = 1024 * 1024;
 /// The smallest `--max-body-bytes`: the shortest usage event (about 50
 /// bytes) must still fit.
 pub const BODY_BYTES_MAX_MIN: usize = 64;
+/// `--batch-max-records`: usages in one batch POST. A phone back from a
+/// day offline holds dozens to hundreds of events; 1,000 covers it in one
+/// request, and one WAL commit.
+pub const BATCH_RECORDS_MAX_DEFAULT: usize = 1_000;
+/// The largest `--batch-max-records`: a batch is committed whole, in one
+/// group commit, so it may not hold more than a commit does.
+pub const BATCH_RECORDS_LIMIT: usize = COMMIT_RECORDS_MAX;
+/// `--batch-max-bytes`: the body cap of a batch (a JSON array or NDJSON).
+/// 1,000 usages of about 100 bytes, with room for long ids. A connection
+/// in the middle of one holds its body, so the read buffer of any
+/// connection may grow to this (four times it for a chunked body) where a
+/// single usage's cap bounded it before: 10,000 connections all sending
+/// batches at once are gigabytes, not the 1 GiB of idle ones.
+pub const BATCH_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// The largest `--batch-max-bytes`: the read buffer of a connection that
+/// sends one grows to four times this at worst (chunked framing), and
+/// [`BATCH_RECORDS_LIMIT`] usages at their largest, escaped, stay under it.
+pub const BATCH_BYTES_MAX_LIMIT: usize = 8 * 1024 * 1024;
+/// The smallest `--batch-max-bytes`: one short usage in brackets.
+pub const BATCH_BYTES_MAX_MIN: usize = BODY_BYTES_MAX_MIN;
 /// The request line plus all headers. Real clients send well under 2 KiB;
 /// proxies add a few forwarding headers. Above this: 431.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
@@ -336,6 +356,16 @@ const _: () = assert!(
 const _: () = assert!(
     COMMIT_RECORDS_MAX * RECORD_BYTES_MAX < SEGMENT_BYTES_MIN as usize,
     "a commit fits a segment"
+);
+const _: () = assert!(
+    BATCH_RECORDS_LIMIT <= COMMIT_RECORDS_MAX && PIPELINE_REQUESTS_MAX <= COMMIT_RECORDS_MAX,
+    "a submission (a round's usages, or one batch) fits one commit whole"
+);
+const _: () =
+    assert!(1 <= BATCH_RECORDS_MAX_DEFAULT && BATCH_RECORDS_MAX_DEFAULT <= BATCH_RECORDS_LIMIT);
+const _: () = assert!(
+    BATCH_BYTES_MAX_MIN <= BATCH_BYTES_MAX_DEFAULT
+        && BATCH_BYTES_MAX_DEFAULT <= BATCH_BYTES_MAX_LIMIT
 );
 const _: () = assert!(WAL_MAX_BYTES_MIN <= WAL_MAX_BYTES_DEFAULT);
 const _: () = assert!(BODY_BYTES_MAX_DEFAULT <= BODY_BYTES_MAX_LIMIT);

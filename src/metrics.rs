@@ -76,6 +76,8 @@ pub struct Core {
     requests: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
     acknowledged: AtomicU64,
     retries_answered: AtomicU64,
+    batches: AtomicU64,
+    batch_records: AtomicU64,
 }
 
 static CORES: Mutex<Vec<Arc<CachePadded<Core>>>> = Mutex::new(Vec::new());
@@ -87,6 +89,8 @@ thread_local! {
             requests: Default::default(),
             acknowledged: AtomicU64::new(0),
             retries_answered: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_records: AtomicU64::new(0),
         }));
         CORES.lock().push(core.clone());
         core
@@ -117,6 +121,17 @@ pub fn count_acknowledged(records: u64) {
 pub fn count_retry_answered() {
     if ENABLED.load(Relaxed) {
         LOCAL.with(|c| c.retries_answered.fetch_add(1, Relaxed));
+    }
+}
+
+/// Counts a batch POST answered 201 with `usages` ids (those written and
+/// those the retry window answered).
+pub fn count_batch(usages: u64) {
+    if ENABLED.load(Relaxed) {
+        LOCAL.with(|c| {
+            c.batches.fetch_add(1, Relaxed);
+            c.batch_records.fetch_add(usages, Relaxed);
+        });
     }
 }
 
@@ -277,6 +292,10 @@ pub struct Totals {
     pub acknowledged: u64,
     /// Retried events answered from the retry window, over all cores.
     pub retries_answered: u64,
+    /// Batch POSTs answered 201, over all cores.
+    pub batches: u64,
+    /// Usages in those batches, over all cores.
+    pub batch_records: u64,
 }
 
 /// Sums every core's block.
@@ -286,6 +305,8 @@ pub fn totals() -> Totals {
     for core in CORES.lock().iter() {
         t.acknowledged += core.acknowledged.load(Relaxed);
         t.retries_answered += core.retries_answered.load(Relaxed);
+        t.batches += core.batches.load(Relaxed);
+        t.batch_records += core.batch_records.load(Relaxed);
         for (r, row) in core.requests.iter().enumerate() {
             for (s, n) in row.iter().enumerate() {
                 grid[r][s] += n.load(Relaxed);

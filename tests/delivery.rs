@@ -19,12 +19,16 @@
 //! | [`outages`]      | MongoDB unreachable, down at start, killed mid-stream;  |
 //! |                  | index before inserts; a refusal is no outage            |
 //! | [`batching`]     | a lone request goes at once, a burst in capped batches  |
+//! | [`batches`]      | batch POSTs stored once each, retried after a SIGKILL   |
+//! |                  | between fsync and 201, or after a batch torn on disk    |
 //! | [`dead_letters`] | a usage MongoDB refuses for good (a validator, another  |
 //! |                  | unique index) is dead-lettered once; delivery goes on   |
 //! | [`event_ids`]    | one document per `(patientId, eventId)` across retries, |
 //! |                  | nodes and a SIGKILL; none without an eventId is merged  |
 mod common;
 
+#[path = "delivery/batches.rs"]
+mod batches;
 #[path = "delivery/batching.rs"]
 mod batching;
 #[path = "delivery/crashes.rs"]

@@ -11,6 +11,7 @@
 //! |----------------|-------------------------------------------------------|
 //! | [`usages`]     | 201s, the accepted forms, every 400 about the body    |
 //! | [`refusals`]   | framing 400s, 404, 405, 408, 413, 415, 431, 501, 505  |
+//! | [`batches`]    | JSON arrays and NDJSON: ids in order, all or nothing  |
 //! | [`http11`]     | keep-alive, close, pipelining, chunked, 100-continue  |
 //! | [`hostile`]    | garbage, noise, torn requests: the server lives on    |
 //! | [`rfc_details`]| Host, Transfer-Encoding lists, 414, absolute form, ...|
@@ -19,6 +20,8 @@
 //! | [`openapi`]    | /openapi.json is the repository's, names every route  |
 mod common;
 
+#[path = "http_contract/batches.rs"]
+mod batches;
 #[path = "http_contract/hostile.rs"]
 mod hostile;
 #[path = "http_contract/http11.rs"]
@@ -44,6 +47,8 @@ use common::{Http, Opts, Response, Scrape, Server, USAGE, assert_error};
 const ID_MAX: u64 = 1 << 53;
 /// The default body cap.
 const BODY_BYTES_MAX: usize = 16 * 1024;
+/// The default body cap of a batch (`--batch-max-bytes`).
+const BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Between writes that the server must see as separate reads. Nothing
 /// observable marks that it has read a fragment, so there is nothing to
 /// wait for; the pause only makes coalescing unlikely.

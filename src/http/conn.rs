@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use may::net::TcpStream;
 use may::sync::mpsc;
 
+mod batch;
 mod deadlines;
 mod round;
 
@@ -200,7 +201,7 @@ impl<'a> Connection<'a> {
             };
             self.head_done.get_or_insert_with(Instant::now);
             let (route, action) = routes::route(&head);
-            let body_max = self.app.config.max_body_bytes;
+            let body_max = self.body_cap(&head, &action, &buf[head.len.min(buf.len())..]);
             let decoded =
                 request::parse_body(buf, &head, body_max, &mut self.scratch, &mut self.chunked);
             let (body, len) = match decoded {
@@ -216,6 +217,12 @@ impl<'a> Connection<'a> {
                 Body::Scratch => &chunked_body[..],
             };
             self.parser_grew |= body.len() > BUF_BYTES_KEPT_MAX;
+            if matches!(action, Ok(Action::Ingest))
+                && let Some(e) = self.body_over_cap(&head, body)
+            {
+                self.scratch = chunked_body;
+                return self.fail(route, e.into(), false);
+            }
             let conn = self.conn_header(&head);
             self.handle(&head, route, action, body, conn);
             self.scratch = chunked_body;
@@ -268,6 +275,9 @@ impl<'a> Connection<'a> {
         let outcome = action.and_then(|a| routes::precheck(head, a, self.app).map(|()| a));
         match outcome {
             Ok(Action::Ingest) => {
+                if let Some(form) = batch::batch_form(head, body) {
+                    return self.handle_batch(head, form, body, conn);
+                }
                 let usage = self.parser.parse(body).map_err(ApiError::from);
                 match usage.and_then(|u| Ok(fields::keyed(u, head.idempotency_key)?)) {
                     Ok(usage) => {
@@ -355,31 +365,7 @@ impl<'a> Connection<'a> {
             return;
         }
         let count = self.staged_conns.len();
-        let prompt = self
-            .last_reply
-            .is_some_and(|t| t.elapsed() < Duration::from_micros(PROMPT_THINK_US));
-        let sub = Submission {
-            staged: mem::take(&mut self.staged),
-            count: count as u32,
-            reply: self.reply_tx.clone(),
-            prompt,
-        };
-        let outcome: Result<Id, ApiError> = match self.app.lanes.submit(self.lane, sub) {
-            Err((e, sub)) => {
-                self.staged = sub.staged;
-                Err(e.into())
-            }
-            Ok(()) => match self.reply_rx.recv() {
-                Ok(reply) => {
-                    self.last_reply = Some(Instant::now());
-                    self.staged = reply.staged;
-                    reply.first_id.map_err(ApiError::from)
-                }
-                Err(_) => Err(crate::wal::CommitError::Write.into()),
-            },
-        };
-        self.staged.clear();
-        match outcome {
+        match self.commit(count) {
             Ok(first_id) => {
                 self.pending.acknowledged(&self.app.retries, first_id);
                 for (i, conn) in self.staged_conns.iter().enumerate() {
@@ -407,11 +393,48 @@ impl<'a> Connection<'a> {
         self.staged_conns.clear();
     }
 
+    /// Submits the `count` records in `staged` as one submission and waits
+    /// (yielding the coroutine) for its commit: their first id, or why
+    /// none of them is durable. `staged` comes back empty.
+    fn commit(&mut self, count: usize) -> Result<Id, ApiError> {
+        let prompt = self
+            .last_reply
+            .is_some_and(|t| t.elapsed() < Duration::from_micros(PROMPT_THINK_US));
+        let sub = Submission {
+            staged: mem::take(&mut self.staged),
+            count: count as u32,
+            reply: self.reply_tx.clone(),
+            prompt,
+        };
+        let outcome = match self.app.lanes.submit(self.lane, sub) {
+            Err((e, sub)) => {
+                self.staged = sub.staged;
+                Err(e.into())
+            }
+            Ok(()) => match self.reply_rx.recv() {
+                Ok(reply) => {
+                    self.last_reply = Some(Instant::now());
+                    self.staged = reply.staged;
+                    reply.first_id.map_err(ApiError::from)
+                }
+                Err(_) => Err(crate::wal::CommitError::Write.into()),
+            },
+        };
+        self.staged.clear();
+        outcome
+    }
+
     /// Reads more bytes. `Ok(false)`: the connection should close (the
     /// client closed, or a timeout fired and was answered).
     fn read_more(&mut self) -> io::Result<bool> {
         self.compact();
-        let request_bytes_max = HEADER_BYTES_MAX + 4 * self.app.config.max_body_bytes;
+        // A batch may be the largest body; chunked framing can quadruple it.
+        let body_bytes_max = self
+            .app
+            .config
+            .max_body_bytes
+            .max(self.app.config.batch_max_bytes);
+        let request_bytes_max = HEADER_BYTES_MAX + 4 * body_bytes_max;
         if self.rend - self.rpos >= request_bytes_max {
             let e = HttpError::BodyTooLarge {
                 max_bytes: self.app.config.max_body_bytes,

@@ -200,6 +200,8 @@ fn content_type(media: &[u8]) -> ContentType {
         || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"));
     if is_json {
         ContentType::Json
+    } else if media.eq_ignore_ascii_case(b"application/x-ndjson") {
+        ContentType::Ndjson
     } else {
         ContentType::Other
     }
@@ -257,6 +259,11 @@ mod tests {
         );
         assert_eq!(classify(b"application/vnd.api+json"), ContentType::Json);
         assert_eq!(classify(b"text/plain"), ContentType::Other);
+        assert_eq!(classify(b"application/x-ndjson"), ContentType::Ndjson);
+        assert_eq!(
+            classify(b"Application/X-NDJSON; charset=utf-8"),
+            ContentType::Ndjson
+        );
         assert_eq!(
             classify(b"application/x-www-form-urlencoded"),
             ContentType::Other

@@ -15,7 +15,8 @@
 //!   connection cap and the count of requests in progress, which the
 //!   server owns and the shutdown drain asks it about.
 //! - [`conn`]: one connection: reading with timeouts, pipelining, grouping
-//!   a read's usages into one WAL submission, writing responses in order.
+//!   a read's usages into one WAL submission (a batch POST into one of its
+//!   own, answered with all its ids), writing responses in order.
 //! - [`request`] / [`response`]: framing, as pure functions; `fields`: the
 //!   header fields acted on and their syntax; [`chunked`]: chunked request
 //!   bodies, strictly.
@@ -47,7 +48,7 @@ mod socket;
 pub use admission::{Admission, Admitted};
 
 use crate::app::NotReady;
-use crate::ingest::IngestError;
+use crate::ingest::{BatchError, IngestError};
 use crate::limits::{
     EVENT_ID_BYTES_MAX, HEADER_BYTES_MAX, HEADERS_MAX, MEDIA_TYPE_ECHO_BYTES_MAX,
     REQUEST_TARGET_BYTES_MAX,
@@ -104,6 +105,10 @@ pub enum HttpError {
     #[error("Idempotency-Key header and eventId in the body differ")]
     /// 400: a usage names its event twice, two ways: nothing is written.
     IdempotencyKeyMismatch,
+    #[error("Idempotency-Key names one event: a batch gives each usage its own eventId instead")]
+    /// 400: an `Idempotency-Key` on a batch POST, where it could name no
+    /// one usage; nothing is written.
+    IdempotencyKeyOnBatch,
     #[error("request target must be a path or an http(s) URL")]
     /// 400: a target that is neither an origin-form path, nor an absolute
     /// `http`/`https` URL with a host, nor `*`.
@@ -140,6 +145,9 @@ pub enum ApiError {
     #[error(transparent)]
     /// 400: the body is not a valid usage.
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    /// 400 (413 for too many usages): a batch refused whole.
+    Batch(#[from] BatchError),
     #[error("no such path")]
     /// 404: no route has this path.
     NotFound,
@@ -149,8 +157,9 @@ pub enum ApiError {
         /// The methods the path takes, as the `Allow` header lists them.
         allow: &'static str,
     },
-    #[error("Content-Type must be application/json (received \"{0}\")")]
-    /// 415: a body that is not `application/json`; names what was sent.
+    #[error("Content-Type must be application/json or application/x-ndjson (received \"{0}\")")]
+    /// 415: a body that is neither `application/json` nor
+    /// `application/x-ndjson`; names what was sent.
     UnsupportedMediaType(MediaTypeEcho),
     #[error(transparent)]
     /// 503: the WAL did not take the submission (this core's lane is full,
@@ -232,9 +241,12 @@ impl ApiError {
                 | HttpError::DuplicateIdempotencyKey
                 | HttpError::BadIdempotencyKey
                 | HttpError::IdempotencyKeyMismatch
+                | HttpError::IdempotencyKeyOnBatch
                 | HttpError::BadTarget => 400,
             },
             ApiError::Ingest(_) => 400,
+            ApiError::Batch(BatchError::TooMany { .. }) => 413,
+            ApiError::Batch(_) => 400,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::UnsupportedMediaType(_) => 415,
@@ -280,6 +292,17 @@ mod tests {
             (HttpError::Version.into(), 505),
             (HttpError::Timeout.into(), 408),
             (IngestError::Json.into(), 400),
+            (HttpError::IdempotencyKeyOnBatch.into(), 400),
+            (BatchError::Empty.into(), 400),
+            (BatchError::TooMany { max_records: 1 }.into(), 413),
+            (
+                BatchError::Element {
+                    index: 0,
+                    reason: IngestError::Json,
+                }
+                .into(),
+                400,
+            ),
             (ApiError::NotFound, 404),
             (
                 ApiError::MethodNotAllowed {
@@ -317,7 +340,7 @@ mod tests {
         let e = ApiError::UnsupportedMediaType(MediaTypeEcho::new(b"text/plain"));
         assert_eq!(
             e.to_string(),
-            "Content-Type must be application/json (received \"text/plain\")"
+            "Content-Type must be application/json or application/x-ndjson (received \"text/plain\")"
         );
         let long = [b'x'; MEDIA_TYPE_ECHO_BYTES_MAX + 1];
         let echo = MediaTypeEcho::new(&long).to_string();

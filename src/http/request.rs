@@ -29,6 +29,8 @@ pub enum ContentType {
     Missing,
     /// `application/json`, with any parameters.
     Json,
+    /// `application/x-ndjson`: a batch of usages, one a line.
+    Ndjson,
     /// Any other media type: 415 for a usage.
     Other,
 }

@@ -104,7 +104,19 @@ pub fn write_error(
     extra: &[(&str, &str)],
     head_only: bool,
 ) {
-    let mut body = String::with_capacity(message.len() + 16);
+    let body = error_body(message, None);
+    write(out, status, JSON, body.as_bytes(), conn, extra, head_only);
+}
+
+/// `{"error": "...", "index": N}`: a batch refused for its usage `index`.
+pub fn write_error_at(out: &mut Vec<u8>, status: u16, message: &str, index: usize, conn: Conn) {
+    let body = error_body(message, Some(index));
+    write(out, status, JSON, body.as_bytes(), conn, &[], false);
+}
+
+/// An error body, `message` escaped as a JSON string.
+fn error_body(message: &str, index: Option<usize>) -> String {
+    let mut body = String::with_capacity(message.len() + 32);
     body.push_str("{\"error\": \"");
     for c in message.chars() {
         match c {
@@ -114,8 +126,28 @@ pub fn write_error(
             c => body.push(c),
         }
     }
-    body.push_str("\"}");
-    write(out, status, JSON, body.as_bytes(), conn, extra, head_only);
+    body.push('"');
+    if let Some(index) = index {
+        body.push_str(", \"index\": ");
+        body.push_str(itoa::Buffer::new().format(index));
+    }
+    body.push('}');
+    body
+}
+
+/// `201 {"ids": [...]}`: a batch's ids, in the order its usages were sent.
+pub fn write_created_batch(out: &mut Vec<u8>, ids: &[u64], conn: Conn) {
+    let mut body = Vec::with_capacity(12 + ids.len() * 18);
+    body.extend_from_slice(b"{\"ids\": [");
+    let mut digits = itoa::Buffer::new();
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            body.extend_from_slice(b", ");
+        }
+        body.extend_from_slice(digits.format(*id).as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    write(out, 201, JSON, &body, conn, &[], false);
 }
 
 /// The interim response to `Expect: 100-continue`.

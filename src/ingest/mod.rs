@@ -17,6 +17,7 @@
 //!
 //! Error texts name fields, never echo values: they may carry health data.
 
+pub mod batch;
 pub mod timestamp;
 
 use simd_json::{Buffers, Node, StaticNode, Tape};
@@ -25,6 +26,7 @@ use crate::limits::{
     EVENT_ID_BYTES_MAX, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, TIMESTAMP_BYTES_MAX,
 };
 pub use crate::usage::{PatientId, Usage};
+pub use batch::{BatchError, BatchForm};
 pub use timestamp::TimestampError;
 
 /// Why a body was refused. Every variant is a 400.
@@ -100,6 +102,16 @@ impl UsageParser {
 
     /// Validates `body` as a usage event.
     pub fn parse(&mut self, body: &[u8]) -> Result<Usage<'_>, IngestError> {
+        self.with_tape(body, read_usage)?
+    }
+
+    /// Parses `body` onto the reused tape and lets `read` walk it; `Err`
+    /// if `body` is not JSON.
+    fn with_tape<'s, R>(
+        &'s mut self,
+        body: &[u8],
+        read: impl FnOnce(&[Node<'s>]) -> R,
+    ) -> Result<R, IngestError> {
         self.input.clear();
         self.input.extend_from_slice(body);
         self.input.resize(body.len() + simd_json::INPUT_PADDING, 0);
@@ -107,7 +119,7 @@ impl UsageParser {
         let filled =
             simd_json::fill_tape_padded(&mut self.input, body.len(), &mut self.buffers, &mut tape);
         let result = match filled {
-            Ok(()) => read_usage(&tape.0),
+            Ok(()) => Ok(read(&tape.0)),
             Err(_) => Err(IngestError::Json),
         };
         self.tape = Some(tape.reset());

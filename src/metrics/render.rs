@@ -105,6 +105,16 @@ impl Scrape {
                 t.retries_answered,
             ),
             (
+                "busyapi_batches",
+                "Batch POSTs (JSON arrays, NDJSON) answered with a 201.",
+                t.batches,
+            ),
+            (
+                "busyapi_batch_records",
+                "Usages in batch POSTs answered with a 201 (written or answered from the retry window).",
+                t.batch_records,
+            ),
+            (
                 "busyapi_records_flushed",
                 "Records confirmed by MongoDB, dead letters included.",
                 g.records_flushed.load(Relaxed),

@@ -296,32 +296,53 @@ impl Lanes {
         self.queues.iter().all(ArrayQueue::is_empty)
     }
 
-    /// Moves queued submissions, with their lane, into `batch` until about
-    /// `max_records`: one submission from each lane in turn, starting from
-    /// a different lane each time, so a busy core cannot keep the others'
-    /// submissions out of every commit.
+    /// Moves queued submissions, with their lane, into `batch` until it
+    /// holds `max_records`: one submission from each lane in turn, starting
+    /// from a different lane each time, so a busy core cannot keep the
+    /// others' submissions out of every commit. A submission is never split
+    /// (a batch POST is durable whole or not at all), so one that would
+    /// take `batch` past `max_records` waits in `carry` and opens the next
+    /// commit; a commit thus never holds more than `max_records`, since no
+    /// submission does (`limits`). Returns the records added.
     pub(super) fn drain_into(
         &self,
         batch: &mut Vec<(usize, Submission)>,
+        carry: &mut Option<(usize, Submission)>,
         max_records: usize,
     ) -> usize {
+        let mut records: usize = batch.iter().map(|(_, s)| s.count as usize).sum();
+        let before = records;
+        let fits = |records: usize, sub: &Submission, batch: &[(usize, Submission)]| {
+            batch.is_empty() || records + sub.count as usize <= max_records
+        };
+        if let Some((lane, sub)) = carry.take() {
+            if !fits(records, &sub, batch) {
+                *carry = Some((lane, sub));
+                return 0;
+            }
+            records += sub.count as usize;
+            batch.push((lane, sub));
+        }
         let n = self.queues.len();
         let first = self.first_lane.fetch_add(1, Ordering::Relaxed) % n;
-        let mut records = 0;
         loop {
             let mut took = false;
             for lane in (first..n).chain(0..first) {
                 if records >= max_records {
-                    return records;
+                    return records - before;
                 }
                 if let Some(sub) = self.queues[lane].pop() {
+                    if !fits(records, &sub, batch) {
+                        *carry = Some((lane, sub));
+                        return records - before;
+                    }
                     records += sub.count as usize;
                     batch.push((lane, sub));
                     took = true;
                 }
             }
             if !took {
-                return records;
+                return records - before;
             }
         }
     }
@@ -415,12 +436,34 @@ mod tests {
         }
         assert!(lanes.submit(1, submission(1)).is_ok());
         let mut batch = Vec::new();
-        let records = lanes.drain_into(&mut batch, crate::limits::COMMIT_RECORDS_MAX);
-        assert!(records >= crate::limits::COMMIT_RECORDS_MAX);
+        let records = lanes.drain_into(&mut batch, &mut None, crate::limits::COMMIT_RECORDS_MAX);
+        assert!(records <= crate::limits::COMMIT_RECORDS_MAX);
         assert!(
             batch.iter().any(|(lane, _)| *lane == 1),
             "lane 1 was left out of a full commit"
         );
+    }
+
+    #[test]
+    fn a_submission_that_would_overfill_a_commit_waits_whole_for_the_next() {
+        let lanes = Lanes::new(1);
+        for count in [1500, 1000, 10] {
+            assert!(lanes.submit(0, submission(count)).is_ok());
+        }
+        let (mut batch, mut carry) = (Vec::new(), None);
+        assert_eq!(lanes.drain_into(&mut batch, &mut carry, 2048), 1500);
+        assert_eq!(carry.as_ref().map(|(_, s)| s.count), Some(1000));
+        // Draining more into the same commit still leaves it out.
+        assert_eq!(lanes.drain_into(&mut batch, &mut carry, 2048), 0);
+        batch.clear();
+        assert_eq!(lanes.drain_into(&mut batch, &mut carry, 2048), 1010);
+        let counts: Vec<u32> = batch.iter().map(|(_, s)| s.count).collect();
+        assert_eq!(
+            counts,
+            [1000, 10],
+            "the carried submission opens the commit"
+        );
+        assert!(carry.is_none() && lanes.is_empty());
     }
 
     #[test]
@@ -433,7 +476,7 @@ mod tests {
             }
             let mut batch = Vec::new();
             assert_eq!(
-                lanes.drain_into(&mut batch, crate::limits::COMMIT_RECORDS_MAX),
+                lanes.drain_into(&mut batch, &mut None, crate::limits::COMMIT_RECORDS_MAX),
                 3
             );
             firsts.push(batch[0].0);

@@ -108,7 +108,12 @@
 //! the buffer onto its lane, a lock-free queue; the writer drains every lane,
 //! numbers and frames the records, appends them to the active segment,
 //! fdatasyncs, publishes the new committed end, and hands each connection
-//! its first id back. The flusher reads committed bytes from the files,
+//! its first id back. A submission is never split across commits (one
+//! that would take a commit past `COMMIT_RECORDS_MAX` opens the next), so
+//! a batch POST, one submission, is durable in one write and one fsync;
+//! the record format does not mark commits, so recovery keeps whatever
+//! whole records of a torn commit reached the disk, as it always has. The
+//! flusher reads committed bytes from the files,
 //! delivers them, advances the checkpoint, and releases segments it has
 //! passed.
 

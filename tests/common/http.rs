@@ -36,6 +36,18 @@ impl Response {
         self.json()["id"].as_u64().expect("id is an integer")
     }
 
+    /// The ids of a batch's 201, in the order its usages were sent.
+    pub fn ids(&self) -> Vec<u64> {
+        assert_eq!(self.status, 201, "{}", self.text());
+        let ids = self.json()["ids"]
+            .as_array()
+            .cloned()
+            .expect("ids is an array");
+        ids.iter()
+            .map(|id| id.as_u64().expect("an integer id"))
+            .collect()
+    }
+
     /// The `error` text of an error response.
     pub fn error(&self) -> String {
         self.json()["error"]
@@ -189,6 +201,21 @@ pub fn post_request(body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// A batch POST of `body` to /api/usages: a JSON array with
+/// `application/json`, or lines with `application/x-ndjson`.
+pub fn batch_request(content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST /api/usages HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The JSON array of `usages` as a batch body.
+pub fn json_array(usages: &[String]) -> String {
+    format!("[{}]", usages.join(", "))
 }
 
 /// A refusal: `status`, and a JSON body whose `error` contains `needle`.

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use docs::anchors_of;
 #[allow(unused_imports)]
-pub use http::{Http, Response, assert_error, load, post_request};
+pub use http::{Http, Response, assert_error, batch_request, json_array, load, post_request};
 #[allow(unused_imports)]
 pub use metrics::{Scrape, metric};
 #[allow(unused_imports)]

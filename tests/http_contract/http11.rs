@@ -195,7 +195,19 @@ fn an_expect_100_continue_request_that_will_be_refused_gets_its_final_status_wit
             "Content-Type must be application/json",
         ),
         (
-            expect("/api/usages", json, BODY_BYTES_MAX + 1),
+            expect(
+                "/api/usages",
+                "Content-Type: application/x-ndjson\r\n",
+                BATCH_BYTES_MAX + 1,
+            ),
+            413,
+            "body larger than 1048576 bytes",
+        ),
+        // Over the single cap and the batch cap: a usage or a batch, it
+        // cannot be taken. (Under the batch cap a JSON body may be a
+        // batch, so that client is told to go on.)
+        (
+            expect("/api/usages", json, BATCH_BYTES_MAX + 1),
             413,
             "body larger than 16384 bytes",
         ),
@@ -212,6 +224,15 @@ fn an_expect_100_continue_request_that_will_be_refused_gets_its_final_status_wit
         assert_refused(&s, head.as_bytes(), status, needle);
     }
     assert_nothing_written(&s);
+    let mut c = s.connect();
+    c.send(expect("/api/usages", json, BODY_BYTES_MAX + 1).as_bytes());
+    assert_eq!(
+        c.response().status,
+        100,
+        "a JSON body this long may be a batch"
+    );
+    c.send(usage_of_len(BODY_BYTES_MAX + 1).as_bytes());
+    assert_error_and_close(&mut c, 413, "body larger than 16384 bytes");
 }
 
 #[test]

@@ -235,7 +235,9 @@ fn a_non_json_content_type_gets_415_and_a_missing_one_is_accepted() {
         let head: &[u8] = b"POST /api/usages HTTP/1.1\r\nHost: t\r\nContent-Type: ";
         c.send(&[head, media_type, rest.as_bytes()].concat());
         let r = c.response();
-        let want = format!("Content-Type must be application/json (received \"{named}\")");
+        let want = format!(
+            "Content-Type must be application/json or application/x-ndjson (received \"{named}\")"
+        );
         assert_error(&r, 415, &want);
         assert_eq!(r.header("connection"), None, "a 415 closed the connection");
     }
