@@ -116,6 +116,12 @@ pub struct Config {
     #[arg(long, env = "BUSYAPI_LISTEN")]
     #[arg(default_value_t = LISTEN_DEFAULT)]
     pub listen: SocketAddr,
+    /// Address of the operational endpoints (/metrics, /api/stats, the status
+    /// page, /openapi.json). When set, --listen answers only /api/usages,
+    /// /healthz and /readyz; the probes are on both. Keep it off the public
+    /// interface [default: unset, everything on --listen].
+    #[arg(long, env = "BUSYAPI_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// Directory of the write-ahead log and the delivery checkpoint. Put it on
     /// persistent disk: it holds acknowledged records not yet in MongoDB.
     #[arg(long, env = "BUSYAPI_DATA_DIR")]
@@ -265,6 +271,13 @@ impl Config {
                 reason: "must differ from --collection".into(),
             });
         }
+        // One address cannot serve two route sets (port 0 picks two ports).
+        if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                flag: "admin-listen".into(),
+                reason: "must differ from --listen".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -325,6 +338,7 @@ mod tests {
         let places = (
             c.config.as_deref(),
             c.listen,
+            c.admin_listen,
             c.data_dir.as_path(),
             c.mongodb_uri.as_str(),
             c.database.as_str(),
@@ -336,6 +350,7 @@ mod tests {
             (
                 None,
                 LISTEN_DEFAULT,
+                None,
                 std::path::Path::new(DATA_DIR_DEFAULT),
                 MONGODB_URI_DEFAULT,
                 DATABASE_DEFAULT,
@@ -437,6 +452,10 @@ mod tests {
             ),
             (&["--wal-segment-bytes", "1KiB"][..], "wal-segment-bytes"),
             (&["--mongodb-uri", "mongodb://"][..], "mongodb-uri"),
+            (
+                &["--listen", "127.0.0.1:9", "--admin-listen", "127.0.0.1:9"][..],
+                "admin-listen",
+            ),
         ] {
             match load(args) {
                 Err(ConfigError::Invalid { flag: f, .. }) => assert_eq!(f, flag),

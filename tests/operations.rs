@@ -10,6 +10,7 @@
 //!
 //! | module           | what it covers                                          |
 //! |------------------|---------------------------------------------------------|
+//! | [`admin_listen`] | --admin-listen: which address answers what, cap, stop   |
 //! | [`metrics`]      | families and types, counters and histograms moving      |
 //! | [`readiness`]    | /healthz and /readyz: WAL unwritable, MongoDB down      |
 //! | [`backpressure`] | the WAL quota: 503 at once, nothing written, bounded    |
@@ -19,6 +20,8 @@
 //! | [`workers`]      | workers pinned only when the process owns that many CPUs|
 mod common;
 
+#[path = "operations/admin_listen.rs"]
+mod admin_listen;
 #[path = "operations/backpressure.rs"]
 mod backpressure;
 #[path = "operations/limits.rs"]

@@ -199,7 +199,7 @@ impl<'a> Connection<'a> {
                 Err(e) => return self.fail(Route::Other, e.into(), false),
             };
             self.head_done.get_or_insert_with(Instant::now);
-            let (route, action) = routes::route(&head);
+            let (route, action) = routes::route(&head, self.admitted.exposure());
             let body_max = self.app.config.max_body_bytes;
             let decoded =
                 request::parse_body(buf, &head, body_max, &mut self.scratch, &mut self.chunked);

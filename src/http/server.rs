@@ -1,9 +1,15 @@
-//! The accept loop: one coroutine per connection, a cap on open
+//! The accept loops: one coroutine per connection, a cap on open
 //! connections, and a clean stop at shutdown.
 //!
-//! The server owns its control state, the [`Admission`]: the cap is
+//! There is one listener on `--listen` and, when `--admin-listen` is set,
+//! one on that address; each has its accept loop, and each connection
+//! carries the [`Exposure`] of the listener it came in on, which decides
+//! what paths it may ask for.
+//!
+//! The server owns its control state, the [`Admission`]: the caps are
 //! checked there before a connection is served, and at shutdown
-//! [`Server::stop`] waits there for the requests in progress to finish.
+//! [`Server::stop`] waits there for the requests in progress, on either
+//! listener, to finish.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,6 +24,7 @@ use may::net::TcpListener;
 use super::admission::Admission;
 use super::conn;
 use super::response::{self, Conn};
+use super::routes::Exposure;
 use crate::app::App;
 use crate::limits::{ACCEPT_RETRY_MS, COROUTINE_STACK_BYTES, LISTEN_BACKLOG};
 use crate::metrics::GLOBAL;
@@ -26,58 +33,110 @@ use crate::wait;
 /// How often the stop looks again for requests in progress.
 const DRAIN_POLL_MS: u64 = 10;
 
-/// A running accept loop.
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding or listening on one of the addresses failed.
+    #[error("could not listen on {addr} (--{flag}): {source}")]
+    Listen {
+        /// The flag that named the address.
+        flag: &'static str,
+        /// The address, as configured.
+        addr: SocketAddr,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// The accept loop's coroutine could not be started.
+    #[error("could not start the accept loop: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// The running accept loops.
 pub struct Server {
-    /// The address the listener is bound to (the port when `--listen` said 0).
+    /// The address `--listen` is bound to (the port when it said 0).
     pub local_addr: SocketAddr,
+    /// The address `--admin-listen` is bound to, when it is set.
+    pub admin_addr: Option<SocketAddr>,
     /// Set by [`Server::stop`]. Not `App::shutting_down`: during
     /// `--shutdown-drain-ms` new connections are still accepted and served,
     /// so a load balancer's health check gets its 503 rather than a reset.
     stopping: Arc<AtomicBool>,
     /// The connection cap and the requests in progress.
     admission: Arc<Admission>,
-    handle: may::coroutine::JoinHandle<()>,
+    /// Each listener's accept loop, with the address it is bound to.
+    loops: Vec<(SocketAddr, may::coroutine::JoinHandle<()>)>,
+}
+
+/// One listener, bound and not yet accepting.
+struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+    exposure: Exposure,
 }
 
 impl Server {
-    /// Binds `addr` and starts accepting.
-    pub fn start(app: Arc<App>) -> std::io::Result<Server> {
-        let listener = bind_exclusive(app.config.listen)?;
-        let local_addr = listener.local_addr()?;
+    /// Binds `--listen` (and `--admin-listen`, when set) and starts
+    /// accepting. Both are bound before either accepts, so a server that
+    /// cannot have both serves neither.
+    pub fn start(app: Arc<App>) -> Result<Server, ServerError> {
+        let c = &app.config;
+        // The route set of each listener. Without an admin address the one
+        // listener serves everything, as it always has.
+        let public = if c.admin_listen.is_some() {
+            Exposure::Public
+        } else {
+            Exposure::Both
+        };
+        let mut bound = vec![bind("listen", c.listen, public)?];
+        if let Some(addr) = c.admin_listen {
+            bound.push(bind("admin-listen", addr, Exposure::Admin)?);
+        }
         let stopping = Arc::new(AtomicBool::new(false));
-        let stop = stopping.clone();
-        let admission = Admission::new(app.config.max_connections);
-        let admit = admission.clone();
-        let builder = may::coroutine::Builder::new().name("accept".into());
-        // SAFETY: may's spawn is unsafe because a coroutine must not keep a
-        // thread-local borrow across a yield; the accept loop and the
-        // connections touch thread-locals (metrics, Date cache) only inside
-        // calls that do not yield.
-        let handle = unsafe { builder.spawn(move || accept_loop(&listener, &app, &admit, &stop)) }?;
+        let admission = Admission::new(c.max_connections);
+        let local_addr = bound[0].addr;
+        let admin_addr = bound.get(1).map(|b| b.addr);
+        let mut loops = Vec::with_capacity(bound.len());
+        for b in bound {
+            let (addr, app, admit, stop) =
+                (b.addr, app.clone(), admission.clone(), stopping.clone());
+            let builder = may::coroutine::Builder::new().name("accept".into());
+            // SAFETY: may's spawn is unsafe because a coroutine must not keep
+            // a thread-local borrow across a yield; the accept loop and the
+            // connections touch thread-locals (metrics, Date cache) only
+            // inside calls that do not yield.
+            let handle = unsafe {
+                builder.spawn(move || accept_loop(&b.listener, b.exposure, &app, &admit, &stop))
+            }
+            .map_err(ServerError::Spawn)?;
+            loops.push((addr, handle));
+        }
         Ok(Server {
             local_addr,
+            admin_addr,
             stopping,
             admission,
-            handle,
+            loops,
         })
     }
 
     /// Stops accepting, then waits until no connection has a request in
-    /// progress, for `requests_grace` at most. The accept loop sees
+    /// progress, for `requests_grace` at most. Each accept loop sees
     /// `stopping` on its next wake-up, which a throwaway connection to
-    /// ourselves provides at once; the listener is closed when the loop
+    /// ourselves provides at once; a listener is closed when its loop
     /// returns.
     pub fn stop(self, requests_grace: Duration) {
         self.stopping.store(true, Relaxed);
-        let mut wake = self.local_addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+        for (addr, handle) in self.loops {
+            let mut wake = addr;
+            if wake.ip().is_unspecified() {
+                wake.set_ip(match wake {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            let _ = std::net::TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+            let _ = handle.join();
         }
-        let _ = std::net::TcpStream::connect_timeout(&wake, std::time::Duration::from_secs(1));
-        let _ = self.handle.join();
         let requests_deadline = Instant::now() + requests_grace;
         wait::until(
             requests_deadline,
@@ -85,6 +144,18 @@ impl Server {
             || self.admission.requests_in_flight() == 0,
         );
     }
+}
+
+/// Binds `addr`, named by `--flag`, for a listener serving `exposure`.
+fn bind(flag: &'static str, addr: SocketAddr, exposure: Exposure) -> Result<Bound, ServerError> {
+    let listen = |source| ServerError::Listen { flag, addr, source };
+    let listener = bind_exclusive(addr).map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
+    Ok(Bound {
+        listener,
+        addr,
+        exposure,
+    })
 }
 
 /// Binds `addr` for this process alone. may's own `bind` sets
@@ -105,6 +176,7 @@ fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 fn accept_loop(
     listener: &TcpListener,
+    exposure: Exposure,
     app: &Arc<App>,
     admission: &Arc<Admission>,
     stopping: &AtomicBool,
@@ -135,7 +207,7 @@ fn accept_loop(
         if std::mem::take(&mut failing) {
             log::info!("accepting connections again");
         }
-        let Some(admitted) = admission.admit() else {
+        let Some(admitted) = admission.admit(exposure) else {
             GLOBAL.connections_refused.fetch_add(1, Relaxed);
             let mut out = Vec::new();
             response::write_error(
@@ -162,5 +234,8 @@ fn accept_loop(
         // longer counted.
         let _ = unsafe { builder.spawn(move || conn::serve(stream, &app, admitted, lane)) };
     }
-    log::info!("stopped accepting connections");
+    match listener.local_addr() {
+        Ok(addr) => log::info!("stopped accepting connections on {addr}"),
+        Err(_) => log::info!("stopped accepting connections"),
+    }
 }

@@ -76,6 +76,42 @@ fn haproxy_accepts_the_production_template_and_it_drops_a_stopping_node_before_i
     );
 }
 
+/// The port of every `server` line of a balancer template.
+fn server_ports(path: &str) -> Vec<String> {
+    read(path)
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter_map(|l| l.strip_prefix("server "))
+        .filter_map(|l| l.split_whitespace().find(|w| w.contains(':')))
+        .map(|w| {
+            w.trim_end_matches(';')
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_balancers_forward_to_the_public_port_and_never_to_the_admin_one() {
+    let env = env_file("busyapi.env");
+    let public = env["BUSYAPI_LISTEN"].rsplit(':').next().expect("port");
+    let admin = env["BUSYAPI_ADMIN_LISTEN"]
+        .rsplit(':')
+        .next()
+        .expect("port");
+    assert_ne!(public, admin);
+    for path in ["haproxy.cfg", "nginx.conf"] {
+        let ports = server_ports(path);
+        assert!(!ports.is_empty(), "{path} lists no servers");
+        assert!(
+            ports.iter().all(|p| p == public),
+            "{path} forwards to {ports:?}, not only to the public port {public}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- nginx
 
 /// The template with this machine's addresses (see the markers at its top).
