@@ -122,6 +122,14 @@ pub struct Config {
     /// interface [default: unset, everything on --listen].
     #[arg(long, env = "BUSYAPI_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) for TLS on --listen; needs --tls-key.
+    /// TLS 1.2 and 1.3 only; reloaded on SIGHUP [default: unset, plain HTTP].
+    #[arg(long, env = "BUSYAPI_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert; reloaded with
+    /// it on SIGHUP [default: unset].
+    #[arg(long, env = "BUSYAPI_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Directory of the write-ahead log and the delivery checkpoint. Put it on
     /// persistent disk: it holds acknowledged records not yet in MongoDB.
     #[arg(long, env = "BUSYAPI_DATA_DIR")]
@@ -271,6 +279,11 @@ impl Config {
                 reason: "must differ from --collection".into(),
             });
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(invalid("tls-cert", "needs --tls-key")),
+            (None, Some(_)) => return Err(invalid("tls-key", "needs --tls-cert")),
+            _ => {}
+        }
         // One address cannot serve two route sets (port 0 picks two ports).
         if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
             return Err(ConfigError::Invalid {
@@ -279,6 +292,13 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+fn invalid(flag: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        flag: flag.into(),
+        reason: reason.into(),
     }
 }
 
@@ -456,6 +476,8 @@ mod tests {
                 &["--listen", "127.0.0.1:9", "--admin-listen", "127.0.0.1:9"][..],
                 "admin-listen",
             ),
+            (&["--tls-cert", "c.pem"][..], "tls-cert"),
+            (&["--tls-key", "k.pem"][..], "tls-key"),
         ] {
             match load(args) {
                 Err(ConfigError::Invalid { flag: f, .. }) => assert_eq!(f, flag),

@@ -17,6 +17,7 @@
 //! | [`shutdown`]     | SIGTERM: drain, deliver, exit 0; a second signal        |
 //! | [`limits`]       | slowloris, body trickle, idle keep-alive, connection cap|
 //! | [`logs_config`]  | logfmt, RUST_LOG, no patient data in logs, precedence   |
+//! | [`tls`]          | native TLS: 201, TLS 1.1 refused, handshake deadline, SIGHUP |
 //! | [`workers`]      | workers pinned only when the process owns that many CPUs|
 mod common;
 
@@ -34,6 +35,8 @@ mod metrics;
 mod readiness;
 #[path = "operations/shutdown.rs"]
 mod shutdown;
+#[path = "operations/tls.rs"]
+mod tls;
 #[path = "operations/workers.rs"]
 mod workers;
 

@@ -25,6 +25,7 @@ use super::admission::Admission;
 use super::conn;
 use super::response::{self, Conn};
 use super::routes::Exposure;
+use super::tls::Tls;
 use crate::app::App;
 use crate::limits::{ACCEPT_RETRY_MS, COROUTINE_STACK_BYTES, LISTEN_BACKLOG};
 use crate::metrics::GLOBAL;
@@ -65,20 +66,26 @@ pub struct Server {
     admission: Arc<Admission>,
     /// Each listener's accept loop, with the address it is bound to.
     loops: Vec<(SocketAddr, may::coroutine::JoinHandle<()>)>,
+    /// `--listen`'s certificate, when it speaks TLS; reloaded on SIGHUP.
+    tls: Option<Arc<Tls>>,
 }
 
 /// One listener, bound and not yet accepting.
 struct Bound {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The routes it serves.
     exposure: Exposure,
+    /// Its certificate, if it speaks TLS.
+    tls: Option<Arc<Tls>>,
 }
 
 impl Server {
     /// Binds `--listen` (and `--admin-listen`, when set) and starts
-    /// accepting. Both are bound before either accepts, so a server that
-    /// cannot have both serves neither.
-    pub fn start(app: Arc<App>) -> Result<Server, ServerError> {
+    /// accepting, `--listen` over TLS with `tls` ([`Tls::from_config`]).
+    /// Both are bound before either accepts, so a server that cannot have
+    /// both serves neither.
+    pub fn start(app: Arc<App>, tls: Option<Arc<Tls>>) -> Result<Server, ServerError> {
         let c = &app.config;
         // The route set of each listener. Without an admin address the one
         // listener serves everything, as it always has.
@@ -87,9 +94,11 @@ impl Server {
         } else {
             Exposure::Both
         };
-        let mut bound = vec![bind("listen", c.listen, public)?];
+        // TLS is for the address devices reach; the admin address is
+        // private and stays plain.
+        let mut bound = vec![bind("listen", c.listen, public, tls.clone())?];
         if let Some(addr) = c.admin_listen {
-            bound.push(bind("admin-listen", addr, Exposure::Admin)?);
+            bound.push(bind("admin-listen", addr, Exposure::Admin, None)?);
         }
         let stopping = Arc::new(AtomicBool::new(false));
         let admission = Admission::new(c.max_connections);
@@ -104,10 +113,8 @@ impl Server {
             // a thread-local borrow across a yield; the accept loop and the
             // connections touch thread-locals (metrics, Date cache) only
             // inside calls that do not yield.
-            let handle = unsafe {
-                builder.spawn(move || accept_loop(&b.listener, b.exposure, &app, &admit, &stop))
-            }
-            .map_err(ServerError::Spawn)?;
+            let handle = unsafe { builder.spawn(move || accept_loop(&b, &app, &admit, &stop)) }
+                .map_err(ServerError::Spawn)?;
             loops.push((addr, handle));
         }
         Ok(Server {
@@ -116,7 +123,21 @@ impl Server {
             stopping,
             admission,
             loops,
+            tls,
         })
+    }
+
+    /// Whether `--listen` speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Reads again what the server reads from files (the TLS certificate
+    /// and key), for SIGHUP; what does not load is kept as it was.
+    pub fn reload(&self) {
+        if let Some(tls) = &self.tls {
+            tls.reload();
+        }
     }
 
     /// Stops accepting, then waits until no connection has a request in
@@ -147,7 +168,12 @@ impl Server {
 }
 
 /// Binds `addr`, named by `--flag`, for a listener serving `exposure`.
-fn bind(flag: &'static str, addr: SocketAddr, exposure: Exposure) -> Result<Bound, ServerError> {
+fn bind(
+    flag: &'static str,
+    addr: SocketAddr,
+    exposure: Exposure,
+    tls: Option<Arc<Tls>>,
+) -> Result<Bound, ServerError> {
     let listen = |source| ServerError::Listen { flag, addr, source };
     let listener = bind_exclusive(addr).map_err(listen)?;
     let addr = listener.local_addr().map_err(listen)?;
@@ -155,6 +181,7 @@ fn bind(flag: &'static str, addr: SocketAddr, exposure: Exposure) -> Result<Boun
         listener,
         addr,
         exposure,
+        tls,
     })
 }
 
@@ -174,13 +201,8 @@ fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
 }
 
-fn accept_loop(
-    listener: &TcpListener,
-    exposure: Exposure,
-    app: &Arc<App>,
-    admission: &Arc<Admission>,
-    stopping: &AtomicBool,
-) {
+fn accept_loop(bound: &Bound, app: &Arc<App>, admission: &Arc<Admission>, stopping: &AtomicBool) {
+    let listener = &bound.listener;
     let mut failing = false;
     loop {
         let accepted = listener.accept().map(|(stream, _)| stream);
@@ -207,8 +229,14 @@ fn accept_loop(
         if std::mem::take(&mut failing) {
             log::info!("accepting connections again");
         }
-        let Some(admitted) = admission.admit(exposure) else {
+        let Some(admitted) = admission.admit(bound.exposure) else {
             GLOBAL.connections_refused.fetch_add(1, Relaxed);
+            // A TLS client could not read a plain 503, and a handshake to
+            // send one would spend CPU when the server is fullest: it is
+            // closed, and its client retries as after any reset.
+            if bound.tls.is_some() {
+                continue;
+            }
             let mut out = Vec::new();
             response::write_error(
                 &mut out,
@@ -226,15 +254,16 @@ fn accept_loop(
         // wake-ups and its commit replies arrive on the same core.
         let lane = stream.as_raw_fd() as usize % app.lanes.count();
         let app = app.clone();
+        let tls = bound.tls.as_deref().map(Tls::current);
         let builder = may::coroutine::Builder::new()
             .id(lane)
             .stack_size(COROUTINE_STACK_BYTES / size_of::<usize>());
         // SAFETY: as for the accept loop above. If the spawn fails, the
         // closure and `admitted` with it are dropped: the connection is no
         // longer counted.
-        let _ = unsafe { builder.spawn(move || conn::serve(stream, &app, admitted, lane)) };
+        let _ = unsafe { builder.spawn(move || conn::serve(stream, tls, &app, admitted, lane)) };
     }
-    match listener.local_addr() {
+    match bound.listener.local_addr() {
         Ok(addr) => log::info!("stopped accepting connections on {addr}"),
         Err(_) => log::info!("stopped accepting connections"),
     }

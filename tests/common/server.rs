@@ -393,7 +393,9 @@ fn read_log(
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            let addr = line.split("listening on http://").nth(1).map(|rest| {
+            let announced = line.split_once("listening on http://");
+            let announced = announced.or_else(|| line.split_once("listening on https://"));
+            let addr = announced.map(|(_, rest)| {
                 rest.split_whitespace()
                     .next()
                     .unwrap_or_default()
