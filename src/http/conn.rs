@@ -62,6 +62,9 @@ pub fn serve(
     // A failed handshake (not TLS, a version refused, too slow): rustls'
     // alert told the client, or it left.
     let Ok(stream) = Stream::open(tcp, tls, handshake) else {
+        metrics::GLOBAL
+            .tls_handshakes_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return;
     };
     let timeout = Duration::from_millis(app.config.body_read_timeout_ms);

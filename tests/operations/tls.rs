@@ -181,6 +181,15 @@ fn plain_http_to_the_tls_port_is_closed_without_an_http_answer_and_the_server_go
         stats["acknowledged"], 1,
         "nothing stored in the clear: {stats}"
     );
+    let metrics = common::tls::curl(&pki.ca, s.addr, "/metrics", &[]);
+    let scrape = Scrape {
+        text: String::from_utf8_lossy(&metrics.stdout).into_owned(),
+    };
+    assert_eq!(
+        scrape.value("busyapi_tls_handshakes_failed_total"),
+        1.0,
+        "the plain HTTP connection is counted"
+    );
 }
 
 #[test]
