@@ -232,6 +232,82 @@ fn a_handshake_that_trickles_is_cut_at_the_header_deadline() {
     );
 }
 
+/// A rustls client trusting only `ca`, its handshake with `addr` done
+/// over `tcp`.
+fn rustls_client(ca: &Path, tcp: &mut TcpStream) -> rustls::ClientConnection {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("read the CA") {
+        roots
+            .add(cert.expect("a CA certificate"))
+            .expect("trust the CA");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut client =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    while client.is_handshaking() {
+        client.complete_io(tcp).expect("handshake");
+    }
+    client
+}
+
+#[test]
+fn a_record_that_trickles_after_the_handshake_is_cut_at_the_connections_deadline() {
+    let pki = TestPki::new();
+    let served = Served::new(&pki, &pki.issue("node"));
+    let ms = HEADER_TIMEOUT.as_millis();
+    let s = tls_server(
+        &served,
+        &format!("--header-read-timeout-ms {ms} --idle-timeout-ms {ms}"),
+    );
+    let mut tcp = TcpStream::connect(s.addr).expect("connect");
+    let mut client = rustls_client(&pki.ca, &mut tcp);
+    // One whole request in one TLS record, sent a byte every 200 ms: each
+    // socket read makes progress, but no record is ever complete in time.
+    client
+        .writer()
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("plaintext");
+    let mut record = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut record).expect("encrypt");
+    }
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0; 256];
+    for byte in &record {
+        assert!(
+            started.elapsed() < HEADER_TIMEOUT + TIMEOUT_SLACK,
+            "a trickling record was still read after {:?}",
+            started.elapsed()
+        );
+        if tcp.write_all(std::slice::from_ref(byte)).is_err() {
+            return;
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+    panic!(
+        "the whole record ({} bytes) went in before the deadline: send slower",
+        record.len()
+    );
+}
+
 #[test]
 fn sighup_serves_a_new_certificate_to_new_connections_while_an_open_one_goes_on() {
     let pki = TestPki::new();
