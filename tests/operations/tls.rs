@@ -192,6 +192,39 @@ fn plain_http_to_the_tls_port_is_closed_without_an_http_answer_and_the_server_go
     );
 }
 
+/// Sends `bytes` one at a time, a read timeout (200 ms) apart, until the
+/// server closes `c`; fails if it is still open past the header timeout
+/// and its slack, or if `bytes` run out first. Returns when it closed.
+fn trickle_until_closed(
+    c: &mut TcpStream,
+    bytes: impl Iterator<Item = u8>,
+    what: &str,
+) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0; 256];
+    for byte in bytes {
+        assert!(
+            started.elapsed() < HEADER_TIMEOUT + TIMEOUT_SLACK,
+            "a trickling {what} was still read after {:?}",
+            started.elapsed()
+        );
+        if c.write_all(&[byte]).is_err() {
+            return started.elapsed();
+        }
+        match c.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return started.elapsed(),
+        }
+    }
+    panic!("every byte of the {what} went in before the deadline: send slower");
+}
+
 #[test]
 fn a_handshake_that_trickles_is_cut_at_the_header_deadline() {
     let pki = TestPki::new();
@@ -204,28 +237,7 @@ fn a_handshake_that_trickles_is_cut_at_the_header_deadline() {
     // A TLS handshake record header announcing 200 bytes, then one byte
     // every 200 ms: every socket read makes progress, the whole does not.
     c.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8]).expect("send");
-    let started = Instant::now();
-    let mut buf = [0; 64];
-    let closed_after = loop {
-        assert!(
-            started.elapsed() < HEADER_TIMEOUT + TIMEOUT_SLACK,
-            "a trickling handshake was still open after {:?}",
-            started.elapsed()
-        );
-        if c.write_all(&[0x01]).is_err() {
-            break started.elapsed();
-        }
-        match c.read(&mut buf) {
-            Ok(0) => break started.elapsed(),
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break started.elapsed(),
-        }
-    };
+    let closed_after = trickle_until_closed(&mut c, std::iter::repeat(0x01), "handshake");
     assert!(
         closed_after + Duration::from_millis(250) >= HEADER_TIMEOUT,
         "cut before its deadline, after {closed_after:?}"
@@ -280,32 +292,7 @@ fn a_record_that_trickles_after_the_handshake_is_cut_at_the_connections_deadline
     }
     tcp.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let started = Instant::now();
-    let mut buf = [0; 256];
-    for byte in &record {
-        assert!(
-            started.elapsed() < HEADER_TIMEOUT + TIMEOUT_SLACK,
-            "a trickling record was still read after {:?}",
-            started.elapsed()
-        );
-        if tcp.write_all(std::slice::from_ref(byte)).is_err() {
-            return;
-        }
-        match tcp.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
-    }
-    panic!(
-        "the whole record ({} bytes) went in before the deadline: send slower",
-        record.len()
-    );
+    trickle_until_closed(&mut tcp, record.into_iter(), "TLS record");
 }
 
 #[test]
