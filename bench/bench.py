@@ -32,6 +32,10 @@ closed loop) or oha (open loop, at fixed rates).
   closed-loop  busyapi at BENCH_BASE_REV (built in a git worktree under
                target/) vs this tree, wrk -t1 at BENCH_CLOSED_CONNECTIONS,
                alternating: req/s and CPU per request, ratios to the base
+  tls          busyapi plain vs native TLS (--tls-cert/--tls-key),
+               alternating: keep-alive requests/s, and new connections/s
+               (a full handshake each over TLS); ratios tls/plain
+               (bench/tls_mode.py)
   headline     the mission on this box: oha -q 18000 for BENCH_HEADLINE_S
                against busyapi with the dev MongoDB live at nice 19; every
                response must be a 201, and after the drain every one a
@@ -74,6 +78,7 @@ import live_modes
 import modes
 import node_mode
 import sidebyside
+import tls_mode
 from kit import BenchError, ROOT
 
 
@@ -236,10 +241,11 @@ MODES = {
     "cpu": [cpu],
     "closed-loop": [closed_loop],
     "headline": [live_modes.headline],
+    "tls": [tls_mode.tls],
 }
 MODES["all"] = [modes.usages, modes.ingest, modes.mixed, modes.metrics, modes.open_loop,
                 live_modes.e2e, node_mode.node, modes.fsync_floor, cpu, closed_loop,
-                live_modes.headline]
+                tls_mode.tls, live_modes.headline]
 
 
 def main(argv):

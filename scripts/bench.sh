@@ -5,7 +5,7 @@
 # modes and settings.
 #
 #   scripts/bench.sh [usages|ingest|mixed|metrics|e2e|open-loop|node|
-#                     fsync-floor|cpu|closed-loop|headline|all]
+#                     fsync-floor|cpu|closed-loop|tls|headline|all]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
