@@ -328,6 +328,40 @@ fn sighup_with_a_bad_new_certificate_keeps_the_old_one_and_says_why() {
 }
 
 #[test]
+fn past_max_connections_a_tls_connection_is_closed_without_a_plain_answer() {
+    let pki = TestPki::new();
+    let served = Served::new(&pki, &pki.issue("node"));
+    let s = tls_server(&served, "--max-connections 1");
+    let mut kept = KeptConnection::open(&pki.ca, s.addr);
+    assert_eq!(kept.get("/healthz"), 200);
+    let mut surplus = TcpStream::connect(s.addr).expect("connect");
+    surplus
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = surplus.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "the surplus connection got {answer:?}");
+    let (ok, text) = handshake(&pki.ca, s.addr, "tls1_3");
+    assert!(!ok, "a handshake past the cap succeeded:\n{text}");
+    // The kept connection still has its slot, and says how many were shut.
+    assert_eq!(kept.get("/healthz"), 200);
+    drop(kept);
+    let mut scrape = Scrape {
+        text: String::new(),
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "a scrape once the slot is free",
+        || {
+            let out = common::tls::curl(&pki.ca, s.addr, "/metrics", &[]);
+            scrape.text = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success()
+        },
+    );
+    assert!(scrape.value("busyapi_connections_refused_total") >= 2.0);
+}
+
+#[test]
 fn a_key_that_does_not_match_the_certificate_stops_the_start_naming_the_flags() {
     let pki = TestPki::new();
     let (a, b) = (pki.issue("a"), pki.issue("b"));
