@@ -36,6 +36,10 @@ closed loop) or oha (open loop, at fixed rates).
                BENCH_BATCH_SIZES usages (bench/batch.lua) beside single
                POSTs, wrk -t1 (MongoDB unreachable), alternating; then
                the retry window's RSS once full
+  tls          busyapi plain vs native TLS (--tls-cert/--tls-key),
+               alternating: keep-alive requests/s, and new connections/s
+               (a full handshake each over TLS); ratios tls/plain
+               (bench/tls_mode.py)
   headline     the mission on this box: oha -q 18000 for BENCH_HEADLINE_S
                against busyapi with the dev MongoDB live at nice 19; every
                response must be a 201, and after the drain every one a
@@ -90,6 +94,7 @@ import modes
 import node_mode
 import sidebyside
 import soak
+import tls_mode
 from kit import BenchError, ROOT
 
 
@@ -261,12 +266,13 @@ MODES = {
     "cpu": [cpu],
     "closed-loop": [closed_loop],
     "headline": [live_modes.headline],
-    "soak": [soak.soak],
     "batch": [batch_mode.batch],
+    "tls": [tls_mode.tls],
+    "soak": [soak.soak],
 }
 MODES["all"] = [modes.usages, modes.ingest, modes.mixed, modes.metrics, modes.open_loop,
                 live_modes.e2e, node_mode.node, modes.fsync_floor, cpu, closed_loop,
-                live_modes.headline, batch_mode.batch]
+                tls_mode.tls, live_modes.headline, batch_mode.batch]
 
 
 def main(argv):

@@ -23,9 +23,10 @@ def rss(server):
     return f"   peak RSS {kit.peak_rss_mib(server.pid)} MiB"
 
 
-def start_busyapi(ctx, name, uri=None, extra="", data=None):
+def start_busyapi(ctx, name, uri=None, extra="", data=None, scheme="http"):
     command = kit.busyapi_command(ctx.binary("busyapi"), uri, extra)
-    return kit.Server(name, command, ctx.work, ctx.log(name), ready_path="/healthz", data=data)
+    return kit.Server(name, command, ctx.work, ctx.log(name), ready_path="/healthz", data=data,
+                      scheme=scheme)
 
 
 def start_bare(ctx, name, extra=""):

@@ -20,8 +20,11 @@ export BUSYAPI_SECANTUSD="$ROOT/.venv/bin/secantusd-py"
 # wal_recovery reads the order of recovery's syncs and cuts. promtool (in
 # Debian's prometheus package) checks and unit-tests the alerting rules.
 # iproute2 and iptables: the network-fault tests put the dev MongoDB in a
-# network namespace and drop, lose or delay its packets.
+# network namespace and drop, lose or delay its packets. openssl and curl:
+# the TLS tests make their certificates and check them as clients.
 need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v strace >/dev/null || need+=(strace)

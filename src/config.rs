@@ -116,6 +116,20 @@ pub struct Config {
     #[arg(long, env = "BUSYAPI_LISTEN")]
     #[arg(default_value_t = LISTEN_DEFAULT)]
     pub listen: SocketAddr,
+    /// Address of the operational endpoints (/metrics, /api/stats, the status
+    /// page, /openapi.json). When set, --listen answers only /api/usages,
+    /// /healthz and /readyz; the probes are on both. Keep it off the public
+    /// interface [default: unset, everything on --listen].
+    #[arg(long, env = "BUSYAPI_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) for TLS on --listen; needs --tls-key.
+    /// TLS 1.2 and 1.3 only; reloaded on SIGHUP [default: unset, plain HTTP].
+    #[arg(long, env = "BUSYAPI_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert; reloaded with
+    /// it on SIGHUP [default: unset].
+    #[arg(long, env = "BUSYAPI_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Directory of the write-ahead log and the delivery checkpoint. Put it on
     /// persistent disk: it holds acknowledged records not yet in MongoDB.
     #[arg(long, env = "BUSYAPI_DATA_DIR")]
@@ -277,7 +291,26 @@ impl Config {
                 reason: "must differ from --collection".into(),
             });
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(invalid("tls-cert", "needs --tls-key")),
+            (None, Some(_)) => return Err(invalid("tls-key", "needs --tls-cert")),
+            _ => {}
+        }
+        // One address cannot serve two route sets (port 0 picks two ports).
+        if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                flag: "admin-listen".into(),
+                reason: "must differ from --listen".into(),
+            });
+        }
         Ok(())
+    }
+}
+
+fn invalid(flag: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        flag: flag.into(),
+        reason: reason.into(),
     }
 }
 
@@ -337,6 +370,7 @@ mod tests {
         let places = (
             c.config.as_deref(),
             c.listen,
+            c.admin_listen,
             c.data_dir.as_path(),
             c.mongodb_uri.as_str(),
             c.database.as_str(),
@@ -348,6 +382,7 @@ mod tests {
             (
                 None,
                 LISTEN_DEFAULT,
+                None,
                 std::path::Path::new(DATA_DIR_DEFAULT),
                 MONGODB_URI_DEFAULT,
                 DATABASE_DEFAULT,
@@ -454,6 +489,12 @@ mod tests {
             ),
             (&["--wal-segment-bytes", "1KiB"][..], "wal-segment-bytes"),
             (&["--mongodb-uri", "mongodb://"][..], "mongodb-uri"),
+            (
+                &["--listen", "127.0.0.1:9", "--admin-listen", "127.0.0.1:9"][..],
+                "admin-listen",
+            ),
+            (&["--tls-cert", "c.pem"][..], "tls-cert"),
+            (&["--tls-key", "k.pem"][..], "tls-key"),
         ] {
             match load(args) {
                 Err(ConfigError::Invalid { flag: f, .. }) => assert_eq!(f, flag),

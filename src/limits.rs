@@ -129,6 +129,12 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 /// Open connections. Each costs a coroutine stack and a read buffer (about
 /// 100 KiB); 10,000 of them is 1 GiB, a bound a 24 GiB host carries easily.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// Open connections on the `--admin-listen` address, counted apart from
+/// `--max-connections`: Prometheus, an operator's browser and a few tools
+/// need a handful, and a flood of public connections must not lock them
+/// out of `/metrics` just when they matter. When that address is set,
+/// these are kept out of `--max-connections`' reach with [`FD_RESERVE`].
+pub const ADMIN_CONNECTIONS_MAX: usize = 64;
 /// `--workers` at most: more than any host busyapi runs on has cores, and
 /// every worker has a WAL lane of its own.
 pub const WORKERS_MAX: usize = 1024;
@@ -385,6 +391,7 @@ const _: () =
     assert!(1 <= FLUSH_CONCURRENCY_DEFAULT && FLUSH_CONCURRENCY_DEFAULT <= FLUSH_CONCURRENCY_MAX);
 const _: () = assert!(SHUTDOWN_GRACE_SECS_DEFAULT <= SHUTDOWN_GRACE_SECS_MAX);
 const _: () = assert!(CONNECTIONS_MAX_DEFAULT >= 1);
+const _: () = assert!(ADMIN_CONNECTIONS_MAX >= 1);
 const _: () = assert!(
     BUF_BYTES_KEPT_MAX >= 2 * READ_BUF_BYTES_INITIAL
         && BUF_BYTES_KEPT_MAX >= 2 * WRITE_BUF_BYTES_INITIAL

@@ -12,7 +12,10 @@ use busyapi::app::App;
 use busyapi::config::{Config, ConfigError};
 use busyapi::flusher::{Flusher, SinkFactory};
 use busyapi::http::server::Server;
-use busyapi::limits::{COROUTINE_STACK_BYTES, FD_RESERVE, MALLOC_MMAP_THRESHOLD_BYTES};
+use busyapi::http::tls::Tls;
+use busyapi::limits::{
+    ADMIN_CONNECTIONS_MAX, COROUTINE_STACK_BYTES, FD_RESERVE, MALLOC_MMAP_THRESHOLD_BYTES,
+};
 use busyapi::shutdown::{self, Running};
 use busyapi::sink::Sink;
 use busyapi::sink::mongo::MongoSink;
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
 fn run(mut config: Config) -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
     let mut signals = shutdown::install()?;
+    let tls = Tls::from_config(&config)?;
     fit_connections_to_fd_limit(&mut config);
     fix_mmap_threshold();
     metrics::set_enabled(config.metrics);
@@ -80,12 +84,17 @@ fn run(mut config: Config) -> anyhow::Result<()> {
     });
     let flusher = Flusher::start(app.clone(), factory, opened.resume)
         .context("could not start the flusher")?;
-    let server = Server::start(app.clone())
-        .with_context(|| format!("could not listen on {}", app.config.listen))?;
+    let server = Server::start(app.clone(), tls).context("could not start the HTTP server")?;
+    if let Some(admin) = server.admin_addr {
+        log::info!(
+            "admin endpoints (/metrics, /api/stats, /, /openapi.json) on http://{admin} only"
+        );
+    }
     log::info!(
-        "busyapi {} node {} listening on http://{} with {} {} worker(s)",
+        "busyapi {} node {} listening on {}://{} with {} {} worker(s)",
         env!("CARGO_PKG_VERSION"),
         app.config.node_id,
+        if server.is_tls() { "https" } else { "http" },
         server.local_addr,
         app.config.workers,
         if pinned { "pinned" } else { "unpinned" }
@@ -113,7 +122,7 @@ fn open_wal(config: &Config, signals: &mut Signals) -> anyhow::Result<Option<wal
         config.wal_segment_bytes,
         || {
             startup::fresh_floor(config, || {
-                stopped = signals.pending().next().is_some();
+                stopped = signals.pending().any(shutdown::is_stop);
                 stopped
             })
         },
@@ -181,14 +190,19 @@ fn fit_connections_to_fd_limit(config: &mut Config) {
             lim = raised;
         }
     }
-    let usable = lim.rlim_cur.saturating_sub(FD_RESERVE).max(1);
+    let admin = if config.admin_listen.is_some() {
+        ADMIN_CONNECTIONS_MAX as u64
+    } else {
+        0
+    };
+    let usable = lim.rlim_cur.saturating_sub(FD_RESERVE + admin).max(1);
     if config.max_connections as u64 > usable {
         log::warn!(
-            "the open-file limit is {}: --max-connections lowered from {} to {} ({} descriptors kept for the WAL and MongoDB); raise LimitNOFILE or ulimit -n to allow more",
+            "the open-file limit is {}: --max-connections lowered from {} to {} ({} descriptors kept for the WAL, MongoDB and the admin address); raise LimitNOFILE or ulimit -n to allow more",
             lim.rlim_cur,
             config.max_connections,
             usable,
-            FD_RESERVE
+            FD_RESERVE + admin
         );
         config.max_connections = usable as usize;
     }

@@ -243,6 +243,9 @@ pub struct Global {
     /// Connections closed by a read timeout: mid-request (after a 408) or
     /// idle (quietly).
     pub connections_timed_out: AtomicU64,
+    /// TLS connections whose handshake failed: not TLS (plain HTTP), a
+    /// version or suite refused, or not done within the header timeout.
+    pub tls_handshakes_failed: AtomicU64,
 }
 
 /// The process's one [`Global`], made on first use.
@@ -261,6 +264,7 @@ pub static GLOBAL: LazyLock<Global> = LazyLock::new(|| Global {
     accept_errors: AtomicU64::new(0),
     id_collisions: AtomicU64::new(0),
     connections_timed_out: AtomicU64::new(0),
+    tls_handshakes_failed: AtomicU64::new(0),
 });
 
 /// Records one group commit: its fsync time and its size.

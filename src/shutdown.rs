@@ -15,13 +15,17 @@
 //!
 //! A second signal exits at once with status 130. Nothing acknowledged is
 //! lost that way either: it is all in the WAL.
+//!
+//! SIGHUP is not a stop: it reloads what is read from files (the TLS
+//! certificate, `Running::reload`) while the server runs, and serving goes
+//! on; before the server runs and once a stop has begun it is ignored.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::app::App;
@@ -53,21 +57,43 @@ pub struct Running {
     pub flusher: Flusher,
 }
 
-/// Takes over SIGTERM and SIGINT. Call before anything can be told to stop
-/// (before the listener opens), so an early signal is not the default
-/// "terminate now" but the ordered stop.
+/// Takes over SIGTERM, SIGINT and SIGHUP. Call before anything can be told
+/// to stop (before the listener opens), so an early signal is not the
+/// default "terminate now" but the ordered stop (or, for SIGHUP, nothing).
 pub fn install() -> Result<Signals, ShutdownError> {
-    Ok(Signals::new([SIGTERM, SIGINT])?)
+    Ok(Signals::new([SIGTERM, SIGINT, SIGHUP])?)
 }
 
-/// Blocks until SIGTERM or SIGINT, then stops everything in order.
+/// Whether `sig` asks the process to stop (SIGHUP does not).
+pub fn is_stop(sig: i32) -> bool {
+    sig != SIGHUP
+}
+
+impl Running {
+    /// What SIGHUP does: every part that reads files reads them again, and
+    /// keeps what it had if they do not load (each logs which).
+    fn reload(&self) {
+        log::info!("received SIGHUP; reloading");
+        self.server.reload();
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT, then stops everything in order; SIGHUP
+/// meanwhile reloads.
 pub fn wait_and_stop(mut signals: Signals, running: Running) -> Result<(), ShutdownError> {
-    let first = signals.forever().next().unwrap_or(SIGTERM);
+    let mut first = SIGTERM;
+    for sig in signals.forever() {
+        if is_stop(sig) {
+            first = sig;
+            break;
+        }
+        running.reload();
+    }
     log::info!("received {}; shutting down", name(first));
     std::thread::Builder::new()
         .name("second-signal".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            if let Some(sig) = signals.forever().find(|&sig| is_stop(sig)) {
                 log::warn!(
                     "received {} again; exiting now (everything acknowledged is in the WAL)",
                     name(sig)

@@ -15,6 +15,7 @@
 //! |--------------------|-----------------------------------------------------|
 //! | [`kubernetes`]     | manifests, StatefulSet, probes, grace, HPA, Secret  |
 //! | [`load_balancers`] | HAProxy and nginx: accepted, drain, retry on 503    |
+//! | [`tls`]            | HAProxy and nginx terminate TLS; TLS 1.1 refused    |
 //! | [`systemd`]        | the unit's keys, its stop timeout, systemd's verify |
 //! | [`scripts`]        | run.sh defers to a config file; dev-mongo.sh's port |
 //! | [`monitoring`]     | alert rules, scrape config, Grafana dashboard       |
@@ -30,6 +31,8 @@ mod monitoring;
 mod scripts;
 #[path = "deploy_kit/systemd.rs"]
 mod systemd;
+#[path = "deploy_kit/tls.rs"]
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -10,15 +10,19 @@
 //!
 //! | module           | what it covers                                          |
 //! |------------------|---------------------------------------------------------|
+//! | [`admin_listen`] | --admin-listen: which address answers what, cap, stop   |
 //! | [`metrics`]      | families and types, counters and histograms moving      |
 //! | [`readiness`]    | /healthz and /readyz: WAL unwritable, MongoDB down      |
 //! | [`backpressure`] | the WAL quota: 503 at once, nothing written, bounded    |
 //! | [`shutdown`]     | SIGTERM: drain, deliver, exit 0; a second signal        |
 //! | [`limits`]       | slowloris, body trickle, idle keep-alive, connection cap|
 //! | [`logs_config`]  | logfmt, RUST_LOG, no patient data in logs, precedence   |
+//! | [`tls`]          | native TLS: 201, TLS 1.1 refused, handshake deadline, SIGHUP |
 //! | [`workers`]      | workers pinned only when the process owns that many CPUs|
 mod common;
 
+#[path = "operations/admin_listen.rs"]
+mod admin_listen;
 #[path = "operations/backpressure.rs"]
 mod backpressure;
 #[path = "operations/limits.rs"]
@@ -31,6 +35,8 @@ mod metrics;
 mod readiness;
 #[path = "operations/shutdown.rs"]
 mod shutdown;
+#[path = "operations/tls.rs"]
+mod tls;
 #[path = "operations/workers.rs"]
 mod workers;
 

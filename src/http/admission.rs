@@ -8,22 +8,35 @@
 //! progress. `/metrics` and `/api/stats` read the open count; they are not
 //! where the limit lives.
 //!
-//! Both counts are plain atomics. One accept loop admits, so the check
-//! against the cap and the increment cannot race another admission; the
-//! decrements come from connections ending on any worker.
+//! With `--admin-listen` the admin address has a pool of its own, capped
+//! at [`ADMIN_CONNECTIONS_MAX`]: a flood on the public address cannot lock
+//! monitoring out, nor the admin address take the public's connections.
+//! The open count that `/metrics` shows and the requests in progress that
+//! the drain waits for cover both.
+//!
+//! The counts are plain atomics. Each pool has one accept loop that admits
+//! into it, so the check against its cap and the increment cannot race
+//! another admission; the decrements come from connections ending on any
+//! worker.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// The connection cap and the two counts it keeps.
+use super::routes::Exposure;
+use crate::limits::ADMIN_CONNECTIONS_MAX;
+
+/// The connection caps and the counts they keep.
 #[derive(Debug)]
 pub struct Admission {
     /// `--max-connections`: a connection past it is answered 503 and closed,
     /// so a flood of sockets cannot run the process out of descriptors.
     max_connections: u64,
-    /// Connections admitted and not yet ended; `busyapi_connections_open`.
+    /// Connections admitted on `--listen` and not yet ended.
     open: AtomicU64,
+    /// Connections admitted on `--admin-listen` and not yet ended; capped
+    /// at [`ADMIN_CONNECTIONS_MAX`], apart from `open`.
+    admin_open: AtomicU64,
     /// Connections with a request partly received or being handled. The
     /// shutdown drain waits for this to reach zero.
     requests_in_flight: AtomicU64,
@@ -35,26 +48,38 @@ impl Admission {
         Arc::new(Admission {
             max_connections: max_connections as u64,
             open: AtomicU64::new(0),
+            admin_open: AtomicU64::new(0),
             requests_in_flight: AtomicU64::new(0),
         })
     }
 
-    /// Admits one more connection, counted open until the returned guard
-    /// drops; `None` at the cap. Called by the accept loop alone.
-    pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
-        if self.open.load(Relaxed) >= self.max_connections {
+    /// Admits one more connection on a listener that serves `exposure`,
+    /// counted open until the returned guard drops; `None` at that
+    /// listener's cap. Called by that listener's accept loop alone.
+    pub fn admit(self: &Arc<Self>, exposure: Exposure) -> Option<Admitted> {
+        let (open, max) = self.pool(exposure);
+        if open.load(Relaxed) >= max {
             return None;
         }
-        self.open.fetch_add(1, Relaxed);
+        open.fetch_add(1, Relaxed);
         Some(Admitted {
             admission: self.clone(),
+            exposure,
             request_in_flight: false,
         })
     }
 
-    /// Connections open now.
+    /// The count and the cap of the listener that serves `exposure`.
+    fn pool(&self, exposure: Exposure) -> (&AtomicU64, u64) {
+        match exposure {
+            Exposure::Admin => (&self.admin_open, ADMIN_CONNECTIONS_MAX as u64),
+            Exposure::Public | Exposure::Both => (&self.open, self.max_connections),
+        }
+    }
+
+    /// Connections open now, on every listener.
     pub fn connections_open(&self) -> u64 {
-        self.open.load(Relaxed)
+        self.open.load(Relaxed) + self.admin_open.load(Relaxed)
     }
 
     /// Connections with a request in progress now.
@@ -70,6 +95,8 @@ impl Admission {
 #[derive(Debug)]
 pub struct Admitted {
     admission: Arc<Admission>,
+    /// The routes of the listener it came in on.
+    exposure: Exposure,
     /// Whether this connection is counted in `requests_in_flight`.
     request_in_flight: bool,
 }
@@ -78,6 +105,11 @@ impl Admitted {
     /// The admission this connection was counted in.
     pub fn admission(&self) -> &Admission {
         &self.admission
+    }
+
+    /// The routes this connection may ask for: its listener's.
+    pub fn exposure(&self) -> Exposure {
+        self.exposure
     }
 
     /// Counts this connection among those with a request in progress
@@ -100,7 +132,7 @@ impl Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.set_request_in_flight(false);
-        self.admission.open.fetch_sub(1, Relaxed);
+        self.admission.pool(self.exposure).0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -111,22 +143,45 @@ mod tests {
     #[test]
     fn connections_are_admitted_up_to_the_cap_and_again_once_one_ends() {
         let admission = Admission::new(2);
-        let first = admission.admit().expect("under the cap");
-        let second = admission.admit().expect("under the cap");
-        assert!(admission.admit().is_none(), "the third is over the cap");
+        let first = admission.admit(Exposure::Both).expect("under the cap");
+        let second = admission.admit(Exposure::Both).expect("under the cap");
+        assert!(
+            admission.admit(Exposure::Both).is_none(),
+            "the third is over the cap"
+        );
         assert_eq!(admission.connections_open(), 2);
         drop(first);
         assert_eq!(admission.connections_open(), 1);
-        let third = admission.admit().expect("room again");
+        let third = admission.admit(Exposure::Both).expect("room again");
         drop((second, third));
+        assert_eq!(admission.connections_open(), 0);
+    }
+
+    #[test]
+    fn the_admin_address_has_its_own_cap_and_the_open_count_covers_both() {
+        let admission = Admission::new(1);
+        let public = admission.admit(Exposure::Public).expect("under the cap");
+        assert!(admission.admit(Exposure::Public).is_none(), "public full");
+        let admin: Vec<_> = (0..ADMIN_CONNECTIONS_MAX)
+            .map(|_| admission.admit(Exposure::Admin).expect("admin has room"))
+            .collect();
+        assert!(admission.admit(Exposure::Admin).is_none(), "admin full");
+        assert_eq!(
+            admission.connections_open(),
+            1 + ADMIN_CONNECTIONS_MAX as u64
+        );
+        assert_eq!(admin[0].exposure(), Exposure::Admin);
+        drop(admin);
+        assert!(admission.admit(Exposure::Public).is_none(), "still full");
+        drop(public);
         assert_eq!(admission.connections_open(), 0);
     }
 
     #[test]
     fn requests_in_flight_count_busy_connections_once_each_until_they_end() {
         let admission = Admission::new(4);
-        let mut a = admission.admit().expect("a");
-        let mut b = admission.admit().expect("b");
+        let mut a = admission.admit(Exposure::Both).expect("a");
+        let mut b = admission.admit(Exposure::Both).expect("b");
         a.set_request_in_flight(true);
         a.set_request_in_flight(true);
         b.set_request_in_flight(true);

@@ -19,10 +19,12 @@
 
 use std::io::{self, Read};
 use std::mem;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use may::net::TcpStream;
 use may::sync::mpsc;
+use rustls::ServerConfig;
 
 mod batch;
 mod deadlines;
@@ -32,6 +34,7 @@ use super::admission::Admitted;
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
+use super::socket::Stream;
 use super::{ApiError, HttpError};
 use super::{chunked, fields};
 use crate::app::App;
@@ -45,15 +48,32 @@ use crate::retry_window::Pending;
 use crate::wal::lanes::PROMPT_THINK_US;
 use crate::wal::{Attached, Id, Reply, Submission};
 
-/// Serves `stream` until the client leaves, an error closes it, or shutdown.
-pub fn serve(stream: TcpStream, app: &App, admitted: Admitted, lane: usize) {
+/// Serves `tcp` until the client leaves, an error closes it, or shutdown;
+/// over TLS with `tls`, after a handshake within the header read timeout
+/// (a client that stalls in it is dropped as one that stalls in a head).
+pub fn serve(
+    tcp: TcpStream,
+    tls: Option<Arc<ServerConfig>>,
+    app: &App,
+    admitted: Admitted,
+    lane: usize,
+) {
+    let _ = tcp.set_nodelay(true);
+    let handshake = Duration::from_millis(app.config.header_read_timeout_ms);
+    // A failed handshake (not TLS, a version refused, too slow): rustls'
+    // alert told the client, or it left.
+    let Ok(stream) = Stream::open(tcp, tls, handshake) else {
+        metrics::GLOBAL
+            .tls_handshakes_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    };
     let timeout = Duration::from_millis(app.config.body_read_timeout_ms);
     // A client that does not take a round's responses within this is
     // dropped: the deadline covers the whole batch (`socket::write_within`).
     if stream.set_write_timeout(Some(timeout)).is_err() {
         return;
     }
-    let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(stream, app, admitted, lane);
     // Errors here are the client's: it went away or stopped reading.
     let _ = conn.run();
@@ -70,7 +90,7 @@ enum Next {
 }
 
 struct Connection<'a> {
-    stream: TcpStream,
+    stream: Stream,
     app: &'a App,
     /// Which WAL lane this connection's submissions go to.
     lane: usize,
@@ -122,7 +142,7 @@ struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    fn new(stream: TcpStream, app: &'a App, admitted: Admitted, lane: usize) -> Self {
+    fn new(stream: Stream, app: &'a App, admitted: Admitted, lane: usize) -> Self {
         let (reply_tx, reply_rx) = mpsc::channel();
         Connection {
             stream,
@@ -200,7 +220,7 @@ impl<'a> Connection<'a> {
                 Err(e) => return self.fail(Route::Other, e.into(), false),
             };
             self.head_done.get_or_insert_with(Instant::now);
-            let (route, action) = routes::route(&head);
+            let (route, action) = routes::route(&head, self.admitted.exposure());
             let body_max = self.body_cap(&head, &action, &buf[head.len.min(buf.len())..]);
             let decoded =
                 request::parse_body(buf, &head, body_max, &mut self.scratch, &mut self.chunked);

@@ -20,8 +20,9 @@
 //! - [`request`] / [`response`]: framing, as pure functions; `fields`: the
 //!   header fields acted on and their syntax; [`chunked`]: chunked request
 //!   bodies, strictly.
-//! - `socket`: writing within a deadline, draining before a close, and
-//!   giving grown buffers back.
+//! - `socket`: the stream, plain or TLS (its handshake under a deadline),
+//!   writing within a deadline, draining before a close, and giving grown
+//!   buffers back; [`tls`]: the certificate, and its reload on SIGHUP.
 //! - [`routes`]: what each path answers, and [`ApiError::status`], the one
 //!   place where errors become statuses.
 //!
@@ -44,6 +45,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 mod socket;
+pub mod tls;
 
 pub use admission::{Admission, Admitted};
 

@@ -41,8 +41,40 @@ pub enum Action {
     OpenApi,
 }
 
-/// Maps a request to its route (for metrics) and action.
-pub fn route(head: &Head<'_>) -> (Route, Result<Action, ApiError>) {
+/// The routes a listener serves: a value chosen per listener at start
+/// (see `server::Server::start`), so which address answers what is decided
+/// in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// `--listen` when `--admin-listen` is set: usages and the probes; the
+    /// operational endpoints are 404 here.
+    Public,
+    /// `--admin-listen`: the operational endpoints (`/metrics`,
+    /// `/api/stats`, the status page, `/openapi.json`) and the probes;
+    /// usages are 404 here.
+    Admin,
+    /// `--listen` alone: every route, as without an admin address.
+    Both,
+}
+
+impl Exposure {
+    /// Whether a listener of this exposure answers `action`. The probes
+    /// are on every listener, so a balancer can check either.
+    pub fn serves(self, action: Action) -> bool {
+        match action {
+            Action::Healthz | Action::Readyz => true,
+            Action::Ingest => self != Exposure::Admin,
+            Action::StatusPage | Action::Stats | Action::Metrics | Action::OpenApi => {
+                self != Exposure::Public
+            }
+        }
+    }
+}
+
+/// Maps a request to its route (for metrics) and action, as a listener of
+/// `exposure` serves them: a path it does not serve is 404, counted with
+/// the unknown paths.
+pub fn route(head: &Head<'_>, exposure: Exposure) -> (Route, Result<Action, ApiError>) {
     let (route, action) = match head.path {
         "/api/usages" => (Route::Usages, Action::Ingest),
         "/" => (Route::StatusPage, Action::StatusPage),
@@ -53,6 +85,9 @@ pub fn route(head: &Head<'_>) -> (Route, Result<Action, ApiError>) {
         "/openapi.json" => (Route::OpenApi, Action::OpenApi),
         _ => return (Route::Other, Err(ApiError::NotFound)),
     };
+    if !exposure.serves(action) {
+        return (Route::Other, Err(ApiError::NotFound));
+    }
     let allowed = match action {
         Action::Ingest => head.method == Method::Post,
         _ => matches!(head.method, Method::Get | Method::Head),

@@ -1,9 +1,15 @@
-//! The accept loop: one coroutine per connection, a cap on open
+//! The accept loops: one coroutine per connection, a cap on open
 //! connections, and a clean stop at shutdown.
 //!
-//! The server owns its control state, the [`Admission`]: the cap is
+//! There is one listener on `--listen` and, when `--admin-listen` is set,
+//! one on that address; each has its accept loop, and each connection
+//! carries the [`Exposure`] of the listener it came in on, which decides
+//! what paths it may ask for.
+//!
+//! The server owns its control state, the [`Admission`]: the caps are
 //! checked there before a connection is served, and at shutdown
-//! [`Server::stop`] waits there for the requests in progress to finish.
+//! [`Server::stop`] waits there for the requests in progress, on either
+//! listener, to finish.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,6 +24,8 @@ use may::net::TcpListener;
 use super::admission::Admission;
 use super::conn;
 use super::response::{self, Conn};
+use super::routes::Exposure;
+use super::tls::Tls;
 use crate::app::App;
 use crate::limits::{ACCEPT_RETRY_MS, COROUTINE_STACK_BYTES, LISTEN_BACKLOG};
 use crate::metrics::GLOBAL;
@@ -26,58 +34,130 @@ use crate::wait;
 /// How often the stop looks again for requests in progress.
 const DRAIN_POLL_MS: u64 = 10;
 
-/// A running accept loop.
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding or listening on one of the addresses failed.
+    #[error("could not listen on {addr} (--{flag}): {source}")]
+    Listen {
+        /// The flag that named the address.
+        flag: &'static str,
+        /// The address, as configured.
+        addr: SocketAddr,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// The accept loop's coroutine could not be started.
+    #[error("could not start the accept loop: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// The running accept loops.
 pub struct Server {
-    /// The address the listener is bound to (the port when `--listen` said 0).
+    /// The address `--listen` is bound to (the port when it said 0).
     pub local_addr: SocketAddr,
+    /// The address `--admin-listen` is bound to, when it is set.
+    pub admin_addr: Option<SocketAddr>,
     /// Set by [`Server::stop`]. Not `App::shutting_down`: during
     /// `--shutdown-drain-ms` new connections are still accepted and served,
     /// so a load balancer's health check gets its 503 rather than a reset.
     stopping: Arc<AtomicBool>,
     /// The connection cap and the requests in progress.
     admission: Arc<Admission>,
-    handle: may::coroutine::JoinHandle<()>,
+    /// Each listener's accept loop, with the address it is bound to.
+    loops: Vec<(SocketAddr, may::coroutine::JoinHandle<()>)>,
+    /// `--listen`'s certificate, when it speaks TLS; reloaded on SIGHUP.
+    tls: Option<Arc<Tls>>,
+}
+
+/// One listener, bound and not yet accepting.
+struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+    /// The routes it serves.
+    exposure: Exposure,
+    /// Its certificate, if it speaks TLS.
+    tls: Option<Arc<Tls>>,
 }
 
 impl Server {
-    /// Binds `addr` and starts accepting.
-    pub fn start(app: Arc<App>) -> std::io::Result<Server> {
-        let listener = bind_exclusive(app.config.listen)?;
-        let local_addr = listener.local_addr()?;
+    /// Binds `--listen` (and `--admin-listen`, when set) and starts
+    /// accepting, `--listen` over TLS with `tls` ([`Tls::from_config`]).
+    /// Both are bound before either accepts, so a server that cannot have
+    /// both serves neither.
+    pub fn start(app: Arc<App>, tls: Option<Arc<Tls>>) -> Result<Server, ServerError> {
+        let c = &app.config;
+        // The route set of each listener. Without an admin address the one
+        // listener serves everything, as it always has.
+        let public = if c.admin_listen.is_some() {
+            Exposure::Public
+        } else {
+            Exposure::Both
+        };
+        // TLS is for the address devices reach; the admin address is
+        // private and stays plain.
+        let mut bound = vec![bind("listen", c.listen, public, tls.clone())?];
+        if let Some(addr) = c.admin_listen {
+            bound.push(bind("admin-listen", addr, Exposure::Admin, None)?);
+        }
         let stopping = Arc::new(AtomicBool::new(false));
-        let stop = stopping.clone();
-        let admission = Admission::new(app.config.max_connections);
-        let admit = admission.clone();
-        let builder = may::coroutine::Builder::new().name("accept".into());
-        // SAFETY: may's spawn is unsafe because a coroutine must not keep a
-        // thread-local borrow across a yield; the accept loop and the
-        // connections touch thread-locals (metrics, Date cache) only inside
-        // calls that do not yield.
-        let handle = unsafe { builder.spawn(move || accept_loop(&listener, &app, &admit, &stop)) }?;
+        let admission = Admission::new(c.max_connections);
+        let local_addr = bound[0].addr;
+        let admin_addr = bound.get(1).map(|b| b.addr);
+        let mut loops = Vec::with_capacity(bound.len());
+        for b in bound {
+            let (addr, app, admit, stop) =
+                (b.addr, app.clone(), admission.clone(), stopping.clone());
+            let builder = may::coroutine::Builder::new().name("accept".into());
+            // SAFETY: may's spawn is unsafe because a coroutine must not keep
+            // a thread-local borrow across a yield; the accept loop and the
+            // connections touch thread-locals (metrics, Date cache) only
+            // inside calls that do not yield.
+            let handle = unsafe { builder.spawn(move || accept_loop(&b, &app, &admit, &stop)) }
+                .map_err(ServerError::Spawn)?;
+            loops.push((addr, handle));
+        }
         Ok(Server {
             local_addr,
+            admin_addr,
             stopping,
             admission,
-            handle,
+            loops,
+            tls,
         })
     }
 
+    /// Whether `--listen` speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Reads again what the server reads from files (the TLS certificate
+    /// and key), for SIGHUP; what does not load is kept as it was.
+    pub fn reload(&self) {
+        if let Some(tls) = &self.tls {
+            tls.reload();
+        }
+    }
+
     /// Stops accepting, then waits until no connection has a request in
-    /// progress, for `requests_grace` at most. The accept loop sees
+    /// progress, for `requests_grace` at most. Each accept loop sees
     /// `stopping` on its next wake-up, which a throwaway connection to
-    /// ourselves provides at once; the listener is closed when the loop
+    /// ourselves provides at once; a listener is closed when its loop
     /// returns.
     pub fn stop(self, requests_grace: Duration) {
         self.stopping.store(true, Relaxed);
-        let mut wake = self.local_addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+        for (addr, handle) in self.loops {
+            let mut wake = addr;
+            if wake.ip().is_unspecified() {
+                wake.set_ip(match wake {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            let _ = std::net::TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+            let _ = handle.join();
         }
-        let _ = std::net::TcpStream::connect_timeout(&wake, std::time::Duration::from_secs(1));
-        let _ = self.handle.join();
         let requests_deadline = Instant::now() + requests_grace;
         wait::until(
             requests_deadline,
@@ -85,6 +165,24 @@ impl Server {
             || self.admission.requests_in_flight() == 0,
         );
     }
+}
+
+/// Binds `addr`, named by `--flag`, for a listener serving `exposure`.
+fn bind(
+    flag: &'static str,
+    addr: SocketAddr,
+    exposure: Exposure,
+    tls: Option<Arc<Tls>>,
+) -> Result<Bound, ServerError> {
+    let listen = |source| ServerError::Listen { flag, addr, source };
+    let listener = bind_exclusive(addr).map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
+    Ok(Bound {
+        listener,
+        addr,
+        exposure,
+        tls,
+    })
 }
 
 /// Binds `addr` for this process alone. may's own `bind` sets
@@ -103,12 +201,8 @@ fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
 }
 
-fn accept_loop(
-    listener: &TcpListener,
-    app: &Arc<App>,
-    admission: &Arc<Admission>,
-    stopping: &AtomicBool,
-) {
+fn accept_loop(bound: &Bound, app: &Arc<App>, admission: &Arc<Admission>, stopping: &AtomicBool) {
+    let listener = &bound.listener;
     let mut failing = false;
     loop {
         let accepted = listener.accept().map(|(stream, _)| stream);
@@ -135,8 +229,14 @@ fn accept_loop(
         if std::mem::take(&mut failing) {
             log::info!("accepting connections again");
         }
-        let Some(admitted) = admission.admit() else {
+        let Some(admitted) = admission.admit(bound.exposure) else {
             GLOBAL.connections_refused.fetch_add(1, Relaxed);
+            // A TLS client could not read a plain 503, and a handshake to
+            // send one would spend CPU when the server is fullest: it is
+            // closed, and its client retries as after any reset.
+            if bound.tls.is_some() {
+                continue;
+            }
             let mut out = Vec::new();
             response::write_error(
                 &mut out,
@@ -154,13 +254,17 @@ fn accept_loop(
         // wake-ups and its commit replies arrive on the same core.
         let lane = stream.as_raw_fd() as usize % app.lanes.count();
         let app = app.clone();
+        let tls = bound.tls.as_deref().map(Tls::current);
         let builder = may::coroutine::Builder::new()
             .id(lane)
             .stack_size(COROUTINE_STACK_BYTES / size_of::<usize>());
         // SAFETY: as for the accept loop above. If the spawn fails, the
         // closure and `admitted` with it are dropped: the connection is no
         // longer counted.
-        let _ = unsafe { builder.spawn(move || conn::serve(stream, &app, admitted, lane)) };
+        let _ = unsafe { builder.spawn(move || conn::serve(stream, tls, &app, admitted, lane)) };
     }
-    log::info!("stopped accepting connections");
+    match bound.listener.local_addr() {
+        Ok(addr) => log::info!("stopped accepting connections on {addr}"),
+        Err(_) => log::info!("stopped accepting connections"),
+    }
 }

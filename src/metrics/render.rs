@@ -154,6 +154,11 @@ impl Scrape {
                 "Connections closed by a read timeout.",
                 g.connections_timed_out.load(Relaxed),
             ),
+            (
+                "busyapi_tls_handshakes_failed",
+                "TLS handshakes that failed: not TLS, a version refused, or too slow.",
+                g.tls_handshakes_failed.load(Relaxed),
+            ),
         ];
         for (name, help, v) in counters {
             counter(enc, name, help, v)?;

@@ -16,6 +16,7 @@
 //! | [`paced`]   | a load at a fixed rate, each answer with its time        |
 //! | [`wal`]     | segment files read with busyapi's decoder, and rewritten |
 //! | [`wire`]    | a proxy recording the MongoDB commands a client sends    |
+//! | [`tls`]     | a test CA and its certificates; TLS clients that check   |
 //! | [`docs`]    | Markdown headings as link anchors                        |
 #![allow(dead_code)]
 
@@ -27,6 +28,7 @@ pub mod netns;
 pub mod nfqueue;
 pub mod paced;
 pub mod server;
+pub mod tls;
 pub mod wal;
 pub mod wire;
 

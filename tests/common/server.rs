@@ -316,6 +316,20 @@ impl Server {
         Http::connect(self.addr)
     }
 
+    /// The `--admin-listen` address, as the server announced it before it
+    /// said it listens (so it is in the logs once `start` returns).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let logs = self.logs();
+        let rest = logs
+            .split("admin endpoints")
+            .nth(1)
+            .and_then(|l| l.split(" on http://").nth(1))
+            .unwrap_or_else(|| panic!("no admin address announced; log:\n{logs}"));
+        let addr = rest.split_whitespace().next().unwrap_or_default();
+        addr.parse()
+            .unwrap_or_else(|e| panic!("admin address {addr:?}: {e}"))
+    }
+
     /// GET on a fresh connection.
     pub fn get(&self, path: &str) -> Response {
         let mut c = self.connect();
@@ -379,7 +393,9 @@ fn read_log(
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            let addr = line.split("listening on http://").nth(1).map(|rest| {
+            let announced = line.split_once("listening on http://");
+            let announced = announced.or_else(|| line.split_once("listening on https://"));
+            let addr = announced.map(|(_, rest)| {
                 rest.split_whitespace()
                     .next()
                     .unwrap_or_default()

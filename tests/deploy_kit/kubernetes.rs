@@ -149,6 +149,32 @@ fn the_statefulset_keeps_each_pods_wal_on_its_own_volume_and_probes_readyz_and_h
 }
 
 #[test]
+fn the_admin_port_is_the_configmaps_admin_address_and_prometheus_is_told_to_scrape_it() {
+    let sts = manifest("k8s/statefulset.yaml");
+    let admin = config_map()
+        .remove("BUSYAPI_ADMIN_LISTEN")
+        .expect("BUSYAPI_ADMIN_LISTEN");
+    let admin_port = admin.rsplit(':').next().expect("host:port");
+    let port = items(&container(&sts)["ports"], "ports")
+        .iter()
+        .find(|p| p["name"].as_str() == Some("admin"))
+        .expect("a port named admin");
+    assert_eq!(
+        int(&port["containerPort"], "containerPort").to_string(),
+        admin_port
+    );
+    let annotations = &sts["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        text(&annotations["prometheus.io/port"], "prometheus.io/port"),
+        admin_port
+    );
+    assert_eq!(
+        text(&annotations["prometheus.io/path"], "prometheus.io/path"),
+        "/metrics"
+    );
+}
+
+#[test]
 fn termination_grace_outlasts_the_drain_and_the_flushers_grace_and_the_drain_outlasts_readiness() {
     let sts = manifest("k8s/statefulset.yaml");
     let cm = config_map();
@@ -250,14 +276,19 @@ fn the_mongodb_uri_comes_from_the_secret_and_every_setting_is_one_busyapi_reads(
 
 #[test]
 fn busyapi_starts_and_is_ready_with_the_configmaps_settings() {
-    // Listen address and data dir come from the harness (flags win over the
-    // environment); everything else is the ConfigMap's.
-    let mut opts = Opts::default();
+    // Listen addresses and data dir come from the harness (flags win over
+    // the environment; a fixed admin port could be taken on this machine);
+    // everything else is the ConfigMap's.
+    let mut opts = Opts::default().arg("--admin-listen 127.0.0.1:0");
     for (k, v) in config_map() {
         opts = opts.env(&k, &v);
     }
     let mut server = Server::start(opts);
     assert_eq!(server.get("/readyz").status, 200, "log:\n{}", server.logs());
+    assert_eq!(server.get("/metrics").status, 404, "not on the public port");
+    let mut admin = common::Http::connect(server.admin_addr());
+    admin.send(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(admin.response().status, 200, "on the admin port");
     assert!(server.terminate(Duration::from_secs(60)).success());
 }
 
@@ -285,6 +316,13 @@ fn the_services_select_the_pods_and_the_headless_one_governs_the_statefulset() {
             s["spec"]["ports"][0]["targetPort"].as_str(),
             Some(port_name)
         );
+        for port in items(&s["spec"]["ports"], "ports") {
+            assert_ne!(
+                port["targetPort"].as_str(),
+                Some("admin"),
+                "a Service exposes the admin port"
+            );
+        }
     }
     let headless = services
         .iter()

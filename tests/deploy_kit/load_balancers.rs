@@ -1,6 +1,7 @@
 //! The load balancer templates: the real `haproxy` and `nginx` accept
 //! them, HAProxy drops a stopping node before its drain ends, and nginx with
-//! the kit's settings retries a refused POST on another node.
+//! the kit's settings retries a refused POST on another node. Both
+//! terminate TLS: see [`super::tls`].
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -8,12 +9,32 @@ use std::time::Duration;
 use super::*;
 use common::{Opts, Server, free_port, wait_for};
 
+/// The certificate paths the templates name, as written.
+pub(super) const HAPROXY_PEM: &str = "/etc/haproxy/certs/busyapi.pem";
+pub(super) const NGINX_CERT: &str = "/etc/nginx/certs/busyapi.crt";
+pub(super) const NGINX_KEY: &str = "/etc/nginx/certs/busyapi.key";
+
+/// A template as written but for its certificate paths, which name the
+/// test's: `haproxy -c` and `nginx -t` load the certificates, and the
+/// production paths exist on a production host only.
+fn with_test_certs(path: &str, dir: &Path, leaf: &common::tls::Leaf) -> PathBuf {
+    let text = read(path)
+        .replace(HAPROXY_PEM, &leaf.combined.display().to_string())
+        .replace(NGINX_CERT, &leaf.cert.display().to_string())
+        .replace(NGINX_KEY, &leaf.key.display().to_string());
+    let out = dir.join(path);
+    std::fs::write(&out, text).expect("write the template");
+    out
+}
+
 #[test]
 fn haproxy_accepts_the_production_template_and_it_drops_a_stopping_node_before_its_drain_ends() {
+    let pki = common::tls::TestPki::new();
+    let leaf = pki.issue("haproxy");
     let out = Command::new(required("haproxy"))
         .arg("-c")
         .arg("-f")
-        .arg(kit("haproxy.cfg"))
+        .arg(with_test_certs("haproxy.cfg", pki.dir(), &leaf))
         .output()
         .expect("haproxy -c");
     assert!(
@@ -76,15 +97,77 @@ fn haproxy_accepts_the_production_template_and_it_drops_a_stopping_node_before_i
     );
 }
 
+/// The port of every `server` line of a balancer template.
+fn server_ports(path: &str) -> Vec<String> {
+    read(path)
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter_map(|l| l.strip_prefix("server "))
+        .filter_map(|l| l.split_whitespace().find(|w| w.contains(':')))
+        .map(|w| {
+            w.trim_end_matches(';')
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_balancers_forward_to_the_public_port_and_never_to_the_admin_one() {
+    let env = env_file("busyapi.env");
+    let public = env["BUSYAPI_LISTEN"].rsplit(':').next().expect("port");
+    let admin = env["BUSYAPI_ADMIN_LISTEN"]
+        .rsplit(':')
+        .next()
+        .expect("port");
+    assert_ne!(public, admin);
+    for path in ["haproxy.cfg", "nginx.conf"] {
+        let ports = server_ports(path);
+        assert!(!ports.is_empty(), "{path} lists no servers");
+        assert!(
+            ports.iter().all(|p| p == public),
+            "{path} forwards to {ports:?}, not only to the public port {public}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- nginx
 
-/// The template with this machine's addresses (see the markers at its top).
-fn render_nginx_conf(listen: u16, nodes: &[std::net::SocketAddr]) -> String {
+/// Where a rendered nginx terminates TLS, and with what certificate.
+pub(super) struct NginxTls<'a> {
+    pub port: u16,
+    pub leaf: &'a common::tls::Leaf,
+}
+
+/// The template with this machine's addresses (see the markers at its
+/// top), with TLS on `tls` if given, plain HTTP only if not.
+pub(super) fn render_nginx_conf(
+    listen: u16,
+    tls: Option<&NginxTls<'_>>,
+    nodes: &[std::net::SocketAddr],
+) -> String {
     let mut out = String::new();
     let mut in_servers = false;
     for line in read("nginx.conf").lines() {
         let trimmed = line.trim();
-        if trimmed == "# [servers]" {
+        let marked = |m: &str| !trimmed.starts_with('#') && line.contains(m);
+        let tls_line = ["# [tls]", "# [cert]", "# [key]", "# [https-only]"]
+            .iter()
+            .any(|m| marked(m));
+        if tls_line {
+            let Some(tls) = tls else { continue };
+            let line = line
+                .replace(
+                    "listen 443 ssl",
+                    &format!("listen 127.0.0.1:{} ssl", tls.port),
+                )
+                .replace(NGINX_CERT, &tls.leaf.cert.display().to_string())
+                .replace(NGINX_KEY, &tls.leaf.key.display().to_string());
+            out.push_str(&line);
+            out.push('\n');
+        } else if trimmed == "# [servers]" {
             in_servers = true;
             for n in nodes {
                 out.push_str(&format!(
@@ -104,7 +187,7 @@ fn render_nginx_conf(listen: u16, nodes: &[std::net::SocketAddr]) -> String {
     out
 }
 
-fn nginx(prefix: &Path, extra: &[&str]) -> Command {
+pub(super) fn nginx(prefix: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(required("nginx"));
     cmd.arg("-p")
         .arg(prefix)
@@ -116,7 +199,7 @@ fn nginx(prefix: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
-fn nginx_prefix(conf: &str) -> tempfile::TempDir {
+pub(super) fn nginx_prefix(conf: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("logs")).expect("logs dir");
     std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
@@ -128,15 +211,18 @@ fn nginx_prefix(conf: &str) -> tempfile::TempDir {
 
 #[test]
 fn nginx_accepts_the_production_template_as_written_and_as_rendered() {
+    let pki = common::tls::TestPki::new();
+    let leaf = pki.issue("nginx");
     let out = Command::new(required("nginx"))
         .arg("-t")
         .arg("-c")
-        .arg(kit("nginx.conf"))
+        .arg(with_test_certs("nginx.conf", pki.dir(), &leaf))
         .output()
         .expect("nginx -t");
     assert_ok(&out, "nginx -t on scripts/deploy/nginx.conf");
     let prefix = nginx_prefix(&render_nginx_conf(
         free_port(),
+        None,
         &["127.0.0.1:1".parse().expect("addr")],
     ));
     assert_ok(
@@ -150,7 +236,29 @@ fn nginx_accepts_the_production_template_as_written_and_as_rendered() {
 
 /// The nginx master; dropping it stops it with SIGTERM, which also ends
 /// its workers (SIGKILL would leave them running, orphaned).
-struct Nginx(Child);
+pub(super) struct Nginx(Child);
+
+impl Nginx {
+    /// Runs the configuration in `prefix` in the foreground, and waits
+    /// until it listens on `port`.
+    pub(super) fn start(prefix: &Path, port: u16) -> Nginx {
+        let pid = prefix.join("nginx.pid");
+        let log = std::fs::File::create(prefix.join("logs/stderr.log")).expect("log");
+        let child = nginx(
+            prefix,
+            &["-g", &format!("daemon off; pid {};", pid.display())],
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start nginx");
+        let started = Nginx(child);
+        wait_for(Duration::from_secs(10), "nginx to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        started
+    }
+}
 
 impl Drop for Nginx {
     fn drop(&mut self) {
@@ -171,21 +279,12 @@ fn nginx_with_the_kits_settings_retries_a_post_that_one_node_refused_with_503_on
     );
     let healthy = Server::start(Opts::default().arg("--node-id 2"));
     let port = free_port();
-    let prefix = nginx_prefix(&render_nginx_conf(port, &[refusing.addr, healthy.addr]));
-    let pid = prefix.path().join("nginx.pid");
-    let log = std::fs::File::create(prefix.path().join("logs/stderr.log")).expect("log");
-    let child = nginx(
-        prefix.path(),
-        &["-g", &format!("daemon off; pid {};", pid.display())],
-    )
-    .stdout(Stdio::null())
-    .stderr(log)
-    .spawn()
-    .expect("start nginx");
-    let _nginx = Nginx(child);
-    wait_for(Duration::from_secs(10), "nginx to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let prefix = nginx_prefix(&render_nginx_conf(
+        port,
+        None,
+        &[refusing.addr, healthy.addr],
+    ));
+    let _nginx = Nginx::start(prefix.path(), port);
 
     let proxy: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut c = common::Http::connect(proxy);

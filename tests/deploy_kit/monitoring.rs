@@ -65,7 +65,7 @@ fn promtool_accepts_the_rules_and_the_scrape_config_and_the_rules_pass_their_uni
 }
 
 #[test]
-fn the_scrape_config_targets_the_kits_port_under_the_job_name_the_rules_match() {
+fn the_scrape_config_targets_the_kits_admin_port_under_the_job_name_the_rules_match() {
     let config = manifest(SCRAPE_CONFIG);
     let jobs = items(&config["scrape_configs"], "scrape_configs");
     assert_eq!(jobs.len(), 1, "one scrape job");
@@ -78,7 +78,8 @@ fn the_scrape_config_targets_the_kits_port_under_the_job_name_the_rules_match() 
         text(&down["expr"], "expr").contains(&format!("job=\"{job}\"")),
         "BusyapiDown does not match the scrape job {job:?}"
     );
-    let listen = &env_file("busyapi.env")["BUSYAPI_LISTEN"];
+    // /metrics is served on the admin address only.
+    let listen = &env_file("busyapi.env")["BUSYAPI_ADMIN_LISTEN"];
     let port = listen.rsplit_once(':').expect("host:port").1;
     for target in items(&jobs[0]["static_configs"][0]["targets"], "targets") {
         let target = text(target, "a target");

@@ -6,7 +6,7 @@ use super::*;
 use common::{Opts, USAGE};
 
 /// Every family an operator's dashboards and alerts rely on, and its type.
-const FAMILIES: [(&str, &str); 22] = [
+const FAMILIES: [(&str, &str); 23] = [
     ("busyapi_http_requests_total", "counter"),
     ("busyapi_records_acknowledged_total", "counter"),
     ("busyapi_event_retries_answered_total", "counter"),
@@ -16,6 +16,7 @@ const FAMILIES: [(&str, &str); 22] = [
     ("busyapi_mongo_errors_total", "counter"),
     ("busyapi_connections_refused_total", "counter"),
     ("busyapi_connections_timed_out_total", "counter"),
+    ("busyapi_tls_handshakes_failed_total", "counter"),
     ("busyapi_wal_fsync_seconds", "histogram"),
     ("busyapi_wal_commit_records", "histogram"),
     ("busyapi_wal_commit_hold_seconds", "histogram"),

@@ -2,7 +2,7 @@
 //! buffers that grew for it given back, and, when the connection ends,
 //! the close (after draining what the client still sends).
 
-use std::io::{self, Write};
+use std::io;
 use std::mem;
 use std::time::Duration;
 
@@ -39,8 +39,7 @@ impl Connection<'_> {
     /// bytes makes the kernel send a reset, and a reset can destroy the
     /// response before the client reads it (RFC 9112 §9.6).
     pub(super) fn close(&mut self) -> io::Result<()> {
-        self.stream.flush()?;
-        self.stream.shutdown(std::net::Shutdown::Write)?;
+        self.stream.close_write()?;
         if self.rpos != self.rend {
             socket::drain_unread(&mut self.stream, &mut self.rbuf);
         }
