@@ -45,6 +45,7 @@ use std::path::PathBuf;
 use clap::error::{ContextKind, ContextValue};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use crate::http::auth::AuthMode;
 use crate::limits::*;
 use crate::sink::Concern;
 
@@ -234,6 +235,15 @@ pub struct Config {
     #[arg(default_value_t = CONNECTIONS_MAX_DEFAULT)]
     #[arg(value_parser = at_least(1_usize))]
     pub max_connections: usize,
+    /// TOML file of the API keys usages are accepted with: a [[key]] table per
+    /// key, with its id and the SHA-256 of the key (see the README).
+    /// Re-read on SIGHUP [default: none: usages need no key].
+    #[arg(long, env = "BUSYAPI_API_KEYS_FILE", value_name = "FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Whether POST /api/usages needs an API key [default: required with
+    /// --api-keys-file, else off].
+    #[arg(long, env = "BUSYAPI_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
     /// Per-request metrics counters (true/false).
     #[arg(long, env = "BUSYAPI_METRICS")]
     #[arg(default_value_t = METRICS_DEFAULT)]
@@ -256,8 +266,23 @@ impl Config {
         Ok(config)
     }
 
+    /// `--auth` as given, or its default: `required` with a keys file.
+    pub fn auth_mode(&self) -> AuthMode {
+        match (self.auth, &self.api_keys_file) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) => AuthMode::Required,
+            (None, None) => AuthMode::Off,
+        }
+    }
+
     /// The rules between flags, which no one flag's parser can check.
     fn check_relations(&self) -> Result<(), ConfigError> {
+        if self.auth == Some(AuthMode::Required) && self.api_keys_file.is_none() {
+            return Err(ConfigError::Invalid {
+                flag: "auth".into(),
+                reason: "required needs --api-keys-file (the keys to require)".into(),
+            });
+        }
         // In one collection a dead letter would meet the refusal it fled.
         if self.dead_letter_collection == self.collection {
             return Err(ConfigError::Invalid {
@@ -437,6 +462,7 @@ mod tests {
             ),
             (&["--wal-segment-bytes", "1KiB"][..], "wal-segment-bytes"),
             (&["--mongodb-uri", "mongodb://"][..], "mongodb-uri"),
+            (&["--auth", "required"][..], "auth"),
         ] {
             match load(args) {
                 Err(ConfigError::Invalid { flag: f, .. }) => assert_eq!(f, flag),
@@ -447,6 +473,15 @@ mod tests {
             load(&["--listen", "nowhere"]),
             Err(ConfigError::Clap(_))
         ));
+    }
+
+    #[test]
+    fn auth_is_required_with_a_keys_file_and_off_without_unless_said() {
+        assert_eq!(load(&[]).expect("valid").auth_mode(), AuthMode::Off);
+        let with = load(&["--api-keys-file", "/k.toml"]).expect("valid");
+        assert_eq!(with.auth_mode(), AuthMode::Required);
+        let off = load(&["--api-keys-file", "/k.toml", "--auth", "off"]).expect("valid");
+        assert_eq!(off.auth_mode(), AuthMode::Off);
     }
 
     #[test]

@@ -1,4 +1,9 @@
-//! The ordered stop on SIGTERM or SIGINT.
+//! The ordered stop on SIGTERM or SIGINT, and the reload on SIGHUP.
+//!
+//! SIGHUP stops nothing: it runs every [`Reloader`] of [`Running`], in
+//! order, on this thread (the API keys, and whatever else re-reads its
+//! files); connections are not touched. A reloader logs its own outcome
+//! and keeps what it had when its files do not pass.
 //!
 //! 1. Readiness turns 503 (`shutting_down`) and responses say
 //!    `Connection: close`; for `--shutdown-drain-ms` requests are still
@@ -21,7 +26,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::app::App;
@@ -40,8 +45,13 @@ pub enum ShutdownError {
     Signals(#[from] std::io::Error),
 }
 
+/// Something re-read on SIGHUP (see the module doc).
+pub type Reloader = Box<dyn Fn() + Send>;
+
 /// Everything the stop sequence stops.
 pub struct Running {
+    /// Run, in order, on every SIGHUP until the stop begins.
+    pub reloaders: Vec<Reloader>,
     /// The stop sets `shutting_down` here and takes its drain and grace
     /// durations from the config.
     pub app: Arc<App>,
@@ -53,21 +63,38 @@ pub struct Running {
     pub flusher: Flusher,
 }
 
-/// Takes over SIGTERM and SIGINT. Call before anything can be told to stop
-/// (before the listener opens), so an early signal is not the default
-/// "terminate now" but the ordered stop.
+/// Takes over SIGTERM, SIGINT and SIGHUP. Call before anything can be told
+/// to stop (before the listener opens), so an early signal is not the
+/// default "terminate now" but the ordered stop (or, for SIGHUP, a reload).
 pub fn install() -> Result<Signals, ShutdownError> {
-    Ok(Signals::new([SIGTERM, SIGINT])?)
+    Ok(Signals::new([SIGTERM, SIGINT, SIGHUP])?)
 }
 
-/// Blocks until SIGTERM or SIGINT, then stops everything in order.
-pub fn wait_and_stop(mut signals: Signals, running: Running) -> Result<(), ShutdownError> {
-    let first = signals.forever().next().unwrap_or(SIGTERM);
+/// Whether `sig` asks for the stop (SIGHUP asks for a reload).
+pub fn is_stop(sig: i32) -> bool {
+    sig != SIGHUP
+}
+
+/// Runs the reloaders on each SIGHUP; on SIGTERM or SIGINT stops
+/// everything in order.
+pub fn wait_and_stop(mut signals: Signals, mut running: Running) -> Result<(), ShutdownError> {
+    let mut first = SIGTERM;
+    for sig in signals.forever() {
+        if is_stop(sig) {
+            first = sig;
+            break;
+        }
+        log::info!("received SIGHUP; reloading");
+        for reload in &running.reloaders {
+            reload();
+        }
+    }
+    running.reloaders.clear();
     log::info!("received {}; shutting down", name(first));
     std::thread::Builder::new()
         .name("second-signal".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            if let Some(sig) = signals.forever().find(|&s| is_stop(s)) {
                 log::warn!(
                     "received {} again; exiting now (everything acknowledged is in the WAL)",
                     name(sig)
@@ -82,6 +109,7 @@ pub fn wait_and_stop(mut signals: Signals, running: Running) -> Result<(), Shutd
 /// Steps 1 to 5 of the module doc.
 pub fn stop(running: Running) {
     let Running {
+        reloaders: _,
         app,
         server,
         writer,

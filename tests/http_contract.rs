@@ -10,6 +10,7 @@
 //! | module         | what it covers                                        |
 //! |----------------|-------------------------------------------------------|
 //! | [`usages`]     | 201s, the accepted forms, every 400 about the body    |
+//! | [`auth`]       | API keys: 401s, SIGHUP reloads, the stored source     |
 //! | [`refusals`]   | framing 400s, 404, 405, 408, 413, 415, 431, 501, 505  |
 //! | [`http11`]     | keep-alive, close, pipelining, chunked, 100-continue  |
 //! | [`hostile`]    | garbage, noise, torn requests: the server lives on    |
@@ -19,6 +20,8 @@
 //! | [`openapi`]    | /openapi.json is the repository's, names every route  |
 mod common;
 
+#[path = "http_contract/auth.rs"]
+mod auth;
 #[path = "http_contract/hostile.rs"]
 mod hostile;
 #[path = "http_contract/http11.rs"]

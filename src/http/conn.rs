@@ -25,9 +25,11 @@ use may::net::TcpStream;
 use may::sync::mpsc;
 
 mod deadlines;
+mod gate;
 mod round;
 
 use super::admission::Admitted;
+use super::auth;
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
@@ -110,6 +112,8 @@ struct Connection<'a> {
     /// Counts this connection among the WAL's submitters, which the
     /// commit pacer reads: a commit every submitter waits on is not held.
     _submitter: Attached<'a>,
+    /// The API keys as this connection last saw them (see [`auth::View`]).
+    keys: auth::View,
     /// When the WAL last answered this connection's submission.
     last_reply: Option<Instant>,
     /// Counts this connection in the server's [`Admission`]: open while it
@@ -147,6 +151,7 @@ impl<'a> Connection<'a> {
             read_timeout: None,
             _submitter: app.lanes.attach(),
             last_reply: None,
+            keys: app.auth.view(),
             admitted,
         }
     }
@@ -246,7 +251,10 @@ impl<'a> Connection<'a> {
         action: Result<Action, ApiError>,
     ) -> Next {
         if head.expect_continue && !self.continue_sent {
-            let refused = action.and_then(|a| routes::precheck(head, a, self.app));
+            let refused = action.and_then(|a| {
+                self.authorize(head, a)?;
+                routes::precheck(head, a, self.app)
+            });
             if let Err(e) = refused {
                 return self.fail(route, e, head.method == request::Method::Head);
             }
@@ -265,9 +273,12 @@ impl<'a> Connection<'a> {
         body: &[u8],
         conn: ConnHeader,
     ) {
-        let outcome = action.and_then(|a| routes::precheck(head, a, self.app).map(|()| a));
+        let outcome = action.and_then(|a| {
+            let source = self.authorize(head, a)?;
+            routes::precheck(head, a, self.app).map(|()| (a, source))
+        });
         match outcome {
-            Ok(Action::Ingest) => {
+            Ok((Action::Ingest, source)) => {
                 let usage = self.parser.parse(body).map_err(ApiError::from);
                 match usage.and_then(|u| Ok(fields::keyed(u, head.idempotency_key)?)) {
                     Ok(usage) => {
@@ -280,13 +291,14 @@ impl<'a> Connection<'a> {
                             }
                             self.pending.push(self.staged_conns.len(), patient, event);
                         }
-                        Submission::stage(&mut self.staged, &usage, now_ms());
+                        let source = source.as_ref().map(auth::KeyId::as_str);
+                        Submission::stage(&mut self.staged, &usage, source, now_ms());
                         self.staged_conns.push(conn);
                     }
                     Err(e) => self.respond_error(route, &e, conn, false),
                 }
             }
-            Ok(other) => {
+            Ok((other, _)) => {
                 self.commit_staged();
                 let status = routes::respond(
                     other,

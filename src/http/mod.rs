@@ -35,6 +35,7 @@
 //!   buffers grown for a round are given back (see [`conn`]).
 
 pub mod admission;
+pub mod auth;
 pub mod chunked;
 pub mod conn;
 mod fields;
@@ -54,6 +55,7 @@ use crate::limits::{
 };
 use crate::wal::CommitError;
 use crate::wal::SubmitError;
+use auth::AuthError;
 
 /// Request framing errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +103,10 @@ pub enum HttpError {
     )]
     /// 400: an `Idempotency-Key` that cannot be an eventId.
     BadIdempotencyKey,
+    #[error("more than one Authorization header")]
+    /// 400: more than one `Authorization` header: which key speaks would be
+    /// a guess.
+    DuplicateAuthorization,
     #[error("Idempotency-Key header and eventId in the body differ")]
     /// 400: a usage names its event twice, two ways: nothing is written.
     IdempotencyKeyMismatch,
@@ -140,6 +146,9 @@ pub enum ApiError {
     #[error(transparent)]
     /// 400: the body is not a valid usage.
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    /// 401: a usage POST without a known API key.
+    Auth(#[from] AuthError),
     #[error("no such path")]
     /// 404: no route has this path.
     NotFound,
@@ -231,10 +240,17 @@ impl ApiError {
                 | HttpError::BadHost
                 | HttpError::DuplicateIdempotencyKey
                 | HttpError::BadIdempotencyKey
+                | HttpError::DuplicateAuthorization
                 | HttpError::IdempotencyKeyMismatch
                 | HttpError::BadTarget => 400,
             },
             ApiError::Ingest(_) => 400,
+            ApiError::Auth(e) => match e {
+                AuthError::Missing | AuthError::WrongScheme | AuthError::UnknownKey => 401,
+                // A keys file's error stops a start or a reload; no request
+                // can carry one, and if one did it is this server's fault.
+                AuthError::KeysFile { .. } => 500,
+            },
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::UnsupportedMediaType(_) => 415,
@@ -249,6 +265,10 @@ impl ApiError {
                 &[("Allow", routes::ALLOW_POST)]
             }
             ApiError::MethodNotAllowed { .. } => &[("Allow", routes::ALLOW_GET)],
+            ApiError::Auth(e) if e.challenge() == auth::CHALLENGE => {
+                &[("WWW-Authenticate", auth::CHALLENGE)]
+            }
+            ApiError::Auth(_) => &[("WWW-Authenticate", auth::CHALLENGE_INVALID)],
             e if e.status() == 503 => &[("Retry-After", RETRY_AFTER_SECS)],
             _ => &[],
         }
@@ -275,6 +295,10 @@ mod tests {
             (HttpError::DuplicateIdempotencyKey.into(), 400),
             (HttpError::BadIdempotencyKey.into(), 400),
             (HttpError::IdempotencyKeyMismatch.into(), 400),
+            (HttpError::DuplicateAuthorization.into(), 400),
+            (AuthError::Missing.into(), 401),
+            (AuthError::WrongScheme.into(), 401),
+            (AuthError::UnknownKey.into(), 401),
             (HttpError::BadTarget.into(), 400),
             (HttpError::UnsupportedTransferEncoding.into(), 501),
             (HttpError::Version.into(), 505),
@@ -309,6 +333,21 @@ mod tests {
             }
             .extra_headers(),
             &[("Allow", "POST")]
+        );
+    }
+
+    #[test]
+    fn a_401_challenges_for_a_bearer_token_and_names_a_bad_one_invalid() {
+        assert_eq!(
+            ApiError::from(AuthError::Missing).extra_headers(),
+            &[("WWW-Authenticate", "Bearer realm=\"busyapi\"")]
+        );
+        assert_eq!(
+            ApiError::from(AuthError::UnknownKey).extra_headers(),
+            &[(
+                "WWW-Authenticate",
+                "Bearer realm=\"busyapi\", error=\"invalid_token\""
+            )]
         );
     }
 
