@@ -103,6 +103,12 @@ impl App {
             ready: self.readiness().is_ok(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             connections_open,
+            keys: self
+                .auth
+                .counts()
+                .into_iter()
+                .map(|k| (k.id.to_string(), k.requests, k.limited))
+                .collect(),
         }
     }
 }

@@ -244,6 +244,18 @@ pub struct Config {
     /// --api-keys-file, else off].
     #[arg(long, env = "BUSYAPI_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
+    /// Usages per second one API key may send, for keys whose entry sets no
+    /// rate_per_s; above it (and its burst) they get 429 with Retry-After.
+    #[arg(long, env = "BUSYAPI_KEY_RATE_PER_S")]
+    #[arg(default_value_t = KEY_RATE_PER_S_DEFAULT)]
+    #[arg(value_parser = within(1, KEY_RATE_PER_S_MAX))]
+    pub key_rate_per_s: u64,
+    /// Usages one API key may send at once above its rate, for keys whose
+    /// entry sets no burst.
+    #[arg(long, env = "BUSYAPI_KEY_BURST")]
+    #[arg(default_value_t = KEY_BURST_DEFAULT)]
+    #[arg(value_parser = within(1, KEY_BURST_MAX))]
+    pub key_burst: u64,
     /// Per-request metrics counters (true/false).
     #[arg(long, env = "BUSYAPI_METRICS")]
     #[arg(default_value_t = METRICS_DEFAULT)]
@@ -385,6 +397,7 @@ mod tests {
             c.write_concern,
             c.max_connections,
             c.metrics,
+            (c.key_rate_per_s, c.key_burst),
         );
         assert_eq!(
             sizes,
@@ -400,6 +413,7 @@ mod tests {
                 Concern::Journaled,
                 CONNECTIONS_MAX_DEFAULT,
                 METRICS_DEFAULT,
+                (KEY_RATE_PER_S_DEFAULT, KEY_BURST_DEFAULT),
             )
         );
     }
@@ -463,6 +477,7 @@ mod tests {
             (&["--wal-segment-bytes", "1KiB"][..], "wal-segment-bytes"),
             (&["--mongodb-uri", "mongodb://"][..], "mongodb-uri"),
             (&["--auth", "required"][..], "auth"),
+            (&["--key-rate-per-s", "0"][..], "key-rate-per-s"),
         ] {
             match load(args) {
                 Err(ConfigError::Invalid { flag: f, .. }) => assert_eq!(f, flag),

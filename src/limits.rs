@@ -135,6 +135,30 @@ pub const API_KEY_BYTES_MAX: usize = 512;
 /// Random bytes in a key `busyapi-admin keys new` makes: 256 bits, beyond
 /// any guessing, as 43 base64url characters.
 pub const API_KEY_RANDOM_BYTES: usize = 32;
+/// `--key-rate-per-s`: usages a second one key may send when its entry
+/// sets no rate. A key serves an app or a fleet; a node takes about 18,000
+/// a second, so the default keeps any one key from taking most of a node
+/// while far above what a fleet of devices sends on average.
+pub const KEY_RATE_PER_S_DEFAULT: u64 = 1000;
+/// `--key-burst`: usages one key may send at once above its rate: two
+/// seconds' worth, for devices that sync their backlog together after an
+/// outage.
+pub const KEY_BURST_DEFAULT: u64 = 2000;
+/// Lost compare-and-swaps before a token bucket answers "over the limit":
+/// each lost swap means another request took tokens, so under honest load
+/// a take succeeds within a few tries.
+pub const BUCKET_CAS_TRIES_MAX: usize = 16;
+/// Slots of the table of failed authentications per client address
+/// (addresses hash into it; two that share a slot share a budget). 1,024
+/// slots of about 40 bytes: 40 KiB, whatever the number of clients.
+pub const AUTH_FAILURE_SLOTS: usize = 1024;
+/// Failed authentications per second one address may make past its burst
+/// and still get a 401: a misconfigured client retries far slower, and a
+/// guesser of a 256-bit key gains nothing from any rate.
+pub const AUTH_FAILURE_RATE_PER_S: u64 = 2;
+/// Failed authentications one address may make at once before the next
+/// is answered 429 and its connection closed.
+pub const AUTH_FAILURE_BURST: u64 = 20;
 /// A key's `rate_per_s` at most: far above what one node takes (tens of
 /// thousands of usages a second), so a bucket never limits below the
 /// node's own capacity by mistake of scale.
@@ -412,3 +436,13 @@ const _: () = assert!(
     "a document is tried at least once"
 );
 const _: () = assert!(DEAD_LETTERS_PER_COMMAND_MAX >= 1);
+const _: () = assert!(
+    1 <= KEY_RATE_PER_S_DEFAULT
+        && KEY_RATE_PER_S_DEFAULT <= KEY_RATE_PER_S_MAX
+        && 1 <= KEY_BURST_DEFAULT
+        && KEY_BURST_DEFAULT <= KEY_BURST_MAX
+);
+const _: () = assert!(
+    KEY_BURST_MAX.checked_mul(1_000_000_000).is_some(),
+    "a bucket's tolerance in ns fits a u64"
+);

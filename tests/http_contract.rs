@@ -11,6 +11,7 @@
 //! |----------------|-------------------------------------------------------|
 //! | [`usages`]     | 201s, the accepted forms, every 400 about the body    |
 //! | [`auth`]       | API keys: 401s, SIGHUP reloads, the stored source     |
+//! | [`key_limits`] | 429s per key, per-key metrics, failed-auth limiting   |
 //! | [`refusals`]   | framing 400s, 404, 405, 408, 413, 415, 431, 501, 505  |
 //! | [`http11`]     | keep-alive, close, pipelining, chunked, 100-continue  |
 //! | [`hostile`]    | garbage, noise, torn requests: the server lives on    |
@@ -26,6 +27,8 @@ mod auth;
 mod hostile;
 #[path = "http_contract/http11.rs"]
 mod http11;
+#[path = "http_contract/key_limits.rs"]
+mod key_limits;
 #[path = "http_contract/memory.rs"]
 mod memory;
 #[path = "http_contract/openapi.rs"]

@@ -26,6 +26,7 @@ use may::sync::mpsc;
 
 mod deadlines;
 mod gate;
+use gate::Admit;
 mod round;
 
 use super::admission::Admitted;
@@ -222,7 +223,7 @@ impl<'a> Connection<'a> {
             };
             self.parser_grew |= body.len() > BUF_BYTES_KEPT_MAX;
             let conn = self.conn_header(&head);
-            self.handle(&head, route, action, body, conn);
+            let conn = self.handle(&head, route, action, body, conn);
             self.scratch = chunked_body;
             self.rpos += len;
             self.request_done();
@@ -252,7 +253,7 @@ impl<'a> Connection<'a> {
     ) -> Next {
         if head.expect_continue && !self.continue_sent {
             let refused = action.and_then(|a| {
-                self.authorize(head, a)?;
+                self.authorize(head, a, Admit::Later)?;
                 routes::precheck(head, a, self.app)
             });
             if let Err(e) = refused {
@@ -265,6 +266,8 @@ impl<'a> Connection<'a> {
         Next::Read
     }
 
+    /// Handles one whole request; returns the Connection header its
+    /// response went out with.
     fn handle(
         &mut self,
         head: &Head<'_>,
@@ -272,9 +275,9 @@ impl<'a> Connection<'a> {
         action: Result<Action, ApiError>,
         body: &[u8],
         conn: ConnHeader,
-    ) {
+    ) -> ConnHeader {
         let outcome = action.and_then(|a| {
-            let source = self.authorize(head, a)?;
+            let source = self.authorize(head, a, Admit::Now)?;
             routes::precheck(head, a, self.app).map(|()| (a, source))
         });
         match outcome {
@@ -287,7 +290,8 @@ impl<'a> Connection<'a> {
                             let patient = usage.patient_id.as_bytes(&mut digits);
                             let event = event.as_bytes();
                             if let Some(id) = self.app.retries.first_id(patient, event) {
-                                return self.answer_retry(id, conn);
+                                self.answer_retry(id, conn);
+                                return conn;
                             }
                             self.pending.push(self.staged_conns.len(), patient, event);
                         }
@@ -310,8 +314,17 @@ impl<'a> Connection<'a> {
                 );
                 metrics::count_request(route, status);
             }
-            Err(e) => self.respond_error(route, &e, conn, head.method == request::Method::Head),
+            Err(e) => {
+                let conn = if e.closes_connection() {
+                    ConnHeader::Close
+                } else {
+                    conn
+                };
+                self.respond_error(route, &e, conn, head.method == request::Method::Head);
+                return conn;
+            }
         }
+        conn
     }
 
     /// A retried event the window still knows: `201` with the id its first
@@ -331,16 +344,8 @@ impl<'a> Connection<'a> {
 
     fn respond_error(&mut self, route: Route, e: &ApiError, conn: ConnHeader, head_only: bool) {
         self.commit_staged();
-        let status = e.status();
-        response::write_error(
-            &mut self.wbuf,
-            status,
-            &e.to_string(),
-            conn,
-            e.extra_headers(),
-            head_only,
-        );
-        metrics::count_request(route, status);
+        e.write(&mut self.wbuf, conn, head_only);
+        metrics::count_request(route, e.status());
     }
 
     fn conn_header(&self, head: &Head<'_>) -> ConnHeader {

@@ -21,6 +21,9 @@
 //!   bodies, strictly.
 //! - `socket`: writing within a deadline, draining before a close, and
 //!   giving grown buffers back.
+//! - [`auth`]: API keys (the keys file, the Bearer check in constant
+//!   time, per-key token buckets, the failed-authentication budget of an
+//!   address), checked on a usage's head before its body is staged.
 //! - [`routes`]: what each path answers, and [`ApiError::status`], the one
 //!   place where errors become statuses.
 //!
@@ -247,6 +250,7 @@ impl ApiError {
             ApiError::Ingest(_) => 400,
             ApiError::Auth(e) => match e {
                 AuthError::Missing | AuthError::WrongScheme | AuthError::UnknownKey => 401,
+                AuthError::RateLimited { .. } | AuthError::TooManyFailures { .. } => 429,
                 // A keys file's error stops a start or a reload; no request
                 // can carry one, and if one did it is this server's fault.
                 AuthError::KeysFile { .. } => 500,
@@ -256,6 +260,32 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Submit(_) | ApiError::Commit(_) | ApiError::NotReady(_) => 503,
         }
+    }
+
+    /// Whether the connection closes after this error, whatever the
+    /// request asked: an address that keeps failing to authenticate must
+    /// open a new connection for each further guess.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ApiError::Auth(AuthError::TooManyFailures { .. }))
+    }
+
+    /// Writes the error's response to `out`: its status, its JSON error,
+    /// [`ApiError::extra_headers`] and a 429's `Retry-After`.
+    pub fn write(&self, out: &mut Vec<u8>, conn: response::Conn, head_only: bool) {
+        let mut secs = itoa::Buffer::new();
+        let retry;
+        let headers = match self {
+            ApiError::Auth(e) => match e.retry_after_secs() {
+                Some(n) => {
+                    retry = [("Retry-After", secs.format(n))];
+                    &retry[..]
+                }
+                None => self.extra_headers(),
+            },
+            _ => self.extra_headers(),
+        };
+        let message = self.to_string();
+        response::write_error(out, self.status(), &message, conn, headers, head_only);
     }
 
     /// Headers that go with the status.
@@ -299,6 +329,20 @@ mod tests {
             (AuthError::Missing.into(), 401),
             (AuthError::WrongScheme.into(), 401),
             (AuthError::UnknownKey.into(), 401),
+            (
+                AuthError::RateLimited {
+                    retry_after_secs: 1,
+                }
+                .into(),
+                429,
+            ),
+            (
+                AuthError::TooManyFailures {
+                    retry_after_secs: 1,
+                }
+                .into(),
+                429,
+            ),
             (HttpError::BadTarget.into(), 400),
             (HttpError::UnsupportedTransferEncoding.into(), 501),
             (HttpError::Version.into(), 505),

@@ -20,7 +20,7 @@ const CHALLENGE_INVALID: &str = r#"Bearer realm="busyapi", error="invalid_token"
 
 /// The `[[key]]` table of `key` under `id`, as `busyapi-admin keys new`
 /// prints it.
-fn entry(id: &str, key: &str) -> String {
+pub(crate) fn entry(id: &str, key: &str) -> String {
     format!(
         "[[key]]\nid = \"{id}\"\nsha256 = \"{}\"\n",
         busyapi::http::auth::digest_of(key.as_bytes())
@@ -28,19 +28,19 @@ fn entry(id: &str, key: &str) -> String {
 }
 
 /// A keys file in a directory of its own.
-fn keys_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn keys_file(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("keys.toml");
     fs::write(&path, text).expect("write the keys file");
     (dir, path)
 }
 
-fn with_keys(path: &Path) -> Opts {
+pub(crate) fn with_keys(path: &Path) -> Opts {
     Opts::default().arg(&format!("--api-keys-file {}", path.display()))
 }
 
 /// A usage POST with `authorization` as its `Authorization` value, if any.
-fn post_with(authorization: Option<&str>, body: &str) -> Vec<u8> {
+pub(crate) fn post_with(authorization: Option<&str>, body: &str) -> Vec<u8> {
     let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     format!(
         "POST /api/usages HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -49,7 +49,7 @@ fn post_with(authorization: Option<&str>, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn bearer(key: &str) -> String {
+pub(crate) fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
 

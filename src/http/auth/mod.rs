@@ -9,6 +9,13 @@
 //! - The check of `Authorization: Bearer <key>` ([`Auth::check`]) and its
 //!   refusals ([`AuthError`], which [`super::ApiError::status`] maps).
 //! - [`KeyId`], the one definition of a key's name.
+//! - Each key's token bucket (`bucket`: one atomic per key) and counters:
+//!   [`Auth::admit`] takes a count, one for a single POST, so a batch can
+//!   take its records; `--key-rate-per-s`/`--key-burst` for keys that set
+//!   no limit of their own.
+//! - The failed-authentication budget of each client address
+//!   (`failures`: a fixed table), past which a failure is a 429 and a
+//!   closed connection.
 //!
 //! # Why digests, and why this comparison
 //! The file holds SHA-256 digests, never keys: it can be backed up, copied
@@ -38,21 +45,29 @@
 //! line it shares) and takes the new set when it moved: a reload reaches
 //! every open connection at its next request, and drops none.
 
+mod bucket;
+mod failures;
+mod key_id;
 mod keys_file;
 
-use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bucket::{Bucket, retry_after_secs};
+use failures::Failures;
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
+pub use key_id::KeyId;
 pub use keys_file::{Entry, digest_hex, parse};
 
 use crate::config::Config;
-use crate::limits::{API_KEY_BYTES_MAX, API_KEYS_MAX, KEY_ID_BYTES_MAX};
+use crate::limits::{API_KEY_BYTES_MAX, API_KEYS_MAX};
 
 /// Whether usages need a key (`--auth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +92,19 @@ pub enum AuthError {
     /// malformed).
     #[error("unknown API key")]
     UnknownKey,
+    /// 429: the key's token bucket is empty; nothing was written.
+    #[error("this API key is over its rate limit; retry after {retry_after_secs} s")]
+    RateLimited {
+        /// Whole seconds until the usage would be taken, rounded up.
+        retry_after_secs: u64,
+    },
+    /// 429: this address failed to authenticate too often; the connection
+    /// is closed.
+    #[error("too many failed authentications from this address; retry after {retry_after_secs} s")]
+    TooManyFailures {
+        /// Whole seconds until a failure is answered 401 again.
+        retry_after_secs: u64,
+    },
     /// The keys file could not be read, or did not pass its checks; never
     /// a request's error. The reason never quotes the file's values.
     #[error("--api-keys-file {path}: {reason}")]
@@ -94,60 +122,30 @@ pub const CHALLENGE: &str = "Bearer realm=\"busyapi\"";
 pub const CHALLENGE_INVALID: &str = "Bearer realm=\"busyapi\", error=\"invalid_token\"";
 
 impl AuthError {
+    /// `Retry-After` of a 429.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            AuthError::RateLimited { retry_after_secs }
+            | AuthError::TooManyFailures { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// Whether the request's credentials failed (a 401), which the
+    /// address's failure budget counts.
+    fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Missing | AuthError::WrongScheme | AuthError::UnknownKey
+        )
+    }
+
     /// The `WWW-Authenticate` challenge of a 401.
     pub fn challenge(&self) -> &'static str {
         match self {
             AuthError::Missing | AuthError::WrongScheme => CHALLENGE,
             _ => CHALLENGE_INVALID,
         }
-    }
-}
-
-/// A key's name: 1 to [`KEY_ID_BYTES_MAX`] bytes of `[A-Za-z0-9._-]`, so it
-/// is safe in a log line, a metric label and a stored document. Fixed size
-/// and `Copy`: a request carries it to the WAL without an allocation.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct KeyId {
-    bytes: [u8; KEY_ID_BYTES_MAX],
-    len: u8,
-}
-
-impl KeyId {
-    /// `s` as a key id, if it follows the rule ([`KeyId::rule`]).
-    pub fn new(s: &str) -> Option<KeyId> {
-        let ok = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
-        if s.is_empty() || s.len() > KEY_ID_BYTES_MAX || !s.bytes().all(ok) {
-            return None;
-        }
-        let mut bytes = [0; KEY_ID_BYTES_MAX];
-        bytes[..s.len()].copy_from_slice(s.as_bytes());
-        Some(KeyId {
-            bytes,
-            len: s.len() as u8,
-        })
-    }
-
-    /// What a key id must be, worded for an error.
-    pub fn rule() -> String {
-        format!("'id' must be 1 to {KEY_ID_BYTES_MAX} characters of A-Z a-z 0-9 . _ -")
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        // Checked ASCII at construction.
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.as_str())
     }
 }
 
@@ -160,16 +158,74 @@ pub struct KeyLimit {
     pub burst: u64,
 }
 
+/// What a loaded key counts and limits; kept across a reload for a key
+/// whose id and limit stay.
+#[derive(Debug)]
+struct KeyState {
+    /// The key's token bucket.
+    bucket: Bucket,
+    /// Usage requests this key authenticated (`busyapi_key_requests_total`).
+    requests: AtomicU64,
+    /// Of those, refused 429 by the bucket (`busyapi_key_rate_limited_total`).
+    limited: AtomicU64,
+}
+
+/// A key's counters as `/metrics` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCounts {
+    /// The key's id: the `key` label.
+    pub id: KeyId,
+    /// Usage requests it authenticated.
+    pub requests: u64,
+    /// Of those, refused by its rate limit.
+    pub limited: u64,
+}
+
+/// A key a request proved: its id and where its state is in the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The key's id, stored as the usage's source.
+    pub id: KeyId,
+    index: usize,
+}
+
 /// One loaded key set; swapped whole on reload, never changed in place.
 #[derive(Debug, Default)]
 pub struct Keys {
     entries: Vec<Entry>,
+    /// One per entry, in the same order.
+    states: Vec<Arc<KeyState>>,
 }
 
 impl Keys {
-    /// The entry whose digest is `digest`, found in constant time over the
-    /// whole set (see the module doc).
-    fn find(&self, digest: &[u8; 32]) -> Option<&Entry> {
+    /// `entries` with their buckets: kept from `old` for a key whose id and
+    /// limit are the same, else new and full.
+    fn new(entries: Vec<Entry>, default: KeyLimit, old: &Keys) -> Keys {
+        let states = entries
+            .iter()
+            .map(|e| {
+                let limit = e.limit.unwrap_or(default);
+                let kept = old
+                    .entries
+                    .iter()
+                    .zip(&old.states)
+                    .find(|(o, s)| o.id == e.id && s.bucket.limit == limit);
+                match kept {
+                    Some((_, state)) => state.clone(),
+                    None => Arc::new(KeyState {
+                        bucket: Bucket::new(limit),
+                        requests: AtomicU64::new(0),
+                        limited: AtomicU64::new(0),
+                    }),
+                }
+            })
+            .collect();
+        Keys { entries, states }
+    }
+
+    /// The index of the entry whose digest is `digest`, found in constant
+    /// time over the whole set (see the module doc).
+    fn find(&self, digest: &[u8; 32]) -> Option<usize> {
         debug_assert!(self.entries.len() <= API_KEYS_MAX);
         let mut index = 0u64;
         let mut found = subtle::Choice::from(0);
@@ -178,7 +234,7 @@ impl Keys {
             index.conditional_assign(&(i as u64), equal);
             found |= equal;
         }
-        bool::from(found).then(|| &self.entries[index as usize])
+        bool::from(found).then_some(index as usize)
     }
 
     /// Keys in the set.
@@ -215,6 +271,13 @@ pub struct Auth {
     /// The current set; locked only by a reload and by a connection whose
     /// view is out of date.
     current: Mutex<Arc<Keys>>,
+    /// The limit of keys whose entry sets none (`--key-rate-per-s`,
+    /// `--key-burst`).
+    default_limit: KeyLimit,
+    /// The buckets' clock starts here.
+    epoch: Instant,
+    /// Failed authentications per client address.
+    failures: Failures,
 }
 
 impl Auth {
@@ -240,16 +303,28 @@ impl Auth {
             // `Config::check_relations` refuses `required` without a file.
             (AuthMode::Required, None) => {}
         }
-        Ok(Auth::new(mode, path, keys))
+        let default_limit = KeyLimit {
+            rate_per_s: config.key_rate_per_s,
+            burst: config.key_burst,
+        };
+        Ok(Auth::new(mode, path, keys, default_limit))
     }
 
     /// An `Auth` with these keys (tests and `start`).
-    pub fn new(mode: AuthMode, path: Option<PathBuf>, keys: Vec<Entry>) -> Auth {
+    pub fn new(
+        mode: AuthMode,
+        path: Option<PathBuf>,
+        keys: Vec<Entry>,
+        default_limit: KeyLimit,
+    ) -> Auth {
         Auth {
             mode,
             path,
             generation: AtomicU64::new(0),
-            current: Mutex::new(Arc::new(Keys { entries: keys })),
+            current: Mutex::new(Arc::new(Keys::new(keys, default_limit, &Keys::default()))),
+            default_limit,
+            epoch: Instant::now(),
+            failures: Failures::default(),
         }
     }
 
@@ -263,7 +338,9 @@ impl Auth {
         match keys_file::read(path) {
             Ok(keys) => {
                 let n = keys.len();
-                *self.current.lock() = Arc::new(Keys { entries: keys });
+                let mut current = self.current.lock();
+                *current = Arc::new(Keys::new(keys, self.default_limit, &current));
+                drop(current);
                 self.generation.fetch_add(1, Ordering::Release);
                 log::info!("reloaded {n} API key(s) from {}", path.display());
             }
@@ -283,34 +360,88 @@ impl Auth {
         }
     }
 
-    /// The key id that `authorization` (the header's value) proves, or
-    /// `None` when auth is off.
+    /// The key that `authorization` (the header's value) proves, or `None`
+    /// when auth is off. A failure from `peer` past its address's budget
+    /// is [`AuthError::TooManyFailures`] instead of a 401.
+    /// `peer` is asked only on a failure (it is a system call).
     pub fn check(
         &self,
         view: &mut View,
         authorization: Option<&[u8]>,
-    ) -> Result<Option<KeyId>, AuthError> {
+        peer: impl FnOnce() -> Option<IpAddr>,
+    ) -> Result<Option<Verified>, AuthError> {
         if self.mode == AuthMode::Off {
             return Ok(None);
         }
         if view.generation != self.generation.load(Ordering::Acquire) {
             *view = self.view();
         }
-        let token = bearer(authorization.ok_or(AuthError::Missing)?)?;
-        if token.is_empty() || token.len() > API_KEY_BYTES_MAX {
-            return Err(AuthError::UnknownKey);
+        let verdict = find(&view.keys, authorization);
+        match verdict {
+            Err(e) if e.is_failure() => match peer() {
+                Some(ip) => match self.failures.failed(ip, self.now_ns()) {
+                    Ok(()) => Err(e),
+                    Err(wait_ns) => Err(AuthError::TooManyFailures {
+                        retry_after_secs: retry_after_secs(wait_ns),
+                    }),
+                },
+                None => Err(e),
+            },
+            verdict => verdict.map(Some),
         }
-        let digest: [u8; 32] = Sha256::digest(token).into();
-        match view.keys.find(&digest) {
-            Some(e) => Ok(Some(e.id)),
-            None => Err(AuthError::UnknownKey),
-        }
+    }
+
+    /// Takes `count` usages from the bucket of the key `who` (one for a
+    /// single POST; a batch takes its records), counting them for
+    /// `/metrics`; over the limit, [`AuthError::RateLimited`] and nothing
+    /// is taken.
+    pub fn admit(&self, view: &View, who: &Verified, count: u64) -> Result<(), AuthError> {
+        let state = &view.keys.states[who.index];
+        state.requests.fetch_add(1, Ordering::Relaxed);
+        state.bucket.take(count, self.now_ns()).map_err(|wait_ns| {
+            state.limited.fetch_add(1, Ordering::Relaxed);
+            AuthError::RateLimited {
+                retry_after_secs: retry_after_secs(wait_ns),
+            }
+        })
+    }
+
+    /// Every loaded key's counters, in file order.
+    pub fn counts(&self) -> Vec<KeyCounts> {
+        let keys = self.current.lock().clone();
+        keys.entries
+            .iter()
+            .zip(&keys.states)
+            .map(|(e, s)| KeyCounts {
+                id: e.id,
+                requests: s.requests.load(Ordering::Relaxed),
+                limited: s.limited.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
 
     /// The keys file, if one was given.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
+}
+
+/// The loaded key `authorization` names.
+fn find(keys: &Keys, authorization: Option<&[u8]>) -> Result<Verified, AuthError> {
+    let token = bearer(authorization.ok_or(AuthError::Missing)?)?;
+    if token.is_empty() || token.len() > API_KEY_BYTES_MAX {
+        return Err(AuthError::UnknownKey);
+    }
+    let digest: [u8; 32] = Sha256::digest(token).into();
+    let index = keys.find(&digest).ok_or(AuthError::UnknownKey)?;
+    Ok(Verified {
+        id: keys.entries[index].id,
+        index,
+    })
 }
 
 /// The token of a `Bearer` credential (RFC 6750 §2.1: the scheme is
@@ -335,69 +466,4 @@ pub fn digest_of(key: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn auth(keys: &[(&str, &str)]) -> Auth {
-        let entries = keys
-            .iter()
-            .map(|(id, key)| Entry {
-                id: KeyId::new(id).expect("id"),
-                digest: digest_hex(&digest_of(key.as_bytes())).expect("hex"),
-                limit: None,
-            })
-            .collect();
-        Auth::new(AuthMode::Required, None, entries)
-    }
-
-    #[test]
-    fn a_known_bearer_key_proves_its_id_and_anything_else_is_refused() {
-        let a = auth(&[("one", "key-1"), ("two", "key-2")]);
-        let mut v = a.view();
-        let check = |v: &mut View, h: Option<&[u8]>| a.check(v, h);
-        assert_eq!(
-            check(&mut v, Some(b"Bearer key-2")).map(|k| k.map(|k| k.to_string())),
-            Ok(Some("two".into()))
-        );
-        assert!(check(&mut v, Some(b"bearer   key-1")).is_ok());
-        assert_eq!(check(&mut v, None), Err(AuthError::Missing));
-        assert_eq!(check(&mut v, Some(b"")), Err(AuthError::Missing));
-        assert_eq!(
-            check(&mut v, Some(b"Basic a2V5LTE=")),
-            Err(AuthError::WrongScheme)
-        );
-        assert_eq!(
-            check(&mut v, Some(b"Bearerkey-1")),
-            Err(AuthError::WrongScheme)
-        );
-        for bad in [&b"Bearer key-3"[..], b"Bearer ", b"Bearer key-1x"] {
-            assert_eq!(check(&mut v, Some(bad)), Err(AuthError::UnknownKey));
-        }
-        let long = [b"Bearer ".as_slice(), &[b'k'; API_KEY_BYTES_MAX + 1]].concat();
-        assert_eq!(check(&mut v, Some(&long)), Err(AuthError::UnknownKey));
-    }
-
-    #[test]
-    fn with_auth_off_every_request_passes_without_a_key_id() {
-        let a = Auth::new(AuthMode::Off, None, Vec::new());
-        assert_eq!(a.check(&mut a.view(), None), Ok(None));
-    }
-
-    #[test]
-    fn key_ids_take_only_their_charset_within_their_bound() {
-        assert!(KeyId::new("app-1.fleet_B").is_some());
-        for bad in ["", "a b", "é", "a/b", &"x".repeat(KEY_ID_BYTES_MAX + 1)] {
-            assert!(KeyId::new(bad).is_none(), "{bad:?}");
-        }
-        assert!(KeyId::new(&"x".repeat(KEY_ID_BYTES_MAX)).is_some());
-        assert!(KeyId::rule().contains(&KEY_ID_BYTES_MAX.to_string()));
-    }
-
-    #[test]
-    fn a_digest_is_sha_256_in_hex() {
-        assert_eq!(
-            digest_of(b"test"),
-            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-        );
-    }
-}
+mod tests;
