@@ -497,6 +497,15 @@ mod tests {
         assert_eq!(with.auth_mode(), AuthMode::Required);
         let off = load(&["--api-keys-file", "/k.toml", "--auth", "off"]).expect("valid");
         assert_eq!(off.auth_mode(), AuthMode::Off);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("busyapi.toml");
+        std::fs::write(&path, "api_keys_file = \"/etc/k.toml\"\nkey-burst = 7\n").expect("write");
+        let c = load(&["--config", path.to_str().expect("utf8")]).expect("valid");
+        assert_eq!(
+            c.api_keys_file.as_deref(),
+            Some(std::path::Path::new("/etc/k.toml"))
+        );
+        assert_eq!((c.auth_mode(), c.key_burst), (AuthMode::Required, 7));
     }
 
     #[test]
