@@ -297,7 +297,7 @@ impl Auth {
                 p.display()
             ),
             (AuthMode::Off, _) => log::warn!(
-                "AUTH IS OFF: anyone who can reach {} can write usages; give --api-keys-file to require API keys",
+                "AUTH IS OFF: anyone who can reach {} can write usages; give --api-keys-file (and --auth required) to require API keys",
                 config.listen
             ),
             // `Config::check_relations` refuses `required` without a file.
