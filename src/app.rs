@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::http::auth::Auth;
 use crate::metrics;
 use crate::retry_window::RetryWindow;
 use crate::wal::{Lanes, WalShared};
@@ -19,6 +20,8 @@ pub struct App {
     pub wal: Arc<WalShared>,
     /// Where connections queue records for the WAL writer.
     pub lanes: Arc<Lanes>,
+    /// The API keys and the check of a usage's key; reloaded on SIGHUP.
+    pub auth: Auth,
     /// Set by the first SIGTERM/SIGINT: readiness fails and keep-alive ends
     /// after the current request. New connections are still served until
     /// the listener closes, `--shutdown-drain-ms` later.
@@ -51,9 +54,10 @@ pub enum NotReady {
 impl App {
     /// State for a process that has just started: not stopping, MongoDB not
     /// yet seen up, uptime counted from now.
-    pub fn new(config: Config, wal: Arc<WalShared>, lanes: Arc<Lanes>) -> App {
+    pub fn new(config: Config, wal: Arc<WalShared>, lanes: Arc<Lanes>, auth: Auth) -> App {
         App {
             config,
+            auth,
             wal,
             lanes,
             shutting_down: AtomicBool::new(false),
@@ -99,6 +103,12 @@ impl App {
             ready: self.readiness().is_ok(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             connections_open,
+            keys: self
+                .auth
+                .counts()
+                .into_iter()
+                .map(|k| (k.id.to_string(), k.requests, k.limited))
+                .collect(),
         }
     }
 }

@@ -45,6 +45,7 @@ use std::path::PathBuf;
 use clap::error::{ContextKind, ContextValue};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use crate::http::auth::AuthMode;
 use crate::limits::*;
 use crate::sink::Concern;
 
@@ -260,6 +261,27 @@ pub struct Config {
     #[arg(default_value_t = CONNECTIONS_MAX_DEFAULT)]
     #[arg(value_parser = at_least(1_usize))]
     pub max_connections: usize,
+    /// TOML file of the API keys usages are accepted with: a [[key]] table per
+    /// key, with its id and the SHA-256 of the key (see the README).
+    /// Re-read on SIGHUP [default: none: usages need no key].
+    #[arg(long, env = "BUSYAPI_API_KEYS_FILE", value_name = "FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Whether POST /api/usages needs an API key [default: required with
+    /// --api-keys-file, else off].
+    #[arg(long, env = "BUSYAPI_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+    /// Usages per second one API key may send, for keys whose entry sets no
+    /// rate_per_s; above it (and its burst) they get 429 with Retry-After.
+    #[arg(long, env = "BUSYAPI_KEY_RATE_PER_S")]
+    #[arg(default_value_t = KEY_RATE_PER_S_DEFAULT)]
+    #[arg(value_parser = within(1, KEY_RATE_PER_S_MAX))]
+    pub key_rate_per_s: u64,
+    /// Usages one API key may send at once above its rate, for keys whose
+    /// entry sets no burst.
+    #[arg(long, env = "BUSYAPI_KEY_BURST")]
+    #[arg(default_value_t = KEY_BURST_DEFAULT)]
+    #[arg(value_parser = within(1, KEY_BURST_MAX))]
+    pub key_burst: u64,
     /// Per-request metrics counters (true/false).
     #[arg(long, env = "BUSYAPI_METRICS")]
     #[arg(default_value_t = METRICS_DEFAULT)]
@@ -282,8 +304,23 @@ impl Config {
         Ok(config)
     }
 
+    /// `--auth` as given, or its default: `required` with a keys file.
+    pub fn auth_mode(&self) -> AuthMode {
+        match (self.auth, &self.api_keys_file) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) => AuthMode::Required,
+            (None, None) => AuthMode::Off,
+        }
+    }
+
     /// The rules between flags, which no one flag's parser can check.
     fn check_relations(&self) -> Result<(), ConfigError> {
+        if self.auth == Some(AuthMode::Required) && self.api_keys_file.is_none() {
+            return Err(ConfigError::Invalid {
+                flag: "auth".into(),
+                reason: "required needs --api-keys-file (the keys to require)".into(),
+            });
+        }
         // In one collection a dead letter would meet the refusal it fled.
         if self.dead_letter_collection == self.collection {
             return Err(ConfigError::Invalid {
@@ -406,8 +443,8 @@ mod tests {
             c.flush_max_records,
             c.flush_concurrency,
             c.write_concern,
-            c.max_connections,
-            c.metrics,
+            (c.max_connections, c.metrics),
+            (c.key_rate_per_s, c.key_burst),
         );
         assert_eq!(
             sizes,
@@ -422,8 +459,8 @@ mod tests {
                 FLUSH_MAX_RECORDS_DEFAULT,
                 FLUSH_CONCURRENCY_DEFAULT,
                 Concern::Journaled,
-                CONNECTIONS_MAX_DEFAULT,
-                METRICS_DEFAULT,
+                (CONNECTIONS_MAX_DEFAULT, METRICS_DEFAULT),
+                (KEY_RATE_PER_S_DEFAULT, KEY_BURST_DEFAULT),
             )
         );
     }
@@ -495,6 +532,8 @@ mod tests {
             ),
             (&["--tls-cert", "c.pem"][..], "tls-cert"),
             (&["--tls-key", "k.pem"][..], "tls-key"),
+            (&["--auth", "required"][..], "auth"),
+            (&["--key-rate-per-s", "0"][..], "key-rate-per-s"),
         ] {
             match load(args) {
                 Err(ConfigError::Invalid { flag: f, .. }) => assert_eq!(f, flag),
@@ -505,6 +544,24 @@ mod tests {
             load(&["--listen", "nowhere"]),
             Err(ConfigError::Clap(_))
         ));
+    }
+
+    #[test]
+    fn auth_is_required_with_a_keys_file_and_off_without_unless_said() {
+        assert_eq!(load(&[]).expect("valid").auth_mode(), AuthMode::Off);
+        let with = load(&["--api-keys-file", "/k.toml"]).expect("valid");
+        assert_eq!(with.auth_mode(), AuthMode::Required);
+        let off = load(&["--api-keys-file", "/k.toml", "--auth", "off"]).expect("valid");
+        assert_eq!(off.auth_mode(), AuthMode::Off);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("busyapi.toml");
+        std::fs::write(&path, "api_keys_file = \"/etc/k.toml\"\nkey-burst = 7\n").expect("write");
+        let c = load(&["--config", path.to_str().expect("utf8")]).expect("valid");
+        assert_eq!(
+            c.api_keys_file.as_deref(),
+            Some(std::path::Path::new("/etc/k.toml"))
+        );
+        assert_eq!((c.auth_mode(), c.key_burst), (AuthMode::Required, 7));
     }
 
     #[test]

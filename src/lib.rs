@@ -13,7 +13,7 @@
 //!
 //! | arrow                  | module       | what happens                                   |
 //! |------------------------|--------------|------------------------------------------------|
-//! | socket → request       | [`http`]     | HTTP/1.1 framing, routing, statuses            |
+//! | socket → request       | [`http`]     | HTTP/1.1 framing, API keys and their limits, routing, statuses |
 //! | request → usage        | [`ingest`]   | JSON validation, timestamp forms               |
 //! | usage → disk           | [`wal`]      | per-core lanes, group commit, fdatasync, ids   |
 //! | disk → batches         | [`flusher`]  | reads committed records, retries, dead letters, checkpoints |

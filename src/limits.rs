@@ -142,6 +142,57 @@ pub const WORKERS_MAX: usize = 1024;
 /// operator wants them; off is for measuring that cost.
 pub const METRICS_DEFAULT: bool = true;
 
+// ---------------------------------------------------------------- API keys
+
+/// A key id (`--api-keys-file`'s `id`), in bytes of `[A-Za-z0-9._-]`: a name
+/// an operator chooses, logged and stored in every usage as `source`, so
+/// short; stored in a WAL record with a u8 length.
+pub const KEY_ID_BYTES_MAX: usize = 64;
+/// Keys in one `--api-keys-file`: one per client application or fleet, not
+/// per device. Bounds the lookup (every key is compared, see `http::auth`)
+/// and the `key` label of the per-key metrics.
+pub const API_KEYS_MAX: usize = 1024;
+/// A keys file larger than this is refused: [`API_KEYS_MAX`] entries take
+/// about 150 KiB.
+pub const KEYS_FILE_BYTES_MAX: u64 = 1 << 20;
+/// A presented bearer token longer than this is refused without hashing:
+/// `busyapi-admin keys new` makes 43 characters.
+pub const API_KEY_BYTES_MAX: usize = 512;
+/// Random bytes in a key `busyapi-admin keys new` makes: 256 bits, beyond
+/// any guessing, as 43 base64url characters.
+pub const API_KEY_RANDOM_BYTES: usize = 32;
+/// `--key-rate-per-s`: usages a second one key may send when its entry
+/// sets no rate. A key serves an app or a fleet; a node takes about 18,000
+/// a second, so the default keeps any one key from taking most of a node
+/// while far above what a fleet of devices sends on average.
+pub const KEY_RATE_PER_S_DEFAULT: u64 = 1000;
+/// `--key-burst`: usages one key may send at once above its rate: two
+/// seconds' worth, for devices that sync their backlog together after an
+/// outage.
+pub const KEY_BURST_DEFAULT: u64 = 2000;
+/// Lost compare-and-swaps before a token bucket answers "over the limit":
+/// each lost swap means another request took tokens, so under honest load
+/// a take succeeds within a few tries.
+pub const BUCKET_CAS_TRIES_MAX: usize = 16;
+/// Slots of the table of failed authentications per client address
+/// (addresses hash into it; two that share a slot share a budget). 1,024
+/// slots of about 40 bytes: 40 KiB, whatever the number of clients.
+pub const AUTH_FAILURE_SLOTS: usize = 1024;
+/// Failed authentications per second one address may make past its burst
+/// and still get a 401: a misconfigured client retries far slower, and a
+/// guesser of a 256-bit key gains nothing from any rate.
+pub const AUTH_FAILURE_RATE_PER_S: u64 = 2;
+/// Failed authentications one address may make at once before the next
+/// is answered 429 and its connection closed.
+pub const AUTH_FAILURE_BURST: u64 = 20;
+/// A key's `rate_per_s` at most: far above what one node takes (tens of
+/// thousands of usages a second), so a bucket never limits below the
+/// node's own capacity by mistake of scale.
+pub const KEY_RATE_PER_S_MAX: u64 = 1_000_000;
+/// A key's `burst` at most: a minute at the highest rate would be more
+/// than a WAL quota holds; this keeps a bucket's arithmetic far from overflow.
+pub const KEY_BURST_MAX: u64 = 10_000_000;
+
 // ---------------------------------------------------------------- usage fields
 
 /// `patientId` in bytes (UTF-8). Ids in the original service are short
@@ -255,9 +306,9 @@ pub const FLUSH_MAX_RECORDS_DEFAULT: usize = 1000;
 /// (`maxBsonObjectSize`).
 pub const BSON_COMMAND_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Most bytes one usage takes in an `insert` command's `documents` array:
-/// its six fields at their caps, the array index key and the framing come
-/// to about 505 (`sink::encode` tests the bound).
-pub const DOCUMENT_BYTES_MAX: usize = 512;
+/// its seven fields at their caps, the array index key and the framing come
+/// to about 585 (`sink::encode` tests the bound).
+pub const DOCUMENT_BYTES_MAX: usize = 640;
 /// Room in a command for everything but its documents: the collection name,
 /// `ordered`, `maxTimeMS` and the write concern.
 pub const COMMAND_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -334,10 +385,15 @@ const _: () = assert!(
     "every retry-window shard holds as many pairs"
 );
 
-/// A framed record (format 2): 8-byte frame header, 24 fixed payload bytes,
-/// three u8 lengths and the three strings.
-pub const RECORD_BYTES_MAX: usize =
-    8 + 24 + 3 + PATIENT_ID_BYTES_MAX + MEDICATION_BYTES_MAX + EVENT_ID_BYTES_MAX;
+/// A framed record (format 3): 8-byte frame header, 24 fixed payload bytes,
+/// four u8 lengths and the four strings.
+pub const RECORD_BYTES_MAX: usize = 8
+    + 24
+    + 4
+    + PATIENT_ID_BYTES_MAX
+    + MEDICATION_BYTES_MAX
+    + EVENT_ID_BYTES_MAX
+    + KEY_ID_BYTES_MAX;
 
 const _: () = assert!(
     PATIENT_ID_BYTES_MAX <= u8::MAX as usize,
@@ -350,6 +406,10 @@ const _: () = assert!(
 const _: () = assert!(
     EVENT_ID_BYTES_MAX <= u8::MAX as usize,
     "eventId is stored with a u8 length"
+);
+const _: () = assert!(
+    KEY_ID_BYTES_MAX <= u8::MAX as usize,
+    "a key id is stored with a u8 length"
 );
 const _: () = assert!(
     NODE_ID_BITS + SEQ_BITS == 53,
@@ -413,3 +473,13 @@ const _: () = assert!(
     "a document is tried at least once"
 );
 const _: () = assert!(DEAD_LETTERS_PER_COMMAND_MAX >= 1);
+const _: () = assert!(
+    1 <= KEY_RATE_PER_S_DEFAULT
+        && KEY_RATE_PER_S_DEFAULT <= KEY_RATE_PER_S_MAX
+        && 1 <= KEY_BURST_DEFAULT
+        && KEY_BURST_DEFAULT <= KEY_BURST_MAX
+);
+const _: () = assert!(
+    KEY_BURST_MAX.checked_mul(1_000_000_000).is_some(),
+    "a bucket's tolerance in ns fits a u64"
+);

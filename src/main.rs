@@ -11,6 +11,7 @@ use anyhow::Context;
 use busyapi::app::App;
 use busyapi::config::{Config, ConfigError};
 use busyapi::flusher::{Flusher, SinkFactory};
+use busyapi::http::auth::Auth;
 use busyapi::http::server::Server;
 use busyapi::http::tls::Tls;
 use busyapi::limits::{
@@ -37,7 +38,16 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
-    match run(config) {
+    // The keys file is configuration too: a bad one exits 2 at start.
+    let auth = match Auth::start(&config) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config, auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
@@ -47,7 +57,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(mut config: Config) -> anyhow::Result<()> {
+fn run(mut config: Config, auth: Auth) -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
     let mut signals = shutdown::install()?;
     let tls = Tls::from_config(&config)?;
@@ -75,7 +85,7 @@ fn run(mut config: Config) -> anyhow::Result<()> {
         Duration::from_micros(config.commit_delay_max_us),
     )
     .context("could not start the WAL writer")?;
-    let app = Arc::new(App::new(config, opened.shared, lanes));
+    let app = Arc::new(App::new(config, opened.shared, lanes, auth));
 
     let c = app.config.clone();
     let factory: SinkFactory = Box::new(move || {
@@ -99,9 +109,11 @@ fn run(mut config: Config) -> anyhow::Result<()> {
         app.config.workers,
         if pinned { "pinned" } else { "unpinned" }
     );
+    let keys = app.clone();
     shutdown::wait_and_stop(
         signals,
         Running {
+            reloaders: vec![Box::new(move || keys.auth.reload())],
             app,
             server,
             writer,
@@ -122,6 +134,8 @@ fn open_wal(config: &Config, signals: &mut Signals) -> anyhow::Result<Option<wal
         config.wal_segment_bytes,
         || {
             startup::fresh_floor(config, || {
+                // A SIGHUP while waiting is no stop; its reload is moot, as
+                // nothing has been served with the keys or the certificate yet.
                 stopped = signals.pending().any(shutdown::is_stop);
                 stopped
             })

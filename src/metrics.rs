@@ -60,8 +60,8 @@ const ROUTES: [(Route, &str); 8] = [
 ];
 
 /// Statuses busyapi sends; anything else would be counted as the last.
-const STATUSES: [u16; 15] = [
-    200, 201, 400, 404, 405, 408, 413, 414, 415, 431, 500, 501, 503, 505, 0,
+const STATUSES: [u16; 17] = [
+    200, 201, 400, 401, 404, 405, 408, 413, 414, 415, 429, 431, 500, 501, 503, 505, 0,
 ];
 
 fn status_index(status: u16) -> usize {

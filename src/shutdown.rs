@@ -1,4 +1,10 @@
-//! The ordered stop on SIGTERM or SIGINT.
+//! The ordered stop on SIGTERM or SIGINT, and the reload on SIGHUP.
+//!
+//! SIGHUP stops nothing: it runs every [`Reloader`] of [`Running`], in
+//! order, on this thread (the API keys), then reloads the server's TLS
+//! certificate; connections are not touched. Each logs its own outcome and
+//! keeps what it had when its files do not pass. Before the server runs
+//! and once a stop has begun, SIGHUP is ignored.
 //!
 //! 1. Readiness turns 503 (`shutting_down`) and responses say
 //!    `Connection: close`; for `--shutdown-drain-ms` requests are still
@@ -15,10 +21,6 @@
 //!
 //! A second signal exits at once with status 130. Nothing acknowledged is
 //! lost that way either: it is all in the WAL.
-//!
-//! SIGHUP is not a stop: it reloads what is read from files (the TLS
-//! certificate, `Running::reload`) while the server runs, and serving goes
-//! on; before the server runs and once a stop has begun it is ignored.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,8 +46,13 @@ pub enum ShutdownError {
     Signals(#[from] std::io::Error),
 }
 
+/// Something re-read on SIGHUP (see the module doc).
+pub type Reloader = Box<dyn Fn() + Send>;
+
 /// Everything the stop sequence stops.
 pub struct Running {
+    /// Run, in order, on every SIGHUP until the stop begins.
+    pub reloaders: Vec<Reloader>,
     /// The stop sets `shutting_down` here and takes its drain and grace
     /// durations from the config.
     pub app: Arc<App>,
@@ -59,28 +66,32 @@ pub struct Running {
 
 /// Takes over SIGTERM, SIGINT and SIGHUP. Call before anything can be told
 /// to stop (before the listener opens), so an early signal is not the
-/// default "terminate now" but the ordered stop (or, for SIGHUP, nothing).
+/// default "terminate now" but the ordered stop (or, for SIGHUP, a reload).
 pub fn install() -> Result<Signals, ShutdownError> {
     Ok(Signals::new([SIGTERM, SIGINT, SIGHUP])?)
 }
 
-/// Whether `sig` asks the process to stop (SIGHUP does not).
+/// Whether `sig` asks for the stop (SIGHUP asks for a reload).
 pub fn is_stop(sig: i32) -> bool {
     sig != SIGHUP
 }
 
 impl Running {
     /// What SIGHUP does: every part that reads files reads them again, and
-    /// keeps what it had if they do not load (each logs which).
+    /// keeps what it had if they do not load (each logs which): the
+    /// reloaders, then the server's TLS certificate.
     fn reload(&self) {
         log::info!("received SIGHUP; reloading");
+        for reload in &self.reloaders {
+            reload();
+        }
         self.server.reload();
     }
 }
 
-/// Blocks until SIGTERM or SIGINT, then stops everything in order; SIGHUP
-/// meanwhile reloads.
-pub fn wait_and_stop(mut signals: Signals, running: Running) -> Result<(), ShutdownError> {
+/// Runs the reloads on each SIGHUP; on SIGTERM or SIGINT stops
+/// everything in order.
+pub fn wait_and_stop(mut signals: Signals, mut running: Running) -> Result<(), ShutdownError> {
     let mut first = SIGTERM;
     for sig in signals.forever() {
         if is_stop(sig) {
@@ -89,6 +100,7 @@ pub fn wait_and_stop(mut signals: Signals, running: Running) -> Result<(), Shutd
         }
         running.reload();
     }
+    running.reloaders.clear();
     log::info!("received {}; shutting down", name(first));
     std::thread::Builder::new()
         .name("second-signal".into())
@@ -108,6 +120,7 @@ pub fn wait_and_stop(mut signals: Signals, running: Running) -> Result<(), Shutd
 /// Steps 1 to 5 of the module doc.
 pub fn stop(running: Running) {
     let Running {
+        reloaders: _,
         app,
         server,
         writer,

@@ -10,6 +10,8 @@
 //! | module         | what it covers                                        |
 //! |----------------|-------------------------------------------------------|
 //! | [`usages`]     | 201s, the accepted forms, every 400 about the body    |
+//! | [`auth`]       | API keys: 401s, SIGHUP reloads, the stored source     |
+//! | [`key_limits`] | 429s per key, per-key metrics, failed-auth limiting   |
 //! | [`refusals`]   | framing 400s, 404, 405, 408, 413, 415, 431, 501, 505  |
 //! | [`batches`]    | JSON arrays and NDJSON: ids in order, all or nothing  |
 //! | [`http11`]     | keep-alive, close, pipelining, chunked, 100-continue  |
@@ -20,12 +22,16 @@
 //! | [`openapi`]    | /openapi.json is the repository's, names every route  |
 mod common;
 
+#[path = "http_contract/auth.rs"]
+mod auth;
 #[path = "http_contract/batches.rs"]
 mod batches;
 #[path = "http_contract/hostile.rs"]
 mod hostile;
 #[path = "http_contract/http11.rs"]
 mod http11;
+#[path = "http_contract/key_limits.rs"]
+mod key_limits;
 #[path = "http_contract/memory.rs"]
 mod memory;
 #[path = "http_contract/openapi.rs"]

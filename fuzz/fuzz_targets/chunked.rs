@@ -31,6 +31,7 @@ fn chunked_head(len: usize) -> Head<'static> {
         content_type: ContentType::Json,
         media_type: b"application/json",
         idempotency_key: None,
+        authorization: None,
         framing: Framing::Chunked,
         len,
     }

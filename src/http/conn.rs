@@ -28,9 +28,12 @@ use rustls::ServerConfig;
 
 mod batch;
 mod deadlines;
+mod gate;
+use gate::Admit;
 mod round;
 
 use super::admission::Admitted;
+use super::auth;
 use super::request::{self, Body, Head};
 use super::response::{self, Conn as ConnHeader};
 use super::routes::{self, Action};
@@ -131,6 +134,8 @@ struct Connection<'a> {
     /// Counts this connection among the WAL's submitters, which the
     /// commit pacer reads: a commit every submitter waits on is not held.
     _submitter: Attached<'a>,
+    /// The API keys as this connection last saw them (see [`auth::View`]).
+    keys: auth::View,
     /// When the WAL last answered this connection's submission.
     last_reply: Option<Instant>,
     /// Counts this connection in the server's [`Admission`]: open while it
@@ -168,6 +173,7 @@ impl<'a> Connection<'a> {
             read_timeout: None,
             _submitter: app.lanes.attach(),
             last_reply: None,
+            keys: app.auth.view(),
             admitted,
         }
     }
@@ -244,7 +250,7 @@ impl<'a> Connection<'a> {
                 return self.fail(route, e.into(), false);
             }
             let conn = self.conn_header(&head);
-            self.handle(&head, route, action, body, conn);
+            let conn = self.handle(&head, route, action, body, conn);
             self.scratch = chunked_body;
             self.rpos += len;
             self.request_done();
@@ -273,7 +279,10 @@ impl<'a> Connection<'a> {
         action: Result<Action, ApiError>,
     ) -> Next {
         if head.expect_continue && !self.continue_sent {
-            let refused = action.and_then(|a| routes::precheck(head, a, self.app));
+            let refused = action.and_then(|a| {
+                self.authorize(head, a, Admit::Later)?;
+                routes::precheck(head, a, self.app)
+            });
             if let Err(e) = refused {
                 return self.fail(route, e, head.method == request::Method::Head);
             }
@@ -284,6 +293,8 @@ impl<'a> Connection<'a> {
         Next::Read
     }
 
+    /// Handles one whole request; returns the Connection header its
+    /// response went out with.
     fn handle(
         &mut self,
         head: &Head<'_>,
@@ -291,12 +302,19 @@ impl<'a> Connection<'a> {
         action: Result<Action, ApiError>,
         body: &[u8],
         conn: ConnHeader,
-    ) {
-        let outcome = action.and_then(|a| routes::precheck(head, a, self.app).map(|()| a));
+    ) -> ConnHeader {
+        let outcome = action.and_then(|a| {
+            // A batch is charged its usages once they are counted.
+            let batch = a == Action::Ingest && batch::batch_form(head, body).is_some();
+            let admit = if batch { Admit::Later } else { Admit::Now };
+            let who = self.authorize(head, a, admit)?;
+            routes::precheck(head, a, self.app).map(|()| (a, who))
+        });
         match outcome {
-            Ok(Action::Ingest) => {
+            Ok((Action::Ingest, who)) => {
                 if let Some(form) = batch::batch_form(head, body) {
-                    return self.handle_batch(head, form, body, conn);
+                    self.handle_batch(head, form, body, conn, who);
+                    return conn;
                 }
                 let usage = self.parser.parse(body).map_err(ApiError::from);
                 match usage.and_then(|u| Ok(fields::keyed(u, head.idempotency_key)?)) {
@@ -306,17 +324,19 @@ impl<'a> Connection<'a> {
                             let patient = usage.patient_id.as_bytes(&mut digits);
                             let event = event.as_bytes();
                             if let Some(id) = self.app.retries.first_id(patient, event) {
-                                return self.answer_retry(id, conn);
+                                self.answer_retry(id, conn);
+                                return conn;
                             }
                             self.pending.push(self.staged_conns.len(), patient, event);
                         }
-                        Submission::stage(&mut self.staged, &usage, now_ms());
+                        let source = who.as_ref().map(|v| v.id.as_str());
+                        Submission::stage(&mut self.staged, &usage, source, now_ms());
                         self.staged_conns.push(conn);
                     }
                     Err(e) => self.respond_error(route, &e, conn, false),
                 }
             }
-            Ok(other) => {
+            Ok((other, _)) => {
                 self.commit_staged();
                 let status = routes::respond(
                     other,
@@ -328,8 +348,17 @@ impl<'a> Connection<'a> {
                 );
                 metrics::count_request(route, status);
             }
-            Err(e) => self.respond_error(route, &e, conn, head.method == request::Method::Head),
+            Err(e) => {
+                let conn = if e.closes_connection() {
+                    ConnHeader::Close
+                } else {
+                    conn
+                };
+                self.respond_error(route, &e, conn, head.method == request::Method::Head);
+                return conn;
+            }
         }
+        conn
     }
 
     /// A retried event the window still knows: `201` with the id its first
@@ -349,16 +378,8 @@ impl<'a> Connection<'a> {
 
     fn respond_error(&mut self, route: Route, e: &ApiError, conn: ConnHeader, head_only: bool) {
         self.commit_staged();
-        let status = e.status();
-        response::write_error(
-            &mut self.wbuf,
-            status,
-            &e.to_string(),
-            conn,
-            e.extra_headers(),
-            head_only,
-        );
-        metrics::count_request(route, status);
+        e.write(&mut self.wbuf, conn, head_only);
+        metrics::count_request(route, e.status());
     }
 
     fn conn_header(&self, head: &Head<'_>) -> ConnHeader {

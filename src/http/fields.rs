@@ -29,6 +29,10 @@ pub(super) struct Fields<'a> {
     /// The last `Idempotency-Key` value, trimmed, unchecked: only a usage
     /// POST reads it, and checks it then ([`idempotency_key`]).
     pub idempotency_key: Option<&'a [u8]>,
+    /// `Authorization` field lines seen: more than one is a 400.
+    pub authorizations: usize,
+    /// The last `Authorization` value, trimmed, unchecked (`auth` reads it).
+    pub authorization: Option<&'a [u8]>,
 }
 
 impl<'a> Fields<'a> {
@@ -62,6 +66,9 @@ impl<'a> Fields<'a> {
             } else if name.eq_ignore_ascii_case("idempotency-key") {
                 f.idempotency_key = Some(trim(h.value));
                 f.idempotency_keys += 1;
+            } else if name.eq_ignore_ascii_case("authorization") {
+                f.authorization = Some(trim(h.value));
+                f.authorizations += 1;
             }
         }
         Ok(f)

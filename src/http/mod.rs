@@ -23,6 +23,9 @@
 //! - `socket`: the stream, plain or TLS (its handshake under a deadline),
 //!   writing within a deadline, draining before a close, and giving grown
 //!   buffers back; [`tls`]: the certificate, and its reload on SIGHUP.
+//! - [`auth`]: API keys (the keys file, the Bearer check in constant
+//!   time, per-key token buckets, the failed-authentication budget of an
+//!   address), checked on a usage's head before its body is staged.
 //! - [`routes`]: what each path answers, and [`ApiError::status`], the one
 //!   place where errors become statuses.
 //!
@@ -37,6 +40,7 @@
 //!   buffers grown for a round are given back (see [`conn`]).
 
 pub mod admission;
+pub mod auth;
 pub mod chunked;
 pub mod conn;
 mod fields;
@@ -57,6 +61,7 @@ use crate::limits::{
 };
 use crate::wal::CommitError;
 use crate::wal::SubmitError;
+use auth::AuthError;
 
 /// Request framing errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +109,10 @@ pub enum HttpError {
     )]
     /// 400: an `Idempotency-Key` that cannot be an eventId.
     BadIdempotencyKey,
+    #[error("more than one Authorization header")]
+    /// 400: more than one `Authorization` header: which key speaks would be
+    /// a guess.
+    DuplicateAuthorization,
     #[error("Idempotency-Key header and eventId in the body differ")]
     /// 400: a usage names its event twice, two ways: nothing is written.
     IdempotencyKeyMismatch,
@@ -150,6 +159,9 @@ pub enum ApiError {
     #[error(transparent)]
     /// 400 (413 for too many usages): a batch refused whole.
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    /// 401: a usage POST without a known API key.
+    Auth(#[from] AuthError),
     #[error("no such path")]
     /// 404: no route has this path.
     NotFound,
@@ -242,6 +254,7 @@ impl ApiError {
                 | HttpError::BadHost
                 | HttpError::DuplicateIdempotencyKey
                 | HttpError::BadIdempotencyKey
+                | HttpError::DuplicateAuthorization
                 | HttpError::IdempotencyKeyMismatch
                 | HttpError::IdempotencyKeyOnBatch
                 | HttpError::BadTarget => 400,
@@ -249,11 +262,44 @@ impl ApiError {
             ApiError::Ingest(_) => 400,
             ApiError::Batch(BatchError::TooMany { .. }) => 413,
             ApiError::Batch(_) => 400,
+            ApiError::Auth(e) => match e {
+                AuthError::Missing | AuthError::WrongScheme | AuthError::UnknownKey => 401,
+                AuthError::RateLimited { .. } | AuthError::TooManyFailures { .. } => 429,
+                // A keys file's error stops a start or a reload; no request
+                // can carry one, and if one did it is this server's fault.
+                AuthError::KeysFile { .. } => 500,
+            },
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Submit(_) | ApiError::Commit(_) | ApiError::NotReady(_) => 503,
         }
+    }
+
+    /// Whether the connection closes after this error, whatever the
+    /// request asked: an address that keeps failing to authenticate must
+    /// open a new connection for each further guess.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ApiError::Auth(AuthError::TooManyFailures { .. }))
+    }
+
+    /// Writes the error's response to `out`: its status, its JSON error,
+    /// [`ApiError::extra_headers`] and a 429's `Retry-After`.
+    pub fn write(&self, out: &mut Vec<u8>, conn: response::Conn, head_only: bool) {
+        let mut secs = itoa::Buffer::new();
+        let retry;
+        let headers = match self {
+            ApiError::Auth(e) => match e.retry_after_secs() {
+                Some(n) => {
+                    retry = [("Retry-After", secs.format(n))];
+                    &retry[..]
+                }
+                None => self.extra_headers(),
+            },
+            _ => self.extra_headers(),
+        };
+        let message = self.to_string();
+        response::write_error(out, self.status(), &message, conn, headers, head_only);
     }
 
     /// Headers that go with the status.
@@ -263,6 +309,10 @@ impl ApiError {
                 &[("Allow", routes::ALLOW_POST)]
             }
             ApiError::MethodNotAllowed { .. } => &[("Allow", routes::ALLOW_GET)],
+            ApiError::Auth(e) if e.challenge() == auth::CHALLENGE => {
+                &[("WWW-Authenticate", auth::CHALLENGE)]
+            }
+            ApiError::Auth(_) => &[("WWW-Authenticate", auth::CHALLENGE_INVALID)],
             e if e.status() == 503 => &[("Retry-After", RETRY_AFTER_SECS)],
             _ => &[],
         }
@@ -289,6 +339,24 @@ mod tests {
             (HttpError::DuplicateIdempotencyKey.into(), 400),
             (HttpError::BadIdempotencyKey.into(), 400),
             (HttpError::IdempotencyKeyMismatch.into(), 400),
+            (HttpError::DuplicateAuthorization.into(), 400),
+            (AuthError::Missing.into(), 401),
+            (AuthError::WrongScheme.into(), 401),
+            (AuthError::UnknownKey.into(), 401),
+            (
+                AuthError::RateLimited {
+                    retry_after_secs: 1,
+                }
+                .into(),
+                429,
+            ),
+            (
+                AuthError::TooManyFailures {
+                    retry_after_secs: 1,
+                }
+                .into(),
+                429,
+            ),
             (HttpError::BadTarget.into(), 400),
             (HttpError::UnsupportedTransferEncoding.into(), 501),
             (HttpError::Version.into(), 505),
@@ -334,6 +402,21 @@ mod tests {
             }
             .extra_headers(),
             &[("Allow", "POST")]
+        );
+    }
+
+    #[test]
+    fn a_401_challenges_for_a_bearer_token_and_names_a_bad_one_invalid() {
+        assert_eq!(
+            ApiError::from(AuthError::Missing).extra_headers(),
+            &[("WWW-Authenticate", "Bearer realm=\"busyapi\"")]
+        );
+        assert_eq!(
+            ApiError::from(AuthError::UnknownKey).extra_headers(),
+            &[(
+                "WWW-Authenticate",
+                "Bearer realm=\"busyapi\", error=\"invalid_token\""
+            )]
         );
     }
 

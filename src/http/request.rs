@@ -66,6 +66,9 @@ pub struct Head<'a> {
     /// The `Idempotency-Key` value, trimmed and not yet checked (a usage
     /// POST takes it as its eventId, see `conn`); `None` without one.
     pub idempotency_key: Option<&'a [u8]>,
+    /// The `Authorization` value, trimmed and not yet checked (`auth` does,
+    /// for a usage POST); `None` without one.
+    pub authorization: Option<&'a [u8]>,
     /// Bytes of the request line and headers, up to the body.
     pub len: usize,
 }
@@ -111,6 +114,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
     if fields.idempotency_keys > 1 {
         return Err(HttpError::DuplicateIdempotencyKey);
     }
+    if fields.authorizations > 1 {
+        return Err(HttpError::DuplicateAuthorization);
+    }
     let framing = match (fields.content_length, fields.codings.chunked()?) {
         (Some(_), true) => return Err(HttpError::LengthAndChunked),
         (_, true) if http10 => return Err(HttpError::UnsupportedTransferEncoding),
@@ -134,6 +140,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpError> {
         media_type: fields.media_type,
         framing,
         idempotency_key: fields.idempotency_key,
+        authorization: fields.authorization,
         len,
     }))
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use may::net::TcpListener;
 
 use super::admission::Admission;
+use super::auth::AuthMode;
 use super::conn;
 use super::response::{self, Conn};
 use super::routes::Exposure;
@@ -87,13 +88,22 @@ impl Server {
     /// both serves neither.
     pub fn start(app: Arc<App>, tls: Option<Arc<Tls>>) -> Result<Server, ServerError> {
         let c = &app.config;
-        // The route set of each listener. Without an admin address the one
-        // listener serves everything, as it always has.
-        let public = if c.admin_listen.is_some() {
+        // The route set of each listener. With keys required, the public
+        // address answers only usages and the probes (the operational
+        // endpoints need no key, so they must not face devices). Otherwise,
+        // without an admin address the one listener serves everything.
+        let keys_required = c.auth_mode() == AuthMode::Required;
+        let public = if c.admin_listen.is_some() || keys_required {
             Exposure::Public
         } else {
             Exposure::Both
         };
+        if keys_required && c.admin_listen.is_none() {
+            log::warn!(
+                "API keys are required and --admin-listen is not set: /metrics, /api/stats, \
+                 the status page and /openapi.json are not served; set --admin-listen to reach them"
+            );
+        }
         // TLS is for the address devices reach; the admin address is
         // private and stays plain.
         let mut bound = vec![bind("listen", c.listen, public, tls.clone())?];

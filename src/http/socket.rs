@@ -102,6 +102,12 @@ impl Stream {
         }
     }
 
+    /// The client's address (the failed-authentication budget is kept per
+    /// address).
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
     /// The socket's read timeout (see `may`: whole milliseconds).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.tcp().set_read_timeout(timeout)

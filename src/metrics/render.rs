@@ -40,6 +40,10 @@ pub struct Gauges {
     pub uptime_seconds: f64,
     /// Open client connections, as the HTTP server's admission counts them.
     pub connections_open: u64,
+    /// Each loaded API key's id, usage requests and 429s, as the keys
+    /// count them (`http::auth`); empty with auth off. Ids are the
+    /// operator's, at most `API_KEYS_MAX`: a bounded label.
+    pub keys: Vec<(String, u64, u64)>,
 }
 
 /// Renders everything in the Prometheus text format.
@@ -74,6 +78,27 @@ impl Collector for Scrape {
             let status = status.to_string();
             let labels = [("route", *route), ("status", status.as_str())];
             ConstCounter::new(*n).encode(fam.encode_family(&labels)?)?;
+        }
+        type KeyRow = (String, u64, u64);
+        type PerKey = (&'static str, &'static str, fn(&KeyRow) -> u64);
+        let per_key: [PerKey; 2] = [
+            (
+                "busyapi_key_requests",
+                "Usage requests authenticated with each API key.",
+                |k| k.1,
+            ),
+            (
+                "busyapi_key_rate_limited",
+                "Usage requests of each API key refused 429 by its rate limit.",
+                |k| k.2,
+            ),
+        ];
+        for (name, help, value) in per_key {
+            let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for key in &self.gauges.keys {
+                let labels = [("key", key.0.as_str())];
+                ConstCounter::new(value(key)).encode(fam.encode_family(&labels)?)?;
+            }
         }
         let mut fam = enc.encode_descriptor(
             "busyapi_mongo_errors",

@@ -8,6 +8,7 @@
 //!
 //! ```js
 //! {_id: NumberLong(<the id of the 201>), patientId, timestamp, medication, receivedAt,
+//!  eventId, source,   // when the usage had them
 //!  error: {code: 121, message: "Document failed validation"},
 //!  deadLetteredAt: ISODate(...)}
 //! ```
@@ -108,8 +109,8 @@ fn truncated(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
     use crate::limits::{
-        DEAD_LETTER_BYTES_MAX, EVENT_ID_BYTES_MAX, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX,
-        SEQ_MAX,
+        DEAD_LETTER_BYTES_MAX, EVENT_ID_BYTES_MAX, KEY_ID_BYTES_MAX, MEDICATION_BYTES_MAX,
+        PATIENT_ID_BYTES_MAX, SEQ_MAX,
     };
     use crate::wal::Id;
     use crate::wal::record::Record;
@@ -131,6 +132,7 @@ mod tests {
             patient_id: "100",
             medication,
             event_id: None,
+            source: None,
         }
     }
 
@@ -196,10 +198,23 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_letter_keeps_the_key_id_that_wrote_its_usage() {
+        let with_source = Record {
+            source: Some("app-1"),
+            ..record(9, "Poison")
+        };
+        let taken = take(&batch(&[with_source]), vec![refusal(0, 121, "invalid")]);
+        let letters = into_dead_letters(taken, DateTime::from_millis(1));
+        let stored = documents(&insert_command(&letters, "d", Concern::Journaled));
+        assert_eq!(stored[0].get_str("source"), Ok("app-1"));
+    }
+
+    #[test]
     fn a_dead_letter_of_the_largest_usage_with_a_long_message_fits_its_bound() {
         let patient = "p".repeat(PATIENT_ID_BYTES_MAX);
         let medication = "m".repeat(MEDICATION_BYTES_MAX);
         let event = "e".repeat(EVENT_ID_BYTES_MAX);
+        let source = "k".repeat(KEY_ID_BYTES_MAX);
         let largest = Record {
             id: Id::new(0, SEQ_MAX),
             received_at_ms: i64::MAX,
@@ -207,6 +222,7 @@ mod tests {
             patient_id: &patient,
             medication: &medication,
             event_id: Some(&event),
+            source: Some(&source),
         };
         let cmd = batch(&[largest]);
         let long = "é".repeat(DEAD_LETTER_MESSAGE_BYTES_MAX);

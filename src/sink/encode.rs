@@ -3,7 +3,8 @@
 //!
 //! Each document is
 //! `{_id: Int64, patientId: String, timestamp: Date, medication: String, receivedAt: Date}`,
-//! and `eventId: String` after them when the usage had one.
+//! then `eventId: String` when the usage had one, and `source: String`
+//! (the id of the API key that wrote it) when auth was on.
 //! The `_id` is the id of the 201, so a replayed batch collides with
 //! itself (duplicate key) instead of storing a record twice.
 
@@ -90,6 +91,9 @@ impl InsertCommand {
         if let Some(event_id) = r.event_id {
             string(buf, "eventId", event_id);
         }
+        if let Some(source) = r.source {
+            string(buf, "source", source);
+        }
         close(buf, doc_at);
         self.records += 1;
     }
@@ -158,6 +162,7 @@ mod tests {
             patient_id: pid,
             medication: "Albuterol",
             event_id: None,
+            source: None,
         }
     }
 
@@ -193,22 +198,41 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_event_id_is_stored_last_and_only_when_there_is_one() {
+    /// The documents of a command of `with` then a plain `record(8, ..)`.
+    fn with_and_without(with: Record<'_>) -> Vec<Bson> {
         let mut cmd = InsertCommand::start(Vec::new(), "usages", Concern::Journaled);
-        cmd.push(&Record {
-            event_id: Some("evt-1"),
-            ..record(7, "100")
-        });
+        cmd.push(&with);
         cmd.push(&record(8, "100"));
         let raw = RawDocumentBuf::from_bytes(cmd.finish()).expect("valid BSON");
         let doc = raw.to_document().expect("decodes");
-        let docs = doc.get_array("documents").expect("documents");
+        doc.get_array("documents").expect("documents").clone()
+    }
+
+    #[test]
+    fn an_event_id_is_stored_last_and_only_when_there_is_one() {
+        let docs = with_and_without(Record {
+            event_id: Some("evt-1"),
+            ..record(7, "100")
+        });
         let with = docs[0].as_document().expect("doc");
         assert_eq!(with.len(), 6, "{with}");
         assert_eq!(with.keys().last().map(String::as_str), Some("eventId"));
         assert_eq!(with.get_str("eventId"), Ok("evt-1"));
         assert!(!docs[1].as_document().expect("doc").contains_key("eventId"));
+    }
+
+    #[test]
+    fn a_source_is_stored_after_the_event_id_and_only_when_there_is_one() {
+        let docs = with_and_without(Record {
+            event_id: Some("evt-1"),
+            source: Some("app-1"),
+            ..record(7, "100")
+        });
+        let with = docs[0].as_document().expect("doc");
+        let keys: Vec<&str> = with.keys().map(String::as_str).collect();
+        assert_eq!((keys.len(), &keys[5..]), (7, &["eventId", "source"][..]));
+        assert_eq!(with.get_str("source"), Ok("app-1"));
+        assert!(!docs[1].as_document().expect("doc").contains_key("source"));
     }
 
     #[test]
@@ -227,11 +251,13 @@ mod tests {
     fn a_batch_of_the_largest_usages_at_the_record_limit_fits_in_one_bson_command() {
         use crate::limits::{
             BSON_COMMAND_BYTES_MAX, DOCUMENT_BYTES_MAX, EVENT_ID_BYTES_MAX,
-            FLUSH_MAX_RECORDS_LIMIT, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX, SEQ_MAX,
+            FLUSH_MAX_RECORDS_LIMIT, KEY_ID_BYTES_MAX, MEDICATION_BYTES_MAX, PATIENT_ID_BYTES_MAX,
+            SEQ_MAX,
         };
         let patient = "p".repeat(PATIENT_ID_BYTES_MAX);
         let medication = "m".repeat(MEDICATION_BYTES_MAX);
         let event = "e".repeat(EVENT_ID_BYTES_MAX);
+        let source = "k".repeat(KEY_ID_BYTES_MAX);
         let collection = "c".repeat(120);
         let largest = |id| Record {
             id,
@@ -240,6 +266,7 @@ mod tests {
             patient_id: &patient,
             medication: &medication,
             event_id: Some(&event),
+            source: Some(&source),
         };
         let mut cmd = InsertCommand::start(Vec::new(), &collection, Concern::Majority);
         let mut before = cmd.buf.len();

@@ -40,14 +40,19 @@ pub struct Submission {
 }
 
 impl Submission {
-    /// Stages a validated usage, received at `received_at_ms`, at the end
-    /// of `staged`: the buffer a connection fills between two submissions
+    /// Stages a validated usage, received at `received_at_ms` from the API
+    /// key `source` (`None` with auth off), at the end of `staged`: the buffer a connection fills between two submissions
     /// and then hands over as [`Submission::staged`]. The record format
     /// stays the WAL's business. It only appends, and the buffer comes
     /// back in the [`Reply`], so a connection stages into one allocation
     /// for its whole life.
-    pub fn stage(staged: &mut Vec<u8>, usage: &Usage<'_>, received_at_ms: i64) {
-        record::stage(usage, received_at_ms, staged);
+    pub fn stage(
+        staged: &mut Vec<u8>,
+        usage: &Usage<'_>,
+        source: Option<&str>,
+        received_at_ms: i64,
+    ) {
+        record::stage_from(usage, source, received_at_ms, staged);
     }
 }
 
@@ -411,7 +416,7 @@ mod tests {
                 medication: "Albuterol",
                 event_id: None,
             };
-            Submission::stage(&mut staged, &usage, 9);
+            Submission::stage(&mut staged, &usage, Some("app"), 9);
         }
         assert_eq!(staged.as_ptr(), at, "the buffer was reallocated");
         let mut framed = Vec::new();

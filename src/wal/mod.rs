@@ -67,13 +67,13 @@
 //!    a record (torn at creation): it is deleted if all zeros, else moved
 //!    to `quarantine/`, and it is not history (invariant 2).
 //!
-//! # On-disk format (version 2, little-endian)
+//! # On-disk format (version 3, little-endian)
 //! A segment is `NNNNNNNNNNNNNNNNNNNN.wal` (the segment number, 20 digits):
 //!
 //! | offset | size | header field                                  |
 //! |--------|------|-----------------------------------------------|
 //! | 0      | 8    | magic `BUSYWAL1`                              |
-//! | 8      | 4    | format version of the records, 1 or 2         |
+//! | 8      | 4    | format version of the records, 1, 2 or 3      |
 //! | 12     | 4    | node id that created the segment              |
 //! | 16     | 8    | segment number (equals the file name)         |
 //! | 24     | 8    | base seq: every record's seq is at least this |
@@ -84,7 +84,7 @@
 //!
 //! | offset | size | record field                                          |
 //! |--------|------|-------------------------------------------------------|
-//! | 0      | 4    | payload length `L` (29 ..= 419; version 1: 28 ..= 354) |
+//! | 0      | 4    | payload length `L` (30 ..= 484; version 2: 29 ..= 419; version 1: 28 ..= 354) |
 //! | 4      | 4    | CRC-32 (IEEE) of the length bytes and the payload     |
 //! | 8      | 8    | id (the 201's id and MongoDB's `_id`)                 |
 //! | 16     | 8    | receivedAt, epoch ms (i64)                            |
@@ -95,10 +95,13 @@
 //! | 34+p   | m    | medication, UTF-8                                     |
 //! | 34+p+m | 1    | `e`: eventId length, 0 for none (not in version 1)    |
 //! | 35+p+m | e    | eventId, UTF-8 (not in version 1)                     |
+//! | 35+p+m+e | 1  | `k`: source length, 0 for none (only in version 3)    |
+//! | 36+p+m+e | k  | source: the id of the API key that wrote the usage, ASCII (only in version 3) |
 //!
-//! New segments are written in version 2. A version-1 segment (written by
-//! a binary before eventIds) has records without the last two fields, and
-//! is still recovered and delivered: the header's version is kept in the
+//! New segments are written in version 3. A version-2 segment (written by
+//! a binary before API keys) has records without the last two fields, a
+//! version-1 segment (before eventIds) without the last four, and both
+//! are still recovered and delivered: the header's version is kept in the
 //! segment's [`SegmentView`] and every decode of it reads that layout
 //! ([`record::Format`]), one branch per record.
 //!

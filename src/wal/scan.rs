@@ -143,21 +143,19 @@ fn next_intact(bytes: &[u8], pos: usize, after_id: Id, format: Format) -> Option
 /// format never decodes in another) and the seq of its first intact record.
 /// `None` if it holds no intact record in any format.
 fn header_for_intact(no: u64, node_id: u32, bytes: &[u8]) -> Option<Header> {
-    [Format::CURRENT, Format::V1]
-        .into_iter()
-        .find_map(|format| {
-            let probe = Header {
-                node_id,
-                segment_no: no,
-                base_seq: 0,
-                format,
-            };
-            let first = scan_records(probe, bytes, 0).first_id?;
-            Some(Header {
-                base_seq: first.seq(),
-                ..probe
-            })
+    Format::ALL.into_iter().find_map(|format| {
+        let probe = Header {
+            node_id,
+            segment_no: no,
+            base_seq: 0,
+            format,
+        };
+        let first = scan_records(probe, bytes, 0).first_id?;
+        Some(Header {
+            base_seq: first.seq(),
+            ..probe
         })
+    })
 }
 
 /// A damaged header in front of records: keep the records (they may be

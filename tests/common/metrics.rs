@@ -9,7 +9,7 @@ pub struct Scrape {
 
 impl Scrape {
     pub fn of(s: &Server) -> Scrape {
-        let r = s.get("/metrics");
+        let r = s.ops_get("/metrics");
         assert_eq!(r.status, 200, "{}", r.text());
         Scrape { text: r.text() }
     }

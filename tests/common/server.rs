@@ -344,9 +344,20 @@ impl Server {
         c.response()
     }
 
+    /// GET of an operational path (`/metrics`, `/api/stats`) on a fresh
+    /// connection: to the `--admin-listen` address when the server has one.
+    pub fn ops_get(&self, path: &str) -> Response {
+        if !self.logs().contains("admin endpoints") {
+            return self.get(path);
+        }
+        let mut c = Http::connect(self.admin_addr());
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        c.response()
+    }
+
     /// Reads `/api/stats` as JSON.
     pub fn stats(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.get("/api/stats").body).expect("stats JSON")
+        serde_json::from_slice(&self.ops_get("/api/stats").body).expect("stats JSON")
     }
 
     /// An unsigned number from `/api/stats`.

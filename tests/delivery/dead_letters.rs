@@ -120,6 +120,44 @@ fn a_usage_the_validator_refuses_is_dead_lettered_with_code_121_and_delivery_goe
 }
 
 #[test]
+fn a_dead_letter_keeps_the_api_key_id_that_wrote_its_usage() {
+    let (_coll, dead, opts, dir) = refusing_poison("delivery_dead_letter_source");
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!(
+            "[[key]]\nid = \"fleet-9\"\nsha256 = \"{}\"\n",
+            busyapi::http::auth::digest_of(b"the-fleet-key")
+        ),
+    )
+    .expect("a keys file");
+    let server = Server::start(opts.arg(&format!(
+        "--api-keys-file {} --admin-listen 127.0.0.1:0",
+        keys.display()
+    )));
+    let body = poison_usage();
+    let mut c = server.connect();
+    c.send(
+        format!(
+            "POST /api/usages HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer the-fleet-key\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.response();
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_drained(&server);
+    let letters = all(&dead);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        letters[0].get_str("source"),
+        Ok("fleet-9"),
+        "{}",
+        letters[0]
+    );
+}
+
+#[test]
 fn a_crash_right_after_a_dead_letter_is_confirmed_replays_it_without_a_second_one() {
     let (coll, dead, opts, _dir) = refusing_poison("delivery_dead_letter_crash");
     let mut crashing = Server::start(

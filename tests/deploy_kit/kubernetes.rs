@@ -274,21 +274,57 @@ fn the_mongodb_uri_comes_from_the_secret_and_every_setting_is_one_busyapi_reads(
     }
 }
 
+/// The keys file as the `busyapi-api-keys` Secret holds it.
+fn api_keys_file() -> String {
+    let secret = manifest("k8s/api-keys-secret.yaml");
+    text(&secret["stringData"]["api-keys.toml"], "api-keys.toml").to_owned()
+}
+
+#[test]
+fn usages_need_an_api_key_whose_file_is_the_mounted_secret() {
+    let cm = config_map();
+    assert_eq!(cm["BUSYAPI_AUTH"], "required");
+    let path = Path::new(&cm["BUSYAPI_API_KEYS_FILE"]);
+    let sts = manifest("k8s/statefulset.yaml");
+    let volumes = items(&sts["spec"]["template"]["spec"]["volumes"], "volumes");
+    let keys = volumes
+        .iter()
+        .find(|v| v["secret"]["secretName"].as_str() == Some("busyapi-api-keys"))
+        .expect("a volume of the busyapi-api-keys Secret");
+    let mount = items(&container(&sts)["volumeMounts"], "volumeMounts")
+        .iter()
+        .find(|m| m["name"] == keys["name"])
+        .expect("the keys volume is mounted");
+    assert!(
+        mount["subPath"].is_badvalue(),
+        "a subPath mount never updates"
+    );
+    let dir = text(&mount["mountPath"], "mountPath");
+    assert_eq!(path, Path::new(dir).join("api-keys.toml"));
+    let entries = busyapi::http::auth::parse(&api_keys_file()).expect("the keys file parses");
+    assert!(!entries.is_empty());
+}
+
 #[test]
 fn busyapi_starts_and_is_ready_with_the_configmaps_settings() {
     // Listen addresses and data dir come from the harness (flags win over
     // the environment; a fixed admin port could be taken on this machine);
-    // everything else is the ConfigMap's.
+    // everything else is the ConfigMap's, the keys file that of the Secret,
+    // at a path of the test's own.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("api-keys.toml");
+    std::fs::write(&keys, api_keys_file()).expect("write the keys file");
     let mut opts = Opts::default().arg("--admin-listen 127.0.0.1:0");
     for (k, v) in config_map() {
         opts = opts.env(&k, &v);
     }
-    let mut server = Server::start(opts);
+    let mut server = Server::start(opts.env("BUSYAPI_API_KEYS_FILE", &keys.display().to_string()));
     assert_eq!(server.get("/readyz").status, 200, "log:\n{}", server.logs());
     assert_eq!(server.get("/metrics").status, 404, "not on the public port");
     let mut admin = common::Http::connect(server.admin_addr());
     admin.send(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(admin.response().status, 200, "on the admin port");
+    assert_eq!(server.post(common::USAGE).status, 401, "usages need a key");
     assert!(server.terminate(Duration::from_secs(60)).success());
 }
 

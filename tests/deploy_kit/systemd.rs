@@ -81,6 +81,20 @@ fn the_systemd_unit_restarts_always_keeps_the_wal_and_outlasts_the_stop_sequence
         "TimeoutStopSec {stop_s} s vs drain {drain_s} s + grace {grace_s} s"
     );
     assert_eq!(unit["Install"]["WantedBy"], ["multi-user.target"]);
+    assert!(
+        one("ExecStart").contains("--auth required --api-keys-file /etc/busyapi/api-keys.toml"),
+        "usages need a key"
+    );
+    assert_eq!(
+        one("ExecReload"),
+        "/bin/kill -HUP $MAINPID",
+        "reload is SIGHUP"
+    );
+    let keys = busyapi::http::auth::parse(&read("api-keys.toml")).expect("api-keys.toml parses");
+    assert!(
+        keys.iter().all(|k| k.digest == [0; 32]),
+        "the shipped file holds only a placeholder no key matches"
+    );
 
     // systemd's own check, where systemd is: the unit as shipped, with
     // ExecStart pointed at the binary just built (verify wants it to exist).

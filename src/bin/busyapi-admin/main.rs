@@ -1,5 +1,10 @@
 //! `busyapi-admin`: operator commands that the server itself never runs.
 //!
+//! ## `busyapi-admin keys new --id NAME`
+//!
+//! A fresh API key and its `[[key]]` entry for `--api-keys-file`; see
+//! `keys.rs`.
+//!
 //! ## `busyapi-admin shard`
 //!
 //! ```text
@@ -55,6 +60,8 @@ use mongodb::sync::Client;
 
 use busyapi::sink::mongo::EVENT_INDEX_NAME;
 
+mod keys;
+
 /// How long the driver looks for a server before a step fails, unless the
 /// URI says otherwise. Long enough for a mongos under load, short enough for
 /// a typo in the URI to show quickly.
@@ -66,7 +73,7 @@ const SHARD_KEY_FIELD: &str = "patientId";
 #[command(
     name = "busyapi-admin",
     version,
-    about = "Operator commands for busyapi's MongoDB"
+    about = "Operator commands for busyapi: its MongoDB, its API keys"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -78,6 +85,9 @@ enum Cmd {
     /// Shard the usages collection by hashed patientId (needs a mongos):
     /// enableSharding, createIndexes, shardCollection.
     Shard(ShardArgs),
+    /// API keys for busyapi's --api-keys-file.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -277,5 +287,6 @@ fn shard(args: &ShardArgs) -> ExitCode {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Shard(args) => shard(&args),
+        Cmd::Keys(cmd) => keys::run(&cmd),
     }
 }

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 
 use super::{Connection, now_ms};
+use crate::http::auth::Verified;
 use crate::http::request::{ContentType, Framing, Head};
 use crate::http::response::{self, Conn as ConnHeader};
 use crate::http::routes::Action;
@@ -49,10 +50,9 @@ struct Staged {
 }
 
 impl Staged {
-    /// What a rate limit charges for this batch: its usages, not one
-    /// request (issue 10). The limiter (API keys, another change) takes
-    /// this count in `handle_batch`, before anything is submitted, and a
-    /// batch it refuses is unstaged whole like an invalid one.
+    /// What the key's rate limit charges for this batch: its usages, not
+    /// one request. `handle_batch` takes it before anything is submitted,
+    /// and a batch refused 429 is unstaged whole like an invalid one.
     fn usages(&self) -> usize {
         self.slots.len()
     }
@@ -122,6 +122,7 @@ impl Connection<'_> {
         form: BatchForm,
         body: &[u8],
         conn: ConnHeader,
+        who: Option<Verified>,
     ) {
         // Singles staged before it are answered first, and the batch is a
         // submission of its own.
@@ -130,7 +131,13 @@ impl Connection<'_> {
             let e = HttpError::IdempotencyKeyOnBatch.into();
             return self.respond_error(Route::Usages, &e, conn, false);
         }
-        let staged = match self.stage_batch(body, form) {
+        let source = who.as_ref().map(|v| v.id.as_str());
+        let staged = self.stage_batch(body, form, source).and_then(|staged| {
+            // The key's rate limit counts usages, not requests.
+            self.charge(who.as_ref(), staged.usages() as u64)?;
+            Ok(staged)
+        });
+        let staged = match staged {
             Ok(staged) => staged,
             Err(e) => {
                 self.staged.clear();
@@ -138,7 +145,6 @@ impl Connection<'_> {
                 return self.refuse_batch(&e, conn);
             }
         };
-        // A rate limit would charge `staged.usages()` here.
         debug_assert!(staged.usages() >= staged.records);
         let first_id = if staged.records == 0 {
             // Every usage was a retry the window knows: nothing to write.
@@ -156,7 +162,12 @@ impl Connection<'_> {
     }
 
     /// Validates and stages a batch; on an error the caller unstages.
-    fn stage_batch(&mut self, body: &[u8], form: BatchForm) -> Result<Staged, ApiError> {
+    fn stage_batch(
+        &mut self,
+        body: &[u8],
+        form: BatchForm,
+        source: Option<&str>,
+    ) -> Result<Staged, ApiError> {
         let window = &self.app.retries;
         let (staged, pending) = (&mut self.staged, &mut self.pending);
         let received_at_ms = now_ms();
@@ -183,7 +194,7 @@ impl Connection<'_> {
                     events.insert(key, records as u64);
                     pending.push(records, patient, event.as_bytes());
                 }
-                Submission::stage(staged, &usage, received_at_ms);
+                Submission::stage(staged, &usage, source, received_at_ms);
                 slots.push(Slot::Staged(records as u64));
                 records += 1;
             })
