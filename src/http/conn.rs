@@ -1,6 +1,6 @@
 //! One client connection: read, decode every complete request, stage the
-//! usages of the whole read into one WAL submission, write all responses
-//! in one go.
+//! usages of the whole read into one WAL submission (`commit`), write all
+//! responses in one go.
 //!
 //! Timeouts are per phase: a request's headers must arrive within
 //! `--header-read-timeout-ms` of its first byte, its body within
@@ -27,6 +27,7 @@ use may::sync::mpsc;
 use rustls::ServerConfig;
 
 mod batch;
+mod commit;
 mod deadlines;
 mod gate;
 use gate::Admit;
@@ -48,8 +49,7 @@ use crate::limits::{
 };
 use crate::metrics::{self, Route};
 use crate::retry_window::Pending;
-use crate::wal::lanes::PROMPT_THINK_US;
-use crate::wal::{Attached, Id, Reply, Submission};
+use crate::wal::{Attached, Reply, Submission};
 
 /// Serves `tcp` until the client leaves, an error closes it, or shutdown;
 /// over TLS with `tls`, after a handshake within the header read timeout
@@ -361,15 +361,6 @@ impl<'a> Connection<'a> {
         conn
     }
 
-    /// A retried event the window still knows: `201` with the id its first
-    /// record got, after the responses of the usages staged before it.
-    fn answer_retry(&mut self, id: Id, conn: ConnHeader) {
-        self.commit_staged();
-        response::write_created(&mut self.wbuf, id.raw(), conn);
-        metrics::count_request(Route::Usages, 201);
-        metrics::count_retry_answered();
-    }
-
     /// Answers an error and closes if the error leaves the stream unusable.
     fn fail(&mut self, route: Route, e: ApiError, head_only: bool) -> Next {
         self.respond_error(route, &e, ConnHeader::Close, head_only);
@@ -397,72 +388,6 @@ impl<'a> Connection<'a> {
         self.chunked = chunked::Progress::default();
         self.head_done = None;
         self.request_started = (self.rpos < self.rend).then(Instant::now);
-    }
-
-    /// Sends the staged usages to the WAL as one submission, waits (yielding
-    /// the coroutine) for the commit, and writes a 201 or a 503 for each.
-    fn commit_staged(&mut self) {
-        if self.staged_conns.is_empty() {
-            return;
-        }
-        let count = self.staged_conns.len();
-        match self.commit(count) {
-            Ok(first_id) => {
-                self.pending.acknowledged(&self.app.retries, first_id);
-                for (i, conn) in self.staged_conns.iter().enumerate() {
-                    let id = first_id.plus(i as u64).raw();
-                    response::write_created(&mut self.wbuf, id, *conn);
-                    metrics::count_request(Route::Usages, 201);
-                }
-                metrics::count_acknowledged(count as u64);
-            }
-            Err(e) => {
-                self.pending.clear();
-                for conn in &self.staged_conns {
-                    response::write_error(
-                        &mut self.wbuf,
-                        e.status(),
-                        &e.to_string(),
-                        *conn,
-                        e.extra_headers(),
-                        false,
-                    );
-                    metrics::count_request(Route::Usages, e.status());
-                }
-            }
-        }
-        self.staged_conns.clear();
-    }
-
-    /// Submits the `count` records in `staged` as one submission and waits
-    /// (yielding the coroutine) for its commit: their first id, or why
-    /// none of them is durable. `staged` comes back empty.
-    fn commit(&mut self, count: usize) -> Result<Id, ApiError> {
-        let prompt = self
-            .last_reply
-            .is_some_and(|t| t.elapsed() < Duration::from_micros(PROMPT_THINK_US));
-        let sub = Submission {
-            staged: mem::take(&mut self.staged),
-            count: count as u32,
-            reply: self.reply_tx.clone(),
-            prompt,
-        };
-        let outcome = match self.app.lanes.submit(self.lane, sub) {
-            Err((e, sub)) => {
-                self.staged = sub.staged;
-                Err(e.into())
-            }
-            Ok(()) => match self.reply_rx.recv() {
-                Ok(reply) => {
-                    self.last_reply = Some(Instant::now());
-                    self.staged = reply.staged;
-                    reply.first_id.map_err(ApiError::from)
-                }
-                Err(_) => Err(crate::wal::CommitError::Write.into()),
-            },
-        };
-        self.staged.clear();
-        outcome
     }
 
     /// Reads more bytes. `Ok(false)`: the connection should close (the
