@@ -44,6 +44,9 @@ closed loop) or oha (open loop, at fixed rates).
                against busyapi with the dev MongoDB live at nice 19; every
                response must be a 201, and after the drain every one a
                document
+  auth         busyapi --auth off vs keys required (a key in every request),
+               wrk -t1 at BENCH_CLOSED_CONNECTIONS, alternating: req/s and
+               CPU per request, ratios to off (bench/auth_mode.py)
   soak         two runs of BENCH_SOAK_S at fixed rates, sampled every
                BENCH_SOAK_SAMPLE_S: with the dev MongoDB live at a rate it
                keeps up with (measured first), then at BENCH_SOAK_INGEST_RATE
@@ -87,6 +90,7 @@ import sys
 import tempfile
 import time
 
+import auth_mode
 import batch_mode
 import kit
 import live_modes
@@ -268,11 +272,12 @@ MODES = {
     "headline": [live_modes.headline],
     "batch": [batch_mode.batch],
     "tls": [tls_mode.tls],
+    "auth": [auth_mode.auth],
     "soak": [soak.soak],
 }
 MODES["all"] = [modes.usages, modes.ingest, modes.mixed, modes.metrics, modes.open_loop,
                 live_modes.e2e, node_mode.node, modes.fsync_floor, cpu, closed_loop,
-                tls_mode.tls, live_modes.headline, batch_mode.batch]
+                tls_mode.tls, auth_mode.auth, live_modes.headline, batch_mode.batch]
 
 
 def main(argv):

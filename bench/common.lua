@@ -11,6 +11,7 @@
 --              count of statuses above 399.
 --   limit=N    stop after about N responses in all (each thread stops after
 --              its share); implies count. wrk itself only knows durations.
+--   key=KEY    send `Authorization: Bearer KEY` (the auth mode).
 --
 -- The last line of the report is machine-readable, for scripts/bench.sh:
 --   BENCH rps=.. p50_ms=.. p90_ms=.. p99_ms=.. requests=.. non2xx=.. n201=.. socket_errors=..
@@ -23,15 +24,17 @@ local threads = {}
 
 -- Parses "count" and "limit=N" from wrk's script arguments.
 function common.parse_args(args)
-  local opts = { count = false, limit = nil }
+  local opts = { count = false, limit = nil, key = nil }
   for _, a in ipairs(args or {}) do
     if a == "count" then
       opts.count = true
     elseif a:match("^limit=%d+$") then
       opts.limit = tonumber(a:match("^limit=(%d+)$"))
       opts.count = true
+    elseif a:match("^key=.+$") then
+      opts.key = a:match("^key=(.+)$")
     else
-      error("unknown script argument '" .. a .. "' (expected count or limit=N)")
+      error("unknown script argument '" .. a .. "' (expected count, limit=N or key=KEY)")
     end
   end
   return opts

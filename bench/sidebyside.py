@@ -82,7 +82,10 @@ def run_load(server, load, args, label):
 
 def measure(name, command, load, args, label):
     """One run on a fresh server: returns a dict of figures."""
-    server = kit.Server(name, command, args.results, os.path.join(args.results, f"{label}.log"))
+    # /healthz answers on every busyapi, also one with keys required (whose
+    # public address serves no status page); the bare handlers answer any path.
+    server = kit.Server(name, command, args.results, os.path.join(args.results, f"{label}.log"),
+                        ready_path="/healthz")
     try:
         before_metrics = server.metrics()
         before_cpu = kit.read_cpu_s(server.pid)
@@ -142,6 +145,8 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration-s", type=int, default=10)
     p.add_argument("--server", action="append", required=True, help="NAME=COMMAND")
+    p.add_argument("--script-arg", action="append", dest="script_args", default=[],
+                   help="closed-loop: an argument for the wrk script (key=API_KEY)")
     args = p.parse_args(argv)
     if args.mode == "fixed-rate":
         args.connections = int(args.connections or 64)

@@ -61,11 +61,14 @@ function setup(thread)
 end
 
 function init(args)
-  common.init(args)
+  local opts = common.init(args)
+  local headers = { ["Content-Type"] = "application/json" }
+  if opts.key then
+    headers["Authorization"] = "Bearer " .. opts.key
+  end
   local base = (thread_index or 0) * POOL_SIZE
   for k = 1, POOL_SIZE do
-    requests[k] = wrk.format("POST", "/api/usages",
-      { ["Content-Type"] = "application/json" }, body(base + k))
+    requests[k] = wrk.format("POST", "/api/usages", headers, body(base + k))
   end
 end
 
