@@ -47,6 +47,8 @@ closed loop) or oha (open loop, at fixed rates).
   auth         busyapi --auth off vs keys required (a key in every request),
                wrk -t1 at BENCH_CLOSED_CONNECTIONS, alternating: req/s and
                CPU per request, ratios to off (bench/auth_mode.py)
+  conns        server RSS for BENCH_RSS_CONNECTIONS idle, pipelining (never
+               reading) and idle TLS connections (bench/conns_mode.py)
   soak         two runs of BENCH_SOAK_S at fixed rates, sampled every
                BENCH_SOAK_SAMPLE_S: with the dev MongoDB live at a rate it
                keeps up with (measured first), then at BENCH_SOAK_INGEST_RATE
@@ -71,6 +73,7 @@ Settings (environment):
   BENCH_BASE_REV         the closed-loop mode's baseline       default 4039c4b
   BENCH_CLOSED_CONNECTIONS wrk connections, closed-loop mode   default 4,16,64
   BENCH_HEADLINE_S       seconds of load in the headline mode  default 60
+  BENCH_RSS_CONNECTIONS  connections of each kind, conns mode   default 1000
   BENCH_SOAK_S           seconds of each soak run              default 1800
   BENCH_SOAK_SAMPLE_S    seconds between soak samples          default 10
   BENCH_SOAK_DELIVERY_RATE the delivery run's rate             default: measured
@@ -92,6 +95,7 @@ import time
 
 import auth_mode
 import batch_mode
+import conns_mode
 import kit
 import live_modes
 import modes
@@ -126,6 +130,7 @@ class Context:
         self.base_rev = env.get("BENCH_BASE_REV", "4039c4b")
         self.closed_connections = env.get("BENCH_CLOSED_CONNECTIONS", "4,16,64")
         self.headline_s = int(env.get("BENCH_HEADLINE_S", "60"))
+        self.rss_connections = int(env.get("BENCH_RSS_CONNECTIONS", "1000"))
         self.soak_s = int(env.get("BENCH_SOAK_S", "1800"))
         self.soak_sample_s = float(env.get("BENCH_SOAK_SAMPLE_S", "10"))
         self.soak_delivery_rate = int(env.get("BENCH_SOAK_DELIVERY_RATE", "0"))
@@ -273,11 +278,13 @@ MODES = {
     "batch": [batch_mode.batch],
     "tls": [tls_mode.tls],
     "auth": [auth_mode.auth],
+    "conns": [conns_mode.conns],
     "soak": [soak.soak],
 }
 MODES["all"] = [modes.usages, modes.ingest, modes.mixed, modes.metrics, modes.open_loop,
                 live_modes.e2e, node_mode.node, modes.fsync_floor, cpu, closed_loop,
-                tls_mode.tls, auth_mode.auth, live_modes.headline, batch_mode.batch]
+                tls_mode.tls, auth_mode.auth, conns_mode.conns, live_modes.headline,
+                batch_mode.batch]
 
 
 def main(argv):

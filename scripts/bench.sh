@@ -5,7 +5,7 @@
 # modes and settings.
 #
 #   scripts/bench.sh [usages|ingest|mixed|metrics|e2e|open-loop|node|
-#                     fsync-floor|cpu|closed-loop|tls|auth|headline|batch|soak|all]
+#                     fsync-floor|cpu|closed-loop|tls|auth|conns|headline|batch|soak|all]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
