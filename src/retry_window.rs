@@ -296,7 +296,9 @@ mod tests {
 
     #[test]
     fn pending_events_are_remembered_under_their_own_ids_once_acknowledged() {
-        let w = RetryWindow::new(RETRY_WINDOW_SHARDS);
+        // Two slots a shard: the two pairs held at once may hash to one
+        // shard (1 run in 64), and neither may evict the other.
+        let w = RetryWindow::new(2 * RETRY_WINDOW_SHARDS);
         let mut pending = Pending::default();
         pending.push(0, b"p", b"a");
         pending.push(
