@@ -132,14 +132,16 @@ mod recovery;
 mod scan;
 pub mod segment;
 mod shared;
+pub mod submission;
 pub mod writer;
 
 use std::fs::File;
 
 pub use id::Id;
-pub use lanes::{Attached, CommitError, Lanes, Reply, Submission, SubmitError};
+pub use lanes::{Attached, Lanes};
 pub use position::Position;
 pub use shared::{Opened, SegmentView, WalShared, open};
+pub use submission::{CommitError, PROMPT_THINK_US, Reply, Submission, SubmitError};
 
 /// Errors of the WAL that callers handle. A failed fsync is not among them:
 /// it ends the process (see `sync_or_die`).

@@ -17,7 +17,7 @@
 //! 2. **Most of the commit's submitters are in a closed loop: commit
 //!    now.** A client whose next request waits for this reply (wrk, a
 //!    balancer's busy pool) came back within
-//!    [`super::lanes::PROMPT_THINK_US`] of its previous reply; for it a
+//!    [`super::submission::PROMPT_THINK_US`] of its previous reply; for it a
 //!    hold is added round-trip time, and its throughput falls with it
 //!    (measured: 26% at 16 connections). A device, or a pool held at a
 //!    fixed rate, comes back later.
@@ -68,7 +68,7 @@ pub struct Batch {
     /// Connections that can submit (see [`super::lanes::Lanes::attach`]).
     pub submitters: usize,
     /// Drained submissions from submitters in a closed loop (see
-    /// [`super::lanes::Submission::prompt`]).
+    /// [`super::submission::Submission::prompt`]).
     pub prompt_submissions: usize,
     /// All drained submissions.
     pub submissions: usize,

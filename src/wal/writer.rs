@@ -14,10 +14,11 @@ use std::sync::atomic::Ordering;
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use super::lanes::{CommitError, Lanes, Reply, Submission};
+use super::lanes::Lanes;
 use super::pacing::{Batch, Pacer};
 use super::record::Format;
 use super::segment::{self, Header, SparePace};
+use super::submission::{CommitError, Reply, Submission};
 use super::{Id, Position, WalShared, record};
 use crate::limits::{COMMIT_RECORDS_MAX, RECORD_BYTES_MAX, SEQ_MAX};
 use crate::metrics;

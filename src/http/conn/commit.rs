@@ -10,7 +10,7 @@ use super::Connection;
 use crate::http::ApiError;
 use crate::http::response::{self, Conn as ConnHeader};
 use crate::metrics::{self, Route};
-use crate::wal::lanes::PROMPT_THINK_US;
+use crate::wal::PROMPT_THINK_US;
 use crate::wal::{Id, Submission};
 
 impl Connection<'_> {
