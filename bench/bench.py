@@ -70,6 +70,8 @@ Settings (environment):
   BENCH_NODE_LOG_USAGES  the original's console.log per POST   default 1
   BENCH_CPU_RATES        fixed rates of the cpu mode           default 8000,12000,18000
   BENCH_CPU_DURATION_S   seconds per fixed-rate run            default 10
+  BENCH_CPU_HOLDS_US     more busyapi servers in the cpu mode, one per
+                         --commit-delay-max-us value (0,500)   default none
   BENCH_BASE_REV         the closed-loop mode's baseline       default 4039c4b
   BENCH_CLOSED_CONNECTIONS wrk connections, closed-loop mode   default 4,16,64
   BENCH_HEADLINE_S       seconds of load in the headline mode  default 60
@@ -127,6 +129,7 @@ class Context:
         self.node_log_usages = env.get("BENCH_NODE_LOG_USAGES", "1")
         self.cpu_rates = env.get("BENCH_CPU_RATES", "8000,12000,18000")
         self.cpu_duration_s = env.get("BENCH_CPU_DURATION_S", "10")
+        self.cpu_holds_us = [h for h in env.get("BENCH_CPU_HOLDS_US", "").split(",") if h]
         self.base_rev = env.get("BENCH_BASE_REV", "4039c4b")
         self.closed_connections = env.get("BENCH_CLOSED_CONNECTIONS", "4,16,64")
         self.headline_s = int(env.get("BENCH_HEADLINE_S", "60"))
@@ -244,7 +247,12 @@ def cpu(ctx):
         "--server", f"bare={ctx.binary('bare_minihttp')} 127.0.0.1:{{port}}",
         "--server", f"bare-fsync-wait={ctx.binary('bare_minihttp')} 127.0.0.1:{{port}} --fsync-wait {{data}}",
         "--server", f"busyapi={kit.busyapi_command(ctx.binary('busyapi'))}",
-    ])
+    ] + [arg for hold in ctx.cpu_holds_us for arg in (
+        # The same binary with another pacing bound: what a hold buys in
+        # CPU and costs in latency, measured beside the default.
+        "--server",
+        f"busyapi-hold{hold}us={kit.busyapi_command(ctx.binary('busyapi'), extra=f'--commit-delay-max-us {hold}')}",
+    )])
 
 
 def closed_loop(ctx):
