@@ -65,6 +65,9 @@ Settings (environment):
   BENCH_STALL_S          a drain stuck this long is an error   default 60
   BENCH_OHA_RATE         oha's fixed request rate              default 18000
   BENCH_TMPDIR           where data directories go             default target/bench-tmp
+  BENCH_MONGO_TMPDIR     where the dev MongoDB's data goes: a
+                         disk of its own, or /dev/shm to keep
+                         its writes off busyapi's disk         default BENCH_TMPDIR
   BENCH_NODE_CONNECTIONS wrk connections in the node mode      default 50
   BENCH_KILL_AFTER_S     load before the kill -9 (node mode)   default 5
   BENCH_NODE_LOG_USAGES  the original's console.log per POST   default 1
@@ -142,6 +145,8 @@ class Context:
         tmp = env.get("BENCH_TMPDIR", os.path.join(ROOT, "target", "bench-tmp"))
         os.makedirs(tmp, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="run.", dir=tmp)
+        mongo_tmp = env.get("BENCH_MONGO_TMPDIR")
+        self.mongo_work = tempfile.mkdtemp(prefix="mongo.", dir=mongo_tmp) if mongo_tmp else self.work
         self.results = os.path.join(ROOT, "bench", "results", time.strftime("%Y%m%d-%H%M%S") + f"-{mode}")
         os.makedirs(self.results, exist_ok=True)
         self.bin = os.path.join(self.work, "bin")
@@ -315,6 +320,7 @@ def main(argv):
     finally:
         kit.stop_all()
         shutil.rmtree(ctx.work, ignore_errors=True)
+        shutil.rmtree(ctx.mongo_work, ignore_errors=True)
         print(f"raw output kept in {os.path.relpath(ctx.results, ROOT)}")
     return 1 if ctx.failed else 0
 

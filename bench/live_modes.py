@@ -24,7 +24,7 @@ DRAIN_PRINT_S = 5.0
 def mongo(ctx, name, prepared=True):
     """A fresh dev MongoDB on a free port; returns (port, uri)."""
     port = kit.free_port()
-    directory = os.path.join(ctx.work, f"mongo-{name}")
+    directory = os.path.join(ctx.mongo_work, f"mongo-{name}")
     (kit.start_prepared_mongo if prepared else kit.start_mongo)(port, directory)
     return port, f"mongodb://127.0.0.1:{port}"
 
@@ -108,7 +108,7 @@ def drain(ctx):
     fill_backlog(ctx, server)
     backlog, flushed0 = server.stat("walBacklogRecords"), server.stat("flushed")
     print(f"backlog: {backlog} records ({server.stat('walBacklogBytes')} bytes)")
-    kit.start_mongo(mport, os.path.join(ctx.work, "mongo-drain"))
+    kit.start_mongo(mport, os.path.join(ctx.mongo_work, "mongo-drain"))
     t_up = time.monotonic()
     watch = wait_drained(ctx, server, flushed0, backlog)
     drained = server.stat("flushed") - flushed0
