@@ -72,6 +72,30 @@ def read_cpu_s(pid):
         return proc_cpu_s(f.read(), os.sysconf("SC_CLK_TCK"))
 
 
+# The fields of /proc/stat's `cpu` line, in order (proc(5)).
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_ticks(stat_text):
+    """The whole machine's CPU ticks by kind, from /proc/stat's text."""
+    for line in stat_text.splitlines():
+        if line.startswith("cpu "):
+            return dict(zip(CPU_FIELDS, (int(v) for v in line.split()[1:])))
+    raise BenchError("/proc/stat has no cpu line")
+
+
+def read_cpu_ticks():
+    with open("/proc/stat") as f:
+        return cpu_ticks(f.read())
+
+
+def cpu_shares(before, after):
+    """Each kind's share of the machine's ticks between two cpu_ticks."""
+    delta = {k: after[k] - before[k] for k in CPU_FIELDS}
+    total = sum(delta.values()) or 1
+    return {k: v / total for k, v in delta.items()}
+
+
 def status_kib(status_text, field):
     """A `kB` field (VmRSS, VmHWM) of /proc/PID/status, in KiB, or None."""
     for line in status_text.splitlines():
@@ -267,16 +291,21 @@ def mongo_pidfile(port):
     return os.path.join(ROOT, "data", f"secantusd-{port}.pid")
 
 
-def start_mongo(port, directory):
+def start_mongo(port, directory, nice=0):
+    """A fresh dev MongoDB, started at `nice`. The nice value is set before
+    the server starts so that every thread it makes inherits it: renicing
+    a running server's pid would lower its main thread only, and the
+    worker threads that do its inserts would stay at nice 0."""
     MONGO_PORTS.append(port)
     subprocess.run([os.path.join(ROOT, "scripts", "dev-mongo.sh"), "start", str(port), directory],
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL,
+                   preexec_fn=(lambda: os.nice(nice)) if nice else None)
 
 
-def start_prepared_mongo(port, directory):
+def start_prepared_mongo(port, directory, nice=0):
     """A fresh dev MongoDB whose collection and index exist already (see
     `prepare` in bench/mongo_bench.py for why)."""
-    start_mongo(port, directory)
+    start_mongo(port, directory, nice)
     mongo_tool("prepare", f"mongodb://127.0.0.1:{port}", "bench", "usages")
 
 

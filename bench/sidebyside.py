@@ -48,6 +48,14 @@ def prometheus_value(text, name):
     return None
 
 
+def count_above(text, name, bound):
+    """How many observations of histogram `name` in Prometheus text were
+    above `bound` (which must be one of its bucket bounds), or None."""
+    total = prometheus_value(text, name + "_count")
+    below = prometheus_value(text, f'{name}_bucket{{le="{bound}"}}')
+    return None if total is None or below is None else total - below
+
+
 def commit_stats(before, after, seconds):
     """(fsyncs per second, records per commit) between two /metrics texts."""
     def delta(name):

@@ -19,6 +19,16 @@ class ProcStat(unittest.TestCase):
         self.assertIsNone(kit.status_kib(status, "VmSwap"))
 
 
+    def test_machine_shares_are_the_tick_deltas_over_their_total(self):
+        before = kit.cpu_ticks("cpu  100 10 50 800 5 0 5 30 0 0\ncpu0 1 2 3 4 5 6 7 8\n")
+        after = kit.cpu_ticks("cpu  160 30 70 880 5 0 5 50 0 0\n")
+        share = kit.cpu_shares(before, after)
+        self.assertAlmostEqual(share["user"], 0.3)
+        self.assertAlmostEqual(share["nice"], 0.1)
+        self.assertAlmostEqual(share["idle"], 0.4)
+        self.assertAlmostEqual(share["steal"], 0.1)
+
+
 class Oha(unittest.TestCase):
     def test_percentiles_are_milliseconds_and_non_2xx_are_counted(self):
         report = {

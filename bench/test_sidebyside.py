@@ -31,6 +31,13 @@ class Metrics(unittest.TestCase):
             sidebyside.prometheus_value('busyapi_wal_fsync_seconds_count{a="b"} 3',
                                         "busyapi_wal_fsync_seconds_count"))
 
+    def test_the_count_above_a_bound_is_the_count_less_its_bucket(self):
+        self.assertEqual(sidebyside.count_above(self.BEFORE, "busyapi_wal_fsync_seconds", 0.001),
+                         10)
+
+    def test_a_bound_that_is_not_a_bucket_has_no_count_above(self):
+        self.assertIsNone(sidebyside.count_above(self.BEFORE, "busyapi_wal_fsync_seconds", 0.002))
+
 
 if __name__ == "__main__":
     unittest.main()
