@@ -41,9 +41,10 @@ closed loop) or oha (open loop, at fixed rates).
                (a full handshake each over TLS); ratios tls/plain
                (bench/tls_mode.py)
   headline     the mission on this box: oha -q 18000 for BENCH_HEADLINE_S
-               against busyapi with the dev MongoDB live at nice 19; every
-               response must be a 201, and after the drain every one a
-               document
+               against busyapi with the dev MongoDB live at nice 19 (in
+               every thread); every response must be a 201, and after the
+               drain every one a document; prints the machine's CPU shares
+               and busyapi's slow fdatasyncs
   auth         busyapi --auth off vs keys required (a key in every request),
                wrk -t1 at BENCH_CLOSED_CONNECTIONS, alternating: req/s and
                CPU per request, ratios to off (bench/auth_mode.py)
