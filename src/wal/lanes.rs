@@ -29,15 +29,34 @@ struct Completion {
     reply: Reply,
 }
 
+/// One commit's replies, gathered per lane by the writer (see
+/// [`Lanes::replies`]) so that each lane's notifier gets one message, and
+/// so at most one wake-up, per commit.
+pub(super) struct Replies(Vec<Vec<Completion>>);
+
+impl Replies {
+    /// Adds the reply to a submission that came from `lane`.
+    pub(super) fn push(
+        &mut self,
+        lane: usize,
+        reply_to: may::sync::mpsc::Sender<Reply>,
+        reply: Reply,
+    ) {
+        let lanes = self.0.len();
+        self.0[lane % lanes].push(Completion { reply_to, reply });
+    }
+}
+
 /// The per-core queues between connections and the writer.
 pub struct Lanes {
     queues: Box<[ArrayQueue<Submission>]>,
     /// One notifier coroutine per lane, on that lane's worker, forwards the
     /// writer's replies. Waking a coroutine from the writer's OS thread costs
-    /// a syscall (may's eventfd) per coroutine; through the notifier it
-    /// costs one per lane per commit, and the notifier wakes the
-    /// connections on its own worker, from may's local run queue.
-    notifiers: OnceLock<Box<[may::sync::mpsc::Sender<Completion>]>>,
+    /// a syscall (may's eventfd) per coroutine; through the notifier, which
+    /// gets a commit's replies for its lane as one message, it costs at most
+    /// one per lane per commit, and the notifier wakes the connections on
+    /// its own worker, from may's local run queue.
+    notifiers: OnceLock<Box<[may::sync::mpsc::Sender<Vec<Completion>>]>>,
     /// Set while the writer is about to park or parked.
     writer_sleeping: AtomicBool,
     /// Set while the writer holds a commit back (see [`super::pacing`]).
@@ -119,7 +138,7 @@ impl Lanes {
     pub fn start_notifiers(&self) -> std::io::Result<()> {
         let mut senders = Vec::with_capacity(self.queues.len());
         for lane in 0..self.queues.len() {
-            let (tx, rx) = may::sync::mpsc::channel::<Completion>();
+            let (tx, rx) = may::sync::mpsc::channel::<Vec<Completion>>();
             let builder = may::coroutine::Builder::new()
                 .name(format!("lane-{lane}"))
                 .id(lane);
@@ -127,10 +146,12 @@ impl Lanes {
             // a thread-local borrow across a yield; this loop touches none.
             unsafe {
                 builder.spawn(move || {
-                    while let Ok(c) = rx.recv() {
-                        // A connection that went away dropped its receiver;
-                        // its records are durable all the same.
-                        let _ = c.reply_to.send(c.reply);
+                    while let Ok(completions) = rx.recv() {
+                        for c in completions {
+                            // A connection that went away dropped its
+                            // receiver; its records are durable all the same.
+                            let _ = c.reply_to.send(c.reply);
+                        }
                     }
                 })
             }?;
@@ -140,22 +161,27 @@ impl Lanes {
         Ok(())
     }
 
-    /// Hands a reply to the submitter on `lane`.
-    pub(super) fn reply(
-        &self,
-        lane: usize,
-        reply_to: may::sync::mpsc::Sender<Reply>,
-        reply: Reply,
-    ) {
-        match self.notifiers.get() {
-            Some(n) => {
-                if let Err(e) = n[lane].send(Completion { reply_to, reply }) {
-                    let c = e.0;
-                    let _ = c.reply_to.send(c.reply);
-                }
+    /// An empty set of replies, one list per lane.
+    pub(super) fn replies(&self) -> Replies {
+        Replies((0..self.queues.len()).map(|_| Vec::new()).collect())
+    }
+
+    /// Hands each lane's replies to its notifier in one message. Where a
+    /// notifier is gone (or none was started) the writer replies itself.
+    pub(super) fn send_replies(&self, replies: Replies) {
+        for (lane, completions) in replies.0.into_iter().enumerate() {
+            if completions.is_empty() {
+                continue;
             }
-            None => {
-                let _ = reply_to.send(reply);
+            let undelivered = match self.notifiers.get() {
+                Some(n) => match n[lane].send(completions) {
+                    Ok(()) => continue,
+                    Err(e) => e.0,
+                },
+                None => completions,
+            };
+            for c in undelivered {
+                let _ = c.reply_to.send(c.reply);
             }
         }
     }
@@ -211,6 +237,7 @@ impl Lanes {
     }
 
     fn refuse_queued(&self) {
+        let mut replies = self.replies();
         for (lane, q) in self.queues.iter().enumerate() {
             while let Some(sub) = q.pop() {
                 let reply = Reply {
@@ -218,9 +245,10 @@ impl Lanes {
                     staged: sub.staged,
                 };
                 self.answered(1);
-                self.reply(lane, sub.reply, reply);
+                replies.push(lane, sub.reply, reply);
             }
         }
+        self.send_replies(replies);
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -407,5 +435,30 @@ mod tests {
         assert_eq!(answer.first_id, Err(CommitError::Stopping));
         assert_eq!(answer.staged, [1, 2, 3], "the staging buffer comes back");
         assert!(lanes.is_empty());
+    }
+
+    #[test]
+    fn a_commits_replies_reach_every_submitter_through_the_notifiers_in_order() {
+        let lanes = Lanes::new(2);
+        lanes.start_notifiers().expect("notifier coroutines");
+        let mut replies = lanes.replies();
+        let mut receivers = Vec::new();
+        for (n, lane) in [0, 1, 0, 0, 1].into_iter().enumerate() {
+            let (reply_to, rx) = may::sync::mpsc::channel();
+            let reply = Reply {
+                first_id: Ok(crate::wal::Id::from_raw(n as u64 + 1)),
+                staged: vec![n as u8],
+            };
+            replies.push(lane, reply_to, reply);
+            receivers.push(rx);
+        }
+        lanes.send_replies(replies);
+        for (n, rx) in receivers.iter().enumerate() {
+            let answer = rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("every submitter is answered");
+            assert_eq!(answer.first_id, Ok(crate::wal::Id::from_raw(n as u64 + 1)));
+            assert_eq!(answer.staged, [n as u8]);
+        }
     }
 }

@@ -127,14 +127,16 @@ impl Writer {
             self.pacer.started(Instant::now(), records as u64);
             let outcome = self.commit(&batch, records as u64);
             lanes.answered(batch.len());
+            let mut replies = lanes.replies();
             for (i, (lane, sub)) in batch.drain(..).enumerate() {
                 let first_id = outcome.map(|()| self.first_ids[i]);
                 let reply = Reply {
                     first_id,
                     staged: sub.staged,
                 };
-                lanes.reply(lane, sub.reply, reply);
+                replies.push(lane, sub.reply, reply);
             }
+            lanes.send_replies(replies);
         }
         lanes.writer_left();
         log::info!("WAL writer stopped; last id {}", self.shared.last_id());
