@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use super::common::{free_port, shared_mongo};
+use super::common::shared_mongo;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -65,8 +65,10 @@ fn run_sh_leaves_the_data_dir_and_mongodb_to_a_config_file_that_sets_them() {
 
 #[test]
 fn dev_mongo_sh_refuses_a_port_another_server_answers_on() {
-    let port = free_port();
-    let _other = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    // Bound at once on a port the kernel picks: asking for a free port and
+    // binding it after can lose the port to another socket in between.
+    let other = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = other.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(format!("{ROOT}/scripts/dev-mongo.sh"))
         .args(["start", &port.to_string()])
