@@ -14,7 +14,9 @@ SECANTUS_VERSION="0.7.0b3"
 PYMONGO_VERSION="4.20.1"
 
 install() {
-  if [[ -x "$VENV/bin/secantusd-py" ]] && "$VENV/bin/pip" show SecantusDB 2>/dev/null | grep -q "^Version: $SECANTUS_VERSION$"; then
+  # grep without -q reads all of pip's output: under pipefail, a grep -q that
+  # exits at the first match can kill pip with SIGPIPE and fail the check.
+  if [[ -x "$VENV/bin/secantusd-py" ]] && "$VENV/bin/pip" show SecantusDB 2>/dev/null | grep "^Version: $SECANTUS_VERSION$" >/dev/null; then
     return 0
   fi
   if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then

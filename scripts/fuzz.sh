@@ -29,7 +29,7 @@ RSS_LIMIT_MB=2048
 export RUSTC_BOOTSTRAP=1
 
 install_cargo_fuzz() {
-  if cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  if cargo fuzz --version 2>/dev/null | grep "$CARGO_FUZZ_VERSION" >/dev/null; then
     return
   fi
   echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION from crates.io"

@@ -17,7 +17,7 @@ SCHEMATHESIS_VERSION="4.32.5"
 
 # The venv scripts/dev-mongo.sh makes; schemathesis goes in beside SecantusDB.
 scripts/dev-mongo.sh install
-if ! "$VENV/bin/pip" show schemathesis 2>/dev/null | grep -q "^Version: $SCHEMATHESIS_VERSION$"; then
+if ! "$VENV/bin/pip" show schemathesis 2>/dev/null | grep "^Version: $SCHEMATHESIS_VERSION$" >/dev/null; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 

@@ -1,7 +1,8 @@
 //! The project's own scripts, run for real: `scripts/run.sh` adds a data
 //! directory and a dev MongoDB only where nothing else configures them, and
 //! `scripts/dev-mongo.sh` refuses a port that another server answers on
-//! instead of taking that server for its own.
+//! instead of taking that server for its own, and keeps an installed
+//! virtualenv however pip writes its output.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -81,4 +82,79 @@ fn dev_mongo_sh_refuses_a_port_another_server_answers_on() {
         "it took the other server for its own"
     );
     assert!(stderr.contains("already in use"), "{stderr}");
+}
+
+/// A `pip` that answers `show` with the wanted version first and the rest
+/// of its output a moment later, as a slow pip can, and logs its calls.
+const SLOW_PIP: &str = r#"#!/usr/bin/env bash
+echo "pip $*" >> "$CALLS"
+if [[ $1 == show ]]; then
+  echo "Name: SecantusDB"
+  echo "Version: $WANTED"
+  sleep 0.3
+  for _ in $(seq 200); do echo "Requires: pymongo"; done
+fi
+"#;
+
+/// A `python3` that has venv (`-c 'import ensurepip, venv'` succeeds) but
+/// logs and refuses making one, so a reinstall shows and goes no further.
+const NO_VENV_PYTHON: &str = r#"#!/usr/bin/env bash
+echo "python3 $*" >> "$CALLS"
+[[ $1 == -c ]]
+"#;
+
+#[test]
+fn dev_mongo_sh_keeps_an_installed_venv_when_pip_writes_after_the_version_line() {
+    let script = std::fs::read_to_string(format!("{ROOT}/scripts/dev-mongo.sh")).expect("read");
+    let wanted = script
+        .lines()
+        .find_map(|l| l.strip_prefix("SECANTUS_VERSION=\""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("SECANTUS_VERSION in dev-mongo.sh");
+    let root = tempfile::tempdir().expect("tempdir");
+    let bin = root.path().join(".venv/bin");
+    std::fs::create_dir_all(&bin).expect("venv dir");
+    std::fs::create_dir_all(root.path().join("scripts")).expect("scripts dir");
+    std::fs::write(root.path().join("scripts/dev-mongo.sh"), &script).expect("copy script");
+    std::fs::write(bin.join("pip"), SLOW_PIP).expect("fake pip");
+    std::fs::write(bin.join("secantusd-py"), "#!/bin/sh\n").expect("fake server");
+    std::fs::create_dir_all(root.path().join("fakebin")).expect("fakebin dir");
+    std::fs::write(root.path().join("fakebin/python3"), NO_VENV_PYTHON).expect("fake python3");
+    let files = [
+        "scripts/dev-mongo.sh",
+        ".venv/bin/pip",
+        ".venv/bin/secantusd-py",
+        "fakebin/python3",
+    ];
+    for f in files {
+        let status = Command::new("chmod")
+            .args(["+x", &root.path().join(f).to_string_lossy()])
+            .status()
+            .expect("chmod");
+        assert!(status.success());
+    }
+    let calls = root.path().join("calls");
+    let path = format!(
+        "{}:{}",
+        root.path().join("fakebin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(root.path().join("scripts/dev-mongo.sh"))
+        .arg("install")
+        .env("WANTED", wanted)
+        .env("CALLS", &calls)
+        .env("PATH", path)
+        .output()
+        .expect("run dev-mongo.sh install");
+    let calls = std::fs::read_to_string(&calls).expect("pip was asked");
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        ["pip show SecantusDB"],
+        "an installed venv of the wanted version was made again"
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
