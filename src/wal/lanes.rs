@@ -31,7 +31,8 @@ struct Completion {
 
 /// One commit's replies, gathered per lane by the writer (see
 /// [`Lanes::replies`]) so that each lane's notifier gets one message, and
-/// so at most one wake-up, per commit.
+/// so at most one wake-up, per commit. The writer keeps one for its life;
+/// [`Lanes::send_replies`] empties it.
 pub(super) struct Replies(Vec<Vec<Completion>>);
 
 impl Replies {
@@ -166,13 +167,15 @@ impl Lanes {
         Replies((0..self.queues.len()).map(|_| Vec::new()).collect())
     }
 
-    /// Hands each lane's replies to its notifier in one message. Where a
-    /// notifier is gone (or none was started) the writer replies itself.
-    pub(super) fn send_replies(&self, replies: Replies) {
-        for (lane, completions) in replies.0.into_iter().enumerate() {
+    /// Hands each lane's replies to its notifier in one message, leaving
+    /// `replies` empty. Where a notifier is gone (or none was started) the
+    /// writer replies itself.
+    pub(super) fn send_replies(&self, replies: &mut Replies) {
+        for (lane, completions) in replies.0.iter_mut().enumerate() {
             if completions.is_empty() {
                 continue;
             }
+            let completions = std::mem::take(completions);
             let undelivered = match self.notifiers.get() {
                 Some(n) => match n[lane].send(completions) {
                     Ok(()) => continue,
@@ -248,7 +251,7 @@ impl Lanes {
                 replies.push(lane, sub.reply, reply);
             }
         }
-        self.send_replies(replies);
+        self.send_replies(&mut replies);
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -452,7 +455,7 @@ mod tests {
             replies.push(lane, reply_to, reply);
             receivers.push(rx);
         }
-        lanes.send_replies(replies);
+        lanes.send_replies(&mut replies);
         for (n, rx) in receivers.iter().enumerate() {
             let answer = rx
                 .recv_timeout(Duration::from_secs(5))

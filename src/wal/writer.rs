@@ -114,6 +114,7 @@ impl Writer {
         let mut batch = Vec::with_capacity(COMMIT_RECORDS_MAX);
         // A submission that did not fit the last commit; it opens the next.
         let mut carry = None;
+        let mut replies = lanes.replies();
         loop {
             let mut records = lanes.drain_into(&mut batch, &mut carry, COMMIT_RECORDS_MAX);
             if batch.is_empty() {
@@ -127,7 +128,6 @@ impl Writer {
             self.pacer.started(Instant::now(), records as u64);
             let outcome = self.commit(&batch, records as u64);
             lanes.answered(batch.len());
-            let mut replies = lanes.replies();
             for (i, (lane, sub)) in batch.drain(..).enumerate() {
                 let first_id = outcome.map(|()| self.first_ids[i]);
                 let reply = Reply {
@@ -136,7 +136,7 @@ impl Writer {
                 };
                 replies.push(lane, sub.reply, reply);
             }
-            lanes.send_replies(replies);
+            lanes.send_replies(&mut replies);
         }
         lanes.writer_left();
         log::info!("WAL writer stopped; last id {}", self.shared.last_id());
