@@ -30,26 +30,48 @@ pub enum KeysCmd {
     },
 }
 
+/// What a `keys` command prints: `stdout` as it is, `advice` for stderr.
+/// `main.rs` does the printing.
+pub struct Printed {
+    /// The key, a blank line, and its `[[key]]` table.
+    pub stdout: String,
+    /// What to do with them.
+    pub advice: &'static str,
+}
+
+/// Why a `keys` command printed no key, and its exit status.
+pub struct Failed {
+    /// The message for stderr.
+    pub message: String,
+    /// 2 for a bad argument, 1 otherwise.
+    pub code: ExitCode,
+}
+
+/// What the operator does with a new key.
+const ADVICE: &str = "The first line is the key: give it to the client (Authorization: Bearer <key>); it is shown only now.\n\
+     Append the [[key]] table to the --api-keys-file, then send busyapi SIGHUP.";
+
 /// Runs a `keys` command.
-pub fn run(cmd: &KeysCmd) -> ExitCode {
+pub fn run(cmd: &KeysCmd) -> Result<Printed, Failed> {
     let KeysCmd::New { id } = cmd;
     let Some(id) = KeyId::new(id) else {
-        eprintln!("error: --id: {}", KeyId::rule());
-        return ExitCode::from(2);
+        return Err(Failed {
+            message: format!("error: --id: {}", KeyId::rule()),
+            code: ExitCode::from(2),
+        });
     };
     let mut random = [0u8; API_KEY_RANDOM_BYTES];
     if let Err(e) = getrandom::fill(&mut random) {
-        eprintln!("error: the system's random source failed: {e}");
-        return ExitCode::FAILURE;
+        return Err(Failed {
+            message: format!("error: the system's random source failed: {e}"),
+            code: ExitCode::FAILURE,
+        });
     }
     let key = URL_SAFE_NO_PAD.encode(random);
-    println!("{key}\n");
-    println!("{}", entry(id, &key));
-    eprintln!(
-        "The first line is the key: give it to the client (Authorization: Bearer <key>); it is shown only now.\n\
-         Append the [[key]] table to the --api-keys-file, then send busyapi SIGHUP."
-    );
-    ExitCode::SUCCESS
+    Ok(Printed {
+        stdout: format!("{key}\n\n{}\n", entry(id, &key)),
+        advice: ADVICE,
+    })
 }
 
 /// The `[[key]]` table of `key` under `id`.

@@ -287,6 +287,16 @@ fn shard(args: &ShardArgs) -> ExitCode {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Shard(args) => shard(&args),
-        Cmd::Keys(cmd) => keys::run(&cmd),
+        Cmd::Keys(cmd) => match keys::run(&cmd) {
+            Ok(printed) => {
+                print!("{}", printed.stdout);
+                eprintln!("{}", printed.advice);
+                ExitCode::SUCCESS
+            }
+            Err(failed) => {
+                eprintln!("{}", failed.message);
+                failed.code
+            }
+        },
     }
 }
