@@ -321,7 +321,8 @@ def main(argv):
     finally:
         kit.stop_all()
         shutil.rmtree(ctx.work, ignore_errors=True)
-        shutil.rmtree(ctx.mongo_work, ignore_errors=True)
+        if ctx.mongo_work != ctx.work:
+            shutil.rmtree(ctx.mongo_work, ignore_errors=True)
         print(f"raw output kept in {os.path.relpath(ctx.results, ROOT)}")
     return 1 if ctx.failed else 0
 

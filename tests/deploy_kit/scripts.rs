@@ -5,6 +5,7 @@
 //! virtualenv however pip writes its output.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -115,23 +116,16 @@ fn dev_mongo_sh_keeps_an_installed_venv_when_pip_writes_after_the_version_line()
     let bin = root.path().join(".venv/bin");
     std::fs::create_dir_all(&bin).expect("venv dir");
     std::fs::create_dir_all(root.path().join("scripts")).expect("scripts dir");
-    std::fs::write(root.path().join("scripts/dev-mongo.sh"), &script).expect("copy script");
-    std::fs::write(bin.join("pip"), SLOW_PIP).expect("fake pip");
-    std::fs::write(bin.join("secantusd-py"), "#!/bin/sh\n").expect("fake server");
     std::fs::create_dir_all(root.path().join("fakebin")).expect("fakebin dir");
-    std::fs::write(root.path().join("fakebin/python3"), NO_VENV_PYTHON).expect("fake python3");
-    let files = [
-        "scripts/dev-mongo.sh",
-        ".venv/bin/pip",
-        ".venv/bin/secantusd-py",
-        "fakebin/python3",
-    ];
-    for f in files {
-        let status = Command::new("chmod")
-            .args(["+x", &root.path().join(f).to_string_lossy()])
-            .status()
-            .expect("chmod");
-        assert!(status.success());
+    for (path, text) in [
+        ("scripts/dev-mongo.sh", script.as_str()),
+        (".venv/bin/pip", SLOW_PIP),
+        (".venv/bin/secantusd-py", "#!/bin/sh\n"),
+        ("fakebin/python3", NO_VENV_PYTHON),
+    ] {
+        let path = root.path().join(path);
+        std::fs::write(&path, text).expect("write a script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     let calls = root.path().join("calls");
     let path = format!(
