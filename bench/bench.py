@@ -24,7 +24,8 @@ closed loop) or oha (open loop, at fixed rates).
                fdatasync (the thinnest durable server); busyapi.
                Alternating, medians and ratios to bare: what fsync alone
                costs here
-  cpu          bare may_minihttp, the same waiting for an fdatasync per 201,
+  cpu          bare may_minihttp, the same waiting for an fdatasync per 201
+               (back to back, and paced as busyapi paces its commits),
                and busyapi (MongoDB unreachable), held at fixed open-loop
                rates by oha (BENCH_CPU_RATES), alternating: server CPU per
                request, p50/p99/p99.9, fsyncs/s, records per commit, ratios
@@ -75,7 +76,8 @@ Settings (environment):
   BENCH_CPU_RATES        fixed rates of the cpu mode           default 8000,12000,18000
   BENCH_CPU_DURATION_S   seconds per fixed-rate run            default 10
   BENCH_CPU_HOLDS_US     more busyapi servers in the cpu mode, one per
-                         --commit-delay-max-us value (0,500)   default none
+                         --commit-delay-max-us value (0,500),
+                         each beside the paced bare handler    default none
   BENCH_BASE_REV         the closed-loop mode's baseline       default 4039c4b
   BENCH_CLOSED_CONNECTIONS wrk connections, closed-loop mode   default 4,16,64
   BENCH_HEADLINE_S       seconds of load in the headline mode  default 60
@@ -252,13 +254,27 @@ def cpu(ctx):
         "--connections", str(ctx.connections),
         "--server", f"bare={ctx.binary('bare_minihttp')} 127.0.0.1:{{port}}",
         "--server", f"bare-fsync-wait={ctx.binary('bare_minihttp')} 127.0.0.1:{{port}} --fsync-wait {{data}}",
+        "--server", paced_bare(ctx, HOLD_DEFAULT_US),
         "--server", f"busyapi={kit.busyapi_command(ctx.binary('busyapi'))}",
     ] + [arg for hold in ctx.cpu_holds_us for arg in (
         # The same binary with another pacing bound: what a hold buys in
-        # CPU and costs in latency, measured beside the default.
+        # CPU and costs in latency, measured beside the default, and the
+        # thinnest durable server paced the same.
+        "--server", paced_bare(ctx, hold),
         "--server",
         f"busyapi-hold{hold}us={kit.busyapi_command(ctx.binary('busyapi'), extra=f'--commit-delay-max-us {hold}')}",
     )])
+
+
+# busyapi's --commit-delay-max-us when none is given.
+HOLD_DEFAULT_US = 1500
+
+
+def paced_bare(ctx, hold_us):
+    """The --server argument of the thinnest durable server whose commits
+    are paced like busyapi's at `hold_us` (bench/bare_minihttp)."""
+    return (f"bare-fsync-paced{hold_us}us={ctx.binary('bare_minihttp')} 127.0.0.1:{{port}}"
+            f" --fsync-paced {{data}} {hold_us}")
 
 
 def closed_loop(ctx):
