@@ -260,8 +260,13 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
 /// The largest `--wal-segment-bytes`: recovery reads a segment into memory.
 pub const SEGMENT_BYTES_LIMIT: u64 = 1 << 30;
-/// Zeros written per call when preallocating a segment.
-pub const PREALLOC_CHUNK_BYTES: usize = 1 << 20;
+/// Zeros written, and pushed to the disk, per call when preallocating a
+/// segment. Small, because a commit's fdatasync that arrives while a chunk
+/// is being written waits for it: with 1 MiB chunks the spare's fill (4 s
+/// of every segment) took busyapi's p99 at 18,000 requests/s from 2.6 to
+/// 5.0 ms and its p99.9 from 6 to 24 ms (docs/notes/2026-12-04-spare-fill-
+/// chunks.md). 64 KiB is 1,024 writes a segment, a few ms of CPU.
+pub const PREALLOC_CHUNK_BYTES: usize = 64 << 10;
 /// How fast the next segment is zero-filled while the server takes load:
 /// a default segment in 4 s. At 18,000 requests/s a segment lasts about 30
 /// s, and even at a closed loop's 80,000 about 7 s, so the spare is ready

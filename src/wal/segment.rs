@@ -101,8 +101,9 @@ const SPARE_PARTIAL_NAME: &str = "spare.wal.partial";
 /// 64 MiB segment at full speed floods the disk's queue, and every commit's
 /// fdatasync waits behind it: unpaced, one fill during a run at 8,000
 /// requests/s took p99 from about 2 ms to tens of milliseconds. Paced, the
-/// zeros go out in chunks, each pushed to the disk (`sync_file_range`) on
-/// its own, so commits slip between them.
+/// zeros go out in small chunks ([`PREALLOC_CHUNK_BYTES`]), each pushed to
+/// the disk (`sync_file_range`) on its own, so commits slip between them
+/// and one that lands behind a chunk waits for 64 KiB, not a megabyte.
 pub fn prepare_spare(dir: &Path, bytes: u64, pace: SparePace) -> Result<(), WalError> {
     fail::fail_point!("wal::spare", |_| Err(WalError::io(
         "create a spare segment",
